@@ -1,0 +1,22 @@
+//! Deterministic OCI layer engine.
+//!
+//! * [`write_layer`]: directory tree (or overlayfs upper dir) → reproducible tar → parallel
+//!   gzip/zstd, with the diff_id and the blob digest computed in the same pass.
+//! * [`compress_tar`]: the same for a tar stream that already exists.
+//! * [`apply_layer`]: unpacks a layer onto a root directory, confined to it (every path is
+//!   resolved with `openat2(RESOLVE_IN_ROOT)`), handling OCI whiteouts.
+//!
+//! Linux only (openat2 needs Linux 5.6, unprivileged whiteout devices Linux 5.8).
+
+mod apply;
+mod compress;
+mod digest;
+mod error;
+mod gzip;
+mod tree;
+
+pub use apply::{ApplyOptions, ApplyStats, METADATA_BUDGET, WhiteoutMode, apply_layer, decompress};
+pub use compress::{Compression, LayerInfo, compress_tar};
+pub use digest::{Digest, HashingWriter};
+pub use error::LayerError;
+pub use tree::{TreeOptions, write_layer};

@@ -1,0 +1,88 @@
+//! Root images without a registry: `FROM debian:<suite>` is bootstrapped from the Debian archive with
+//! `mmdebstrap --variant=minbase` (the same tool Debian's own image build uses), compressed into one
+//! layer and tagged in the store under the name the Dockerfile used, so the next build finds it there.
+
+use std::io::BufReader;
+use std::path::Path;
+use std::process::Command;
+
+use super::{BuildError, BuildOptions, Workspace};
+use crate::store::{ContainerConfig, Descriptor, History, ImageConfig, Platform, RootFs};
+
+/// The suite a `FROM` name asks for, when we know how to bootstrap it (`debian:<suite>`, with or
+/// without the `docker.io/library/` prefix).
+pub(crate) fn debian_suite(from: &str) -> Option<&str> {
+    let name = from.strip_prefix("docker.io/").unwrap_or(from);
+    let name = name.strip_prefix("library/").unwrap_or(name);
+    let suite = name.strip_prefix("debian:")?;
+    let ok = !suite.is_empty() && suite.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    ok.then_some(suite)
+}
+
+/// Bootstrap `debian:<suite>` into the store and tag it as `from`. Returns the manifest descriptor.
+pub(crate) fn bootstrap_debian(
+    ws: &Workspace,
+    from: &str,
+    suite: &str,
+    opts: &BuildOptions,
+) -> Result<Descriptor, BuildError> {
+    let tmp = ws.temp_dir("mmdebstrap-")?;
+    let tar = tmp.path().join("rootfs.tar");
+    tracing::info!("bootstrapping {from} from the Debian archive with mmdebstrap (no registry holds it)");
+    let mut cmd = Command::new("mmdebstrap");
+    cmd.args(["--variant=minbase", "--format=tar", "--quiet", suite]).arg(&tar);
+    if let Some(mirror) = &opts.debian_mirror {
+        cmd.arg(mirror);
+    }
+    if let Some(epoch) = opts.source_date_epoch {
+        cmd.env("SOURCE_DATE_EPOCH", epoch.to_string());
+    }
+    let out = cmd.output().map_err(|e| BuildError::Tool {
+        tool: "mmdebstrap".into(),
+        message: format!("{e} (install it: apt-get install mmdebstrap)"),
+    })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+        return Err(BuildError::Tool {
+            tool: "mmdebstrap".into(),
+            message: format!("{}\n{}", out.status, tail.join("\n")),
+        });
+    }
+    let store = ws.store();
+    let file = std::fs::File::open(&tar).map_err(|e| BuildError::io(&tar, "open", e))?;
+    let mut w = store.blob_writer()?;
+    let info = layers::compress_tar(BufReader::with_capacity(1 << 20, file), opts.compression, opts.threads, &mut w)
+        .map_err(|e| BuildError::Layer { what: format!("compressing the {from} rootfs"), source: e })?;
+    w.commit(Some(&info.digest))?;
+    let layer = Descriptor::new(info.media_type, info.digest, info.size);
+    ws.ensure_layer_dir(&layer, &info.diff_id)?;
+    let platform = Platform::host();
+    let config = ImageConfig {
+        architecture: platform.architecture,
+        os: platform.os,
+        created: Some(opts.created()),
+        config: ContainerConfig {
+            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+            cmd: Some(vec!["bash".into()]),
+            ..Default::default()
+        },
+        rootfs: RootFs { typ: "layers".into(), diff_ids: vec![info.diff_id] },
+        history: vec![History {
+            created: Some(opts.created()),
+            created_by: Some(format!("mmdebstrap --variant=minbase {suite}")),
+            comment: Some("bootstrapped by kolla-oci".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let manifest = store.write_image(&config, &[layer])?;
+    store.set_tag(from, &manifest)?;
+    Ok(manifest)
+}
+
+/// Whether `mmdebstrap` can be found, for a clear error before a long build starts.
+pub(crate) fn have_mmdebstrap() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| Path::new(&d).join("mmdebstrap").is_file()))
+}

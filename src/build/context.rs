@@ -1,0 +1,261 @@
+//! COPY and ADD: the build context as an untrusted input. Sources are resolved inside the context (no
+//! `..`, no symlink that leads out of it), hashed by content for the step cache, and staged into a
+//! directory laid out like the image root, which then becomes the step's layer.
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Component, Path, PathBuf};
+
+use layers::{ApplyOptions, Digest, WhiteoutMode};
+use sha2::{Digest as _, Sha256};
+
+use super::BuildError;
+use super::view::RootView;
+
+/// The build context directory of one image.
+pub(crate) struct BuildContext {
+    root: PathBuf,
+}
+
+/// How staged files are owned and stamped.
+pub(crate) struct StageOptions {
+    /// `--chown`, resolved to numbers; `None` = root, as BuildKit does for context files.
+    pub owner: Option<(u32, u32)>,
+    /// `--chmod`.
+    pub mode: Option<u32>,
+    /// ADD: extract local tar archives (plain, gzip or zstd) instead of copying them.
+    pub extract_archives: bool,
+}
+
+impl BuildContext {
+    /// The context rooted at `dir` (canonicalized, so symlink checks compare real paths).
+    pub fn new(dir: &Path) -> Result<BuildContext, BuildError> {
+        let root = dir.canonicalize().map_err(|e| BuildError::io(dir, "open build context", e))?;
+        Ok(BuildContext { root })
+    }
+
+    /// Resolve one COPY/ADD source (a path or glob, relative to the context; a leading `/` means the
+    /// context root, as in Docker). Every match must stay inside the context after symlinks are resolved.
+    pub fn resolve(&self, source: &str) -> Result<Vec<PathBuf>, BuildError> {
+        if source.contains("://") {
+            return Err(BuildError::Input(format!("remote sources are not supported: {source}")));
+        }
+        let mut rel = PathBuf::new();
+        for c in Path::new(source).components() {
+            match c {
+                Component::Normal(s) => rel.push(s),
+                Component::ParentDir if rel.pop() => {}
+                Component::ParentDir => {
+                    return Err(BuildError::Input(format!("source {source:?} is outside the build context")));
+                }
+                _ => {}
+            }
+        }
+        let joined = self.root.join(&rel);
+        let candidates: Vec<PathBuf> = if source.contains(['*', '?', '[']) {
+            let pattern = joined.to_string_lossy().into_owned();
+            let paths =
+                glob::glob(&pattern).map_err(|e| BuildError::Input(format!("bad source pattern {source:?}: {e}")))?;
+            let mut v: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
+            v.sort();
+            v
+        } else {
+            vec![joined]
+        };
+        let mut out = Vec::new();
+        for path in candidates {
+            let real = match path.canonicalize() {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let lstat_ok = fs::symlink_metadata(&path).is_ok();
+                    let why = if lstat_ok { "is a dangling symlink" } else { "not found in the build context" };
+                    return Err(BuildError::Input(format!("source {source:?} {why}")));
+                }
+                Err(e) => return Err(BuildError::io(&path, "resolve source", e)),
+            };
+            if !real.starts_with(&self.root) {
+                return Err(BuildError::Input(format!(
+                    "source {source:?} resolves to {} outside the build context (through a symlink)",
+                    real.display()
+                )));
+            }
+            out.push(real);
+        }
+        if out.is_empty() {
+            return Err(BuildError::Input(format!("source {source:?} matches no file in the build context")));
+        }
+        Ok(out)
+    }
+
+    /// A digest of what the sources contain — names, types, modes, sizes, bytes, link targets — but not
+    /// mtimes or owners, so a fresh copy of an unchanged context hits the cache.
+    pub fn digest(&self, sources: &[PathBuf]) -> Result<Digest, BuildError> {
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        for src in sources {
+            h.update(src.strip_prefix(&self.root).unwrap_or(src).as_os_str().as_encoded_bytes());
+            h.update([0]);
+            for entry in walkdir::WalkDir::new(src).follow_links(false).sort_by_file_name() {
+                let entry = entry.map_err(|e| BuildError::io(src, "walk source", e.into()))?;
+                let meta = entry.metadata().map_err(|e| BuildError::io(entry.path(), "stat source", e.into()))?;
+                let rel = entry.path().strip_prefix(src).unwrap_or(entry.path());
+                h.update(rel.as_os_str().as_encoded_bytes());
+                h.update(format!("\0{:o}\0{}\0", meta.mode(), meta.len()).as_bytes());
+                if meta.is_file() {
+                    let mut f =
+                        fs::File::open(entry.path()).map_err(|e| BuildError::io(entry.path(), "read source", e))?;
+                    loop {
+                        let n = f.read(&mut buf).map_err(|e| BuildError::io(entry.path(), "read source", e))?;
+                        if n == 0 {
+                            break;
+                        }
+                        h.update(&buf[..n]);
+                    }
+                } else if meta.file_type().is_symlink() {
+                    let t = fs::read_link(entry.path()).map_err(|e| BuildError::io(entry.path(), "read link", e))?;
+                    h.update(t.as_os_str().as_encoded_bytes());
+                }
+                h.update([0]);
+            }
+        }
+        Ok(Digest::from_bytes(h.finalize().into()))
+    }
+}
+
+/// Stage `sources` for `COPY/ADD sources… dest` into `stage` (laid out like the image root), Docker's
+/// rules: a directory source copies its contents; a file goes to `dest/` + its name when `dest` ends
+/// with `/` or is an existing directory, else to `dest` itself. Parent directories of the destination
+/// that exist in the image keep their metadata; missing ones are created root-owned 0755.
+pub(crate) fn stage(
+    view: &RootView,
+    stage: &Path,
+    sources: &[PathBuf],
+    dest: &str,
+    opts: &StageOptions,
+) -> Result<(), BuildError> {
+    let dest_is_dir_spelling = dest.ends_with('/') || dest.ends_with("/.");
+    if sources.len() > 1 && !dest_is_dir_spelling {
+        return Err(BuildError::Input(format!(
+            "with more than one source the destination must be a directory ending in /: {dest:?}"
+        )));
+    }
+    let dest_rel = view.resolve(dest, true)?;
+    let dest_is_dir = dest_is_dir_spelling || view.lookup(&dest_rel).is_some_and(|f| f.meta.is_dir());
+    for src in sources {
+        let meta = fs::symlink_metadata(src).map_err(|e| BuildError::io(src, "stat source", e))?;
+        if meta.is_dir() {
+            make_parents(view, stage, &dest_rel.join("x"))?;
+            copy_tree(src, &stage.join(&dest_rel), opts)?;
+        } else if opts.extract_archives && is_tar_archive(src)? {
+            make_parents(view, stage, &dest_rel.join("x"))?;
+            extract(src, &stage.join(&dest_rel))?;
+        } else {
+            let target =
+                if dest_is_dir { dest_rel.join(src.file_name().unwrap_or_default()) } else { dest_rel.clone() };
+            make_parents(view, stage, &target)?;
+            copy_one(src, &stage.join(&target), opts)?;
+        }
+    }
+    Ok(())
+}
+
+/// Create the parents of `rel` in `stage`, copying owner, mode and mtime from the image where it has them.
+fn make_parents(view: &RootView, stage: &Path, rel: &Path) -> Result<(), BuildError> {
+    let mut cur = PathBuf::new();
+    let parents: Vec<_> = rel.parent().map(|p| p.iter().collect()).unwrap_or_default();
+    for c in parents {
+        cur.push(c);
+        let at = stage.join(&cur);
+        if at.is_dir() {
+            continue;
+        }
+        fs::create_dir(&at).map_err(|e| BuildError::io(&at, "create directory", e))?;
+        let (mode, uid, gid, mtime) = match view.lookup(&cur) {
+            Some(f) if f.meta.is_dir() => (f.meta.mode() & 0o7777, f.meta.uid(), f.meta.gid(), Some(f.meta.mtime())),
+            _ => (0o755, 0, 0, None),
+        };
+        set_meta(&at, mode, (uid, gid), mtime)?;
+    }
+    Ok(())
+}
+
+fn set_meta(path: &Path, mode: u32, (uid, gid): (u32, u32), mtime: Option<i64>) -> Result<(), BuildError> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| BuildError::io(path, "chown", e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| BuildError::io(path, "chmod", e))?;
+    if let Some(t) = mtime {
+        filetime::set_file_mtime(path, filetime::FileTime::from_unix_time(t, 0))
+            .map_err(|e| BuildError::io(path, "set mtime", e))?;
+    }
+    Ok(())
+}
+
+/// Copy one file or symlink (symlinks are copied as links, never followed).
+fn copy_one(src: &Path, dst: &Path, opts: &StageOptions) -> Result<(), BuildError> {
+    let meta = fs::symlink_metadata(src).map_err(|e| BuildError::io(src, "stat source", e))?;
+    let owner = opts.owner.unwrap_or((0, 0));
+    if dst.is_dir() && !dst.is_symlink() {
+        fs::remove_dir_all(dst).map_err(|e| BuildError::io(dst, "replace directory", e))?;
+    }
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        let target = fs::read_link(src).map_err(|e| BuildError::io(src, "read link", e))?;
+        let _ = fs::remove_file(dst);
+        symlink(&target, dst).map_err(|e| BuildError::io(dst, "create symlink", e))?;
+        std::os::unix::fs::lchown(dst, Some(owner.0), Some(owner.1)).map_err(|e| BuildError::io(dst, "chown", e))?;
+        return Ok(());
+    }
+    if ft.is_file() {
+        fs::copy(src, dst).map_err(|e| BuildError::io(dst, "copy file", e))?;
+        let mode = opts.mode.unwrap_or(meta.mode() & 0o7777);
+        set_meta(dst, mode, owner, Some(meta.mtime()))
+    } else {
+        tracing::warn!("skipping {}: not a regular file, directory or symlink", src.display());
+        Ok(())
+    }
+}
+
+/// Copy the contents of directory `src` into `dst` (created or merged).
+fn copy_tree(src: &Path, dst: &Path, opts: &StageOptions) -> Result<(), BuildError> {
+    let owner = opts.owner.unwrap_or((0, 0));
+    let mut dirs = Vec::new();
+    for entry in walkdir::WalkDir::new(src).follow_links(false).sort_by_file_name() {
+        let entry = entry.map_err(|e| BuildError::io(src, "walk source", e.into()))?;
+        let rel = entry.path().strip_prefix(src).unwrap_or(Path::new(""));
+        let to = dst.join(rel);
+        if entry.file_type().is_dir() {
+            if !to.is_dir() {
+                fs::create_dir_all(&to).map_err(|e| BuildError::io(&to, "create directory", e))?;
+            }
+            let meta = entry.metadata().map_err(|e| BuildError::io(entry.path(), "stat source", e.into()))?;
+            dirs.push((to, opts.mode.unwrap_or(meta.mode() & 0o7777), meta.mtime()));
+        } else {
+            copy_one(entry.path(), &to, opts)?;
+        }
+    }
+    // Directory metadata last: writing children changes a directory's mtime.
+    for (dir, mode, mtime) in dirs.into_iter().rev() {
+        set_meta(&dir, mode, owner, Some(mtime))?;
+    }
+    Ok(())
+}
+
+/// Whether `path` is a tar archive, plain or compressed with gzip or zstd (ADD extracts those).
+fn is_tar_archive(path: &Path) -> Result<bool, BuildError> {
+    let f = fs::File::open(path).map_err(|e| BuildError::io(path, "open source", e))?;
+    let reader = layers::decompress(io::BufReader::new(f)).map_err(|e| BuildError::io(path, "read source", e))?;
+    let mut head = Vec::with_capacity(512);
+    // A corrupt compressed stream is simply "not an archive": ADD then copies the file as it is.
+    let _ = reader.take(512).read_to_end(&mut head);
+    Ok(head.len() == 512 && &head[257..262] == b"ustar")
+}
+
+/// Unpack an archive into `dir` with the layer applier, which confines every entry to `dir`.
+fn extract(archive: &Path, dir: &Path) -> Result<(), BuildError> {
+    fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, "create directory", e))?;
+    let f = fs::File::open(archive).map_err(|e| BuildError::io(archive, "open archive", e))?;
+    let opts = ApplyOptions { whiteouts: WhiteoutMode::Apply, same_owner: true };
+    layers::apply_layer(io::BufReader::new(f), dir, &opts)
+        .map_err(|e| BuildError::Layer { what: format!("extracting {}", archive.display()), source: e })?;
+    Ok(())
+}

@@ -1,0 +1,507 @@
+//! One Dockerfile → one image in the store (see the module docs of [`crate::build`]).
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use layers::{Digest, TreeOptions};
+
+use super::bootstrap;
+use super::cache::{CachedLayer, CachedStep, StepCache, chain};
+use super::context::{self, BuildContext, StageOptions};
+use super::view::RootView;
+use super::{BuildError, BuildOptions, Workspace};
+use crate::dockerfile::{self, Command, CopySpec, Expander, Instruction, Kind, RunScript};
+use crate::store::{Descriptor, EmptyObject, Healthcheck, History, ImageConfig, Platform, Store};
+use crate::{registry, sandbox};
+
+/// Docker's default shell for shell-form RUN/CMD/ENTRYPOINT.
+const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
+/// How much of a RUN's output is kept for the error message.
+const TAIL_BYTES: usize = 4096;
+const TAIL_LINES: usize = 20;
+
+/// What to build.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildRequest<'a> {
+    /// The Dockerfile (its path names errors).
+    pub dockerfile: &'a Path,
+    /// The build context directory.
+    pub context: &'a Path,
+    /// The tag to give the image in the store.
+    pub tag: &'a str,
+}
+
+/// What a build did.
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    /// The image's manifest descriptor (also tagged in the store).
+    pub manifest: Descriptor,
+    /// Layers produced by this build.
+    pub layers_built: usize,
+    /// Steps whose result came from the cache.
+    pub layers_cached: usize,
+}
+
+/// The image being built, one step at a time.
+struct ImageState {
+    config: ImageConfig,
+    layers: Vec<Descriptor>,
+    /// Extracted layer dirs, base first.
+    dirs: Vec<PathBuf>,
+    /// Cache chain key of everything so far.
+    key: Digest,
+    /// Whether this Dockerfile set CMD (ENTRYPOINT resets an inherited CMD, as Docker does).
+    cmd_set: bool,
+}
+
+impl ImageState {
+    fn top_first(&self) -> Vec<PathBuf> {
+        self.dirs.iter().rev().cloned().collect()
+    }
+
+    fn workdir(&self) -> String {
+        self.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into())
+    }
+
+    fn shell(&self) -> Vec<String> {
+        self.config.config.shell.clone().unwrap_or_else(|| DEFAULT_SHELL.map(String::from).to_vec())
+    }
+
+    fn shell_form(&self, cmd: &Command) -> Vec<String> {
+        match cmd {
+            Command::Exec(argv) => argv.clone(),
+            Command::Shell(s) => {
+                let mut v = self.shell();
+                v.push(s.clone());
+                v
+            }
+        }
+    }
+}
+
+/// Build one image. RUN output goes to `log`; the last lines of a failing RUN are in the error.
+pub fn build_image(
+    ws: &Workspace,
+    req: &BuildRequest,
+    opts: &BuildOptions,
+    log: &mut dyn Write,
+) -> Result<BuildOutcome, BuildError> {
+    let text = fs::read_to_string(req.dockerfile).map_err(|e| BuildError::io(req.dockerfile, "read Dockerfile", e))?;
+    let df = dockerfile::parse(req.dockerfile, &text)?;
+    for w in &df.warnings {
+        tracing::warn!("{w}");
+    }
+    let ctx = BuildContext::new(req.context)?;
+    let cache = StepCache::new(ws.cache_dir(), opts.cache);
+    let mut ex = Expander::new(opts.build_args.clone());
+    let mut st: Option<ImageState> = None;
+    let (mut built, mut cached) = (0, 0);
+    for raw in &df.instructions {
+        let ins = ex.expand(raw)?;
+        let at =
+            |e: BuildError| BuildError::At { path: req.dockerfile.to_path_buf(), line: ins.line, source: Box::new(e) };
+        if let Kind::From(from) = &ins.kind {
+            let state = from_image(ws, &from.image, opts).map_err(at)?;
+            ex.set_base_env(&state.config.config.env);
+            st = Some(state);
+            continue;
+        }
+        let Some(state) = st.as_mut() else {
+            // The parser allows only ARG before FROM; ARG needs no image.
+            continue;
+        };
+        let step = Step { ws, ctx: &ctx, cache: &cache, opts, ex: &ex };
+        match step.apply(state, &ins, log).map_err(at)? {
+            StepResult::Config => {}
+            StepResult::Layer { from_cache } if from_cache => cached += 1,
+            StepResult::Layer { .. } => built += 1,
+            StepResult::Empty => {}
+        }
+    }
+    for name in ex.unused_build_args() {
+        tracing::warn!("{}: build argument {name:?} was given but not declared with ARG", req.dockerfile.display());
+    }
+    let mut state =
+        st.ok_or_else(|| BuildError::Input(format!("{}: no FROM instruction", req.dockerfile.display())))?;
+    state.config.created = Some(opts.created());
+    let store = ws.store();
+    let manifest = store.write_image(&state.config, &state.layers)?;
+    store.set_tag(req.tag, &manifest)?;
+    Ok(BuildOutcome { manifest, layers_built: built, layers_cached: cached })
+}
+
+/// The starting point of a build: `scratch`, an image in the store, or one fetched or bootstrapped.
+fn from_image(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<ImageState, BuildError> {
+    let zero = Digest::from_bytes([0; 32]);
+    if name == "scratch" {
+        let platform = Platform::host();
+        let config = ImageConfig { architecture: platform.architecture, os: platform.os, ..Default::default() };
+        return Ok(ImageState {
+            config,
+            layers: vec![],
+            dirs: vec![],
+            key: chain(&zero, &[b"scratch"]),
+            cmd_set: false,
+        });
+    }
+    let store = ws.store();
+    if store.resolve(name)?.is_none() {
+        fetch_base(ws, name, opts)?;
+    }
+    let image = store.load_image(name)?;
+    let diff_ids = &image.config.rootfs.diff_ids;
+    if diff_ids.len() != image.manifest.layers.len() {
+        return Err(BuildError::BaseImage {
+            image: name.into(),
+            reason: format!("{} layers but {} diff_ids in its config", image.manifest.layers.len(), diff_ids.len()),
+        });
+    }
+    let dirs = image
+        .manifest
+        .layers
+        .iter()
+        .zip(diff_ids)
+        .map(|(layer, diff_id)| ws.ensure_layer_dir(layer, diff_id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = chain(&zero, &[b"from", image.manifest_digest.to_string().as_bytes()]);
+    Ok(ImageState { config: image.config, layers: image.manifest.layers, dirs, key, cmd_set: false })
+}
+
+/// A `FROM` image that is not in the store: pulled when its name says which registry holds it, or
+/// bootstrapped from the Debian archive for `debian:<suite>` (this machine may reach no registry).
+fn fetch_base(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<(), BuildError> {
+    if let Some(suite) = bootstrap::debian_suite(name) {
+        if !bootstrap::have_mmdebstrap() {
+            return Err(BuildError::BaseImage {
+                image: name.into(),
+                reason: "not in the store, and mmdebstrap (to bootstrap it) is not installed".into(),
+            });
+        }
+        bootstrap::bootstrap_debian(ws, name, suite, opts)?;
+        return Ok(());
+    }
+    if opts.pull {
+        let reference = registry::Reference::parse(name)?;
+        let ropts =
+            registry::RegistryOptions { insecure_registries: opts.insecure_registries.clone(), ..Default::default() };
+        let desc = registry::ensure_image(ws.store(), &reference, None, &ropts)?;
+        // Also under the name the Dockerfile used, so the next build finds it without a lookup.
+        ws.store().set_tag(name, &desc)?;
+        return Ok(());
+    }
+    Err(BuildError::BaseImage { image: name.into(), reason: "not in the store (and pulling is off)".into() })
+}
+
+enum StepResult {
+    /// Only the config changed.
+    Config,
+    /// A layer was added.
+    Layer { from_cache: bool },
+    /// The step ran but changed no file: no layer.
+    Empty,
+}
+
+/// What every step needs.
+struct Step<'a> {
+    ws: &'a Workspace,
+    ctx: &'a BuildContext,
+    cache: &'a StepCache,
+    opts: &'a BuildOptions,
+    ex: &'a Expander,
+}
+
+impl Step<'_> {
+    fn apply(&self, st: &mut ImageState, ins: &Instruction, log: &mut dyn Write) -> Result<StepResult, BuildError> {
+        let c = &mut st.config.config;
+        match &ins.kind {
+            Kind::From(_) => unreachable!("handled by build_image"),
+            Kind::Arg(_) => {
+                // Values reach RUN through its environment (and its cache key); nothing to record.
+                return Ok(StepResult::Config);
+            }
+            Kind::Env(kvs) => {
+                for kv in kvs {
+                    let prefix = format!("{}=", kv.key);
+                    let entry = format!("{}={}", kv.key, kv.value);
+                    match c.env.iter_mut().find(|e| e.starts_with(&prefix)) {
+                        Some(e) => *e = entry,
+                        None => c.env.push(entry),
+                    }
+                }
+            }
+            Kind::Label(kvs) => {
+                for kv in kvs {
+                    c.labels.insert(kv.key.clone(), kv.value.clone());
+                }
+            }
+            Kind::User(u) => c.user = Some(u.clone()),
+            Kind::Workdir(w) => {
+                let base = c.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+                let joined = if w.starts_with('/') { PathBuf::from(w) } else { Path::new(&base).join(w) };
+                c.working_dir = Some(joined.to_string_lossy().into_owned());
+            }
+            Kind::Cmd(cmd) => {
+                let argv = st.shell_form(cmd);
+                st.config.config.cmd = Some(argv);
+                st.cmd_set = true;
+            }
+            Kind::Entrypoint(cmd) => {
+                let argv = st.shell_form(cmd);
+                let c = &mut st.config.config;
+                c.entrypoint = (!argv.is_empty()).then_some(argv);
+                if !st.cmd_set {
+                    c.cmd = None;
+                }
+            }
+            Kind::Expose(ports) => {
+                for p in ports {
+                    c.exposed_ports.insert(p.clone(), EmptyObject {});
+                }
+            }
+            Kind::Volume(vols) => {
+                for v in vols {
+                    c.volumes.insert(v.clone(), EmptyObject {});
+                }
+            }
+            Kind::Healthcheck(h) => {
+                let nonzero = |v: i64| (v != 0).then_some(v);
+                c.healthcheck = Some(match h {
+                    None => Healthcheck { test: vec!["NONE".into()], ..Default::default() },
+                    Some(h) => Healthcheck {
+                        test: h.test(),
+                        interval: nonzero(h.interval),
+                        timeout: nonzero(h.timeout),
+                        start_period: nonzero(h.start_period),
+                        start_interval: nonzero(h.start_interval),
+                        retries: nonzero(i64::from(h.retries)),
+                        ..Default::default()
+                    },
+                });
+            }
+            Kind::StopSignal(s) => c.stop_signal = Some(s.clone()),
+            Kind::Shell(sh) => c.shell = Some(sh.clone()),
+            Kind::Maintainer(m) => st.config.author = Some(m.clone()),
+            Kind::Copy(spec) => return self.copy(st, ins, spec, false),
+            Kind::Add(spec) => return self.copy(st, ins, spec, true),
+            Kind::Run(_) => return self.run(st, ins, log),
+        }
+        st.key = chain(&st.key, &[format!("{:?}", ins.kind).as_bytes()]);
+        self.history(st, ins, true);
+        Ok(StepResult::Config)
+    }
+
+    fn history(&self, st: &mut ImageState, ins: &Instruction, empty: bool) {
+        st.config.history.push(History {
+            created: Some(self.opts.created()),
+            created_by: Some(ins.original.clone()),
+            comment: Some("kolla-oci".into()),
+            empty_layer: empty.then_some(true),
+            ..Default::default()
+        });
+    }
+
+    /// Use the cached result of step `key` if its blob is still in the store.
+    fn cached(&self, st: &mut ImageState, ins: &Instruction, key: Digest) -> Result<Option<StepResult>, BuildError> {
+        let Some(hit) = self.cache.get(&key) else { return Ok(None) };
+        let result = match hit.layer {
+            Some(l) if self.ws.store().has_blob(&l.descriptor.digest) => {
+                let dir = self.ws.ensure_layer_dir(&l.descriptor, &l.diff_id)?;
+                self.push_layer(st, ins, l.descriptor, l.diff_id, dir);
+                StepResult::Layer { from_cache: true }
+            }
+            Some(_) => return Ok(None),
+            None => {
+                self.history(st, ins, true);
+                StepResult::Empty
+            }
+        };
+        st.key = key;
+        tracing::debug!("cached: {}", ins.original);
+        Ok(Some(result))
+    }
+
+    fn push_layer(&self, st: &mut ImageState, ins: &Instruction, layer: Descriptor, diff_id: Digest, dir: PathBuf) {
+        st.layers.push(layer);
+        st.config.rootfs.diff_ids.push(diff_id);
+        st.dirs.push(dir);
+        self.history(st, ins, false);
+    }
+
+    /// Turn `dir` into the step's layer (none if it holds no change), record it in the cache.
+    fn commit_dir(
+        &self,
+        st: &mut ImageState,
+        ins: &Instruction,
+        key: Digest,
+        dir: &Path,
+        overlay_upper: bool,
+    ) -> Result<StepResult, BuildError> {
+        let store: &Store = self.ws.store();
+        let mut w = store.blob_writer()?;
+        let tree =
+            TreeOptions { source_date_epoch: self.opts.source_date_epoch, overlay_upper, threads: self.opts.threads };
+        let info = layers::write_layer(dir, &tree, self.opts.compression, &mut w)
+            .map_err(|e| BuildError::Layer { what: format!("layer of {:?}", ins.original), source: e })?;
+        let result = if info.entries == 0 {
+            drop(w);
+            self.history(st, ins, true);
+            self.cache
+                .put(&key, &CachedStep { layer: None })
+                .map_err(|e| BuildError::io(&self.ws.cache_dir(), "write cache", e))?;
+            StepResult::Empty
+        } else {
+            w.commit(Some(&info.digest))?;
+            let descriptor = Descriptor::new(info.media_type, info.digest, info.size);
+            let dir = self.ws.adopt_layer_dir(dir, &info.diff_id)?;
+            let entry =
+                CachedStep { layer: Some(CachedLayer { descriptor: descriptor.clone(), diff_id: info.diff_id }) };
+            self.cache.put(&key, &entry).map_err(|e| BuildError::io(&self.ws.cache_dir(), "write cache", e))?;
+            self.push_layer(st, ins, descriptor, info.diff_id, dir);
+            StepResult::Layer { from_cache: false }
+        };
+        st.key = key;
+        Ok(result)
+    }
+
+    fn copy(
+        &self,
+        st: &mut ImageState,
+        ins: &Instruction,
+        spec: &CopySpec,
+        add: bool,
+    ) -> Result<StepResult, BuildError> {
+        let mut sources = Vec::new();
+        for s in &spec.sources {
+            sources.extend(self.ctx.resolve(s)?);
+        }
+        let content = self.ctx.digest(&sources)?;
+        let workdir = st.workdir();
+        let key =
+            chain(&st.key, &[format!("{:?}", ins.kind).as_bytes(), content.to_string().as_bytes(), workdir.as_bytes()]);
+        if let Some(r) = self.cached(st, ins, key)? {
+            return Ok(r);
+        }
+        let dest = if spec.dest.starts_with('/') {
+            spec.dest.clone()
+        } else {
+            format!("{}/{}", workdir.trim_end_matches('/'), spec.dest)
+        };
+        let lowers = st.top_first();
+        let view = RootView::new(&lowers);
+        let owner = spec.chown.as_deref().map(|o| view.resolve_owner(o)).transpose()?;
+        let tmp = self.ws.temp_dir("stage-")?;
+        let root = tmp.path().join("root");
+        fs::create_dir(&root).map_err(|e| BuildError::io(&root, "create directory", e))?;
+        let stage_opts = StageOptions { owner, mode: spec.mode(), extract_archives: add };
+        if !sources.is_empty() {
+            context::stage(&view, &root, &sources, &dest, &stage_opts)?;
+        }
+        if !spec.heredocs.is_empty() {
+            let files =
+                tempfile::tempdir_in(tmp.path()).map_err(|e| BuildError::io(tmp.path(), "create temp dir", e))?;
+            let mut paths = Vec::new();
+            for doc in &spec.heredocs {
+                let p = files.path().join(&doc.name);
+                fs::write(&p, &doc.content).map_err(|e| BuildError::io(&p, "write here-document", e))?;
+                use std::os::unix::fs::PermissionsExt as _;
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o644))
+                    .map_err(|e| BuildError::io(&p, "chmod", e))?;
+                paths.push(p);
+            }
+            context::stage(&view, &root, &paths, &dest, &stage_opts)?;
+        }
+        self.commit_dir(st, ins, key, &root, false)
+    }
+
+    fn run(&self, st: &mut ImageState, ins: &Instruction, log: &mut dyn Write) -> Result<StepResult, BuildError> {
+        let Kind::Run(spec) = &ins.kind else { unreachable!() };
+        let run_env: Vec<String> = self
+            .ex
+            .run_env()
+            .into_iter()
+            .filter(|(k, _)| !st.config.config.env.iter().any(|e| e.split_once('=').is_some_and(|(ek, _)| ek == k)))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let key = chain(&st.key, &[format!("{:?}", ins.kind).as_bytes(), run_env.join("\0").as_bytes()]);
+        if let Some(r) = self.cached(st, ins, key)? {
+            return Ok(r);
+        }
+        let tmp = self.ws.temp_dir("run-")?;
+        let (upper, work) = (tmp.path().join("upper"), tmp.path().join("work"));
+        for d in [&upper, &work] {
+            fs::create_dir(d).map_err(|e| BuildError::io(d, "create directory", e))?;
+        }
+        let mut binds = Vec::new();
+        let argv = match spec.script() {
+            RunScript::Exec(argv) => argv,
+            RunScript::Shell { script, file } => {
+                if let Some(f) = file {
+                    let pipes = tmp.path().join("pipes");
+                    fs::create_dir(&pipes).map_err(|e| BuildError::io(&pipes, "create directory", e))?;
+                    let p = pipes.join(&f.name);
+                    fs::write(&p, &f.content).map_err(|e| BuildError::io(&p, "write here-document", e))?;
+                    use std::os::unix::fs::PermissionsExt as _;
+                    fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
+                        .map_err(|e| BuildError::io(&p, "chmod", e))?;
+                    binds.push(sandbox::Bind { source: pipes, target: "/dev/pipes".into(), readonly: true });
+                }
+                let mut v = st.shell();
+                v.push(script);
+                v
+            }
+        };
+        let mut env = st.config.config.env.clone();
+        env.extend(run_env);
+        let run = sandbox::RunSpec {
+            lowerdirs: st.top_first(),
+            upperdir: upper.clone(),
+            workdir: work,
+            argv,
+            env,
+            user: st.config.config.user.clone().unwrap_or_default(),
+            cwd: st.workdir(),
+            hostname: String::new(),
+            binds,
+        };
+        let _ = writeln!(log, "--> {}", ins.original);
+        let mut tail = Tail { log, buf: VecDeque::with_capacity(TAIL_BYTES) };
+        let code = sandbox::run(&run, &mut tail)?;
+        if code != 0 {
+            return Err(BuildError::RunFailed { command: ins.original.clone(), code, tail: tail.lines() });
+        }
+        self.commit_dir(st, ins, key, &upper, true)
+    }
+}
+
+/// Passes output through to the log and keeps its last bytes for an error message.
+struct Tail<'a> {
+    log: &'a mut dyn Write,
+    buf: VecDeque<u8>,
+}
+
+impl Tail<'_> {
+    fn lines(&self) -> String {
+        let bytes: Vec<u8> = self.buf.iter().copied().collect();
+        let text = String::from_utf8_lossy(&bytes);
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+    }
+}
+
+impl Write for Tail<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        // A log that cannot be written must not fail the build: the tail still goes into the error.
+        let _ = self.log.write_all(data);
+        let keep = &data[data.len().saturating_sub(TAIL_BYTES)..];
+        let excess = (self.buf.len() + keep.len()).saturating_sub(TAIL_BYTES);
+        self.buf.drain(..excess);
+        self.buf.extend(keep);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.log.flush()
+    }
+}

@@ -1,0 +1,290 @@
+//! Many images at once: parents first, independent images in parallel, as kolla-build schedules them —
+//! an image is queued the moment its parent is built (not level by level). When an image fails, its
+//! descendants are not attempted and are reported with status `parent_error`; the rest go on.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+
+use serde::Serialize;
+
+use super::{BuildOptions, BuildRequest, Workspace, build_image};
+
+/// One image to build.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Short name (`nova-api`): names the log file and the summary entry.
+    pub name: String,
+    /// The tag to give it in the store (`kolla/nova-api:2026.2-debian-bookworm`).
+    pub tag: String,
+    /// The rendered Dockerfile.
+    pub dockerfile: PathBuf,
+    /// Its build context.
+    pub context: PathBuf,
+    /// Index (in the job list) of the job that builds its `FROM` image, if that is part of this run.
+    pub parent: Option<usize>,
+}
+
+/// How the run is carried out.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Images built at the same time (`--threads`); at least 1.
+    pub threads: usize,
+    /// One `<name>.log` per image here, plus `000_FAILED_<name>.log` links (`--logs-dir`).
+    pub logs_dir: Option<PathBuf>,
+}
+
+/// Outcome of one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Built (or entirely cached).
+    Built {
+        /// Layers made by this run.
+        layers_built: usize,
+        /// Steps answered by the cache.
+        layers_cached: usize,
+    },
+    /// Its build failed with this message.
+    Failed(String),
+    /// Not attempted because an ancestor failed.
+    ParentError,
+}
+
+/// The result of a run, one outcome per job (same order).
+#[derive(Debug)]
+pub struct RunReport {
+    /// Outcome per job.
+    pub outcomes: Vec<Outcome>,
+}
+
+/// kolla-build's summary JSON shape, plus our layer counts.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    /// `[{"name": …}]`
+    pub built: Vec<NameEntry>,
+    /// `[{"name": …, "status": "error" | "parent_error"}]`
+    pub failed: Vec<FailedEntry>,
+    /// Images not selected.
+    pub not_matched: Vec<NameEntry>,
+    /// Images selected but skipped (`--skip-parents`, `--skip-existing`).
+    pub skipped: Vec<NameEntry>,
+    /// Images excluded by the unbuildable matrix.
+    pub unbuildable: Vec<NameEntry>,
+    /// Layers this run produced (0 on a fully cached rebuild).
+    pub layers_built: usize,
+    /// Steps answered by the cache.
+    pub layers_cached: usize,
+}
+
+/// An image name in the summary.
+#[derive(Debug, Serialize)]
+pub struct NameEntry {
+    /// The image name.
+    pub name: String,
+}
+
+/// A failed image in the summary.
+#[derive(Debug, Serialize)]
+pub struct FailedEntry {
+    /// The image name.
+    pub name: String,
+    /// `error` or `parent_error`, as kolla-build says.
+    pub status: String,
+}
+
+impl RunReport {
+    /// Whether every job was built.
+    pub fn all_built(&self) -> bool {
+        self.outcomes.iter().all(|o| matches!(o, Outcome::Built { .. }))
+    }
+
+    /// Fill `summary`'s built/failed lists and layer counts from this report.
+    pub fn fill(&self, jobs: &[Job], summary: &mut Summary) {
+        for (job, outcome) in jobs.iter().zip(&self.outcomes) {
+            match outcome {
+                Outcome::Built { layers_built, layers_cached } => {
+                    summary.built.push(NameEntry { name: job.name.clone() });
+                    summary.layers_built += layers_built;
+                    summary.layers_cached += layers_cached;
+                }
+                Outcome::Failed(_) => {
+                    summary.failed.push(FailedEntry { name: job.name.clone(), status: "error".into() })
+                }
+                Outcome::ParentError => {
+                    summary.failed.push(FailedEntry { name: job.name.clone(), status: "parent_error".into() })
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Running,
+    Done(bool),
+}
+
+struct Shared {
+    state: Vec<State>,
+    ready: VecDeque<usize>,
+    outcomes: Vec<Option<Outcome>>,
+    running: usize,
+}
+
+/// Build `jobs` (parents listed anywhere; `parent` links must point inside `jobs`).
+pub fn run(ws: &Workspace, jobs: &[Job], opts: &BuildOptions, run: &RunOptions) -> RunReport {
+    let mut shared = Shared {
+        state: vec![State::Waiting; jobs.len()],
+        ready: jobs.iter().enumerate().filter(|(_, j)| j.parent.is_none()).map(|(i, _)| i).collect(),
+        outcomes: vec![None; jobs.len()],
+        running: 0,
+    };
+    for &i in &shared.ready {
+        shared.state[i] = State::Running;
+    }
+    let shared = Mutex::new(shared);
+    let wake = Condvar::new();
+    let progress = Progress::new(jobs.len());
+    let workers = run.threads.max(1).min(jobs.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| worker(ws, jobs, opts, run, &shared, &wake, &progress));
+        }
+    });
+    progress.finish();
+    let outcomes = shared.into_inner().unwrap_or_else(|e| e.into_inner()).outcomes;
+    RunReport { outcomes: outcomes.into_iter().map(|o| o.unwrap_or(Outcome::ParentError)).collect() }
+}
+
+fn worker(
+    ws: &Workspace,
+    jobs: &[Job],
+    opts: &BuildOptions,
+    run: &RunOptions,
+    shared: &Mutex<Shared>,
+    wake: &Condvar,
+    progress: &Progress,
+) {
+    loop {
+        let i = {
+            let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if let Some(i) = g.ready.pop_front() {
+                    g.running += 1;
+                    break i;
+                }
+                if g.running == 0 {
+                    wake.notify_all();
+                    return;
+                }
+                g = wake.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        progress.start(&jobs[i].name);
+        let outcome = build_one(ws, &jobs[i], opts, run);
+        progress.done(&jobs[i].name, &outcome);
+        let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
+        let ok = matches!(outcome, Outcome::Built { .. });
+        g.state[i] = State::Done(ok);
+        g.outcomes[i] = Some(outcome);
+        g.running -= 1;
+        for (c, job) in jobs.iter().enumerate() {
+            if job.parent == Some(i) && g.state[c] == State::Waiting {
+                if ok {
+                    g.state[c] = State::Running;
+                    g.ready.push_back(c);
+                } else {
+                    mark_parent_error(jobs, c, &mut g);
+                }
+            }
+        }
+        wake.notify_all();
+    }
+}
+
+/// `c` and all its descendants are not attempted.
+fn mark_parent_error(jobs: &[Job], c: usize, g: &mut Shared) {
+    let mut stack = vec![c];
+    while let Some(n) = stack.pop() {
+        g.state[n] = State::Done(false);
+        g.outcomes[n] = Some(Outcome::ParentError);
+        stack.extend(jobs.iter().enumerate().filter(|(_, j)| j.parent == Some(n)).map(|(k, _)| k));
+    }
+}
+
+fn build_one(ws: &Workspace, job: &Job, opts: &BuildOptions, run: &RunOptions) -> Outcome {
+    let mut log: Box<dyn Write> = match &run.logs_dir {
+        Some(dir) => match open_log(dir, &job.name) {
+            Ok(f) => Box::new(f),
+            Err(e) => return Outcome::Failed(format!("opening the log of {}: {e}", job.name)),
+        },
+        None => Box::new(io::sink()),
+    };
+    let req = BuildRequest { dockerfile: &job.dockerfile, context: &job.context, tag: &job.tag };
+    match build_image(ws, &req, opts, &mut *log) {
+        Ok(o) => {
+            tracing::info!(image = %job.name, layers_built = o.layers_built, cached = o.layers_cached, "built {}", job.tag);
+            Outcome::Built { layers_built: o.layers_built, layers_cached: o.layers_cached }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            let _ = writeln!(log, "\nBUILD FAILED: {msg}");
+            if let Some(dir) = &run.logs_dir {
+                let link = dir.join(format!("000_FAILED_{}.log", job.name));
+                let _ = fs::remove_file(&link);
+                let _ = std::os::unix::fs::symlink(format!("{}.log", job.name), link);
+            }
+            tracing::error!(image = %job.name, "{msg}");
+            Outcome::Failed(msg)
+        }
+    }
+}
+
+fn open_log(dir: &Path, name: &str) -> io::Result<fs::File> {
+    fs::create_dir_all(dir)?;
+    fs::File::create(dir.join(format!("{name}.log")))
+}
+
+/// An indicatif bar on a terminal; plain log lines (through `tracing`) otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        let bar = io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total as u64);
+            let style = indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar.set_style(style.progress_chars("=> "));
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            bar
+        });
+        Progress { bar }
+    }
+
+    fn start(&self, name: &str) {
+        match &self.bar {
+            Some(bar) => bar.set_message(format!("building {name}")),
+            None => tracing::info!("building {name}"),
+        }
+    }
+
+    fn done(&self, name: &str, outcome: &Outcome) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            if let Outcome::Failed(_) = outcome {
+                bar.println(format!("FAILED {name}"));
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! `kolla-oci build`: kolla-build's command line. Renders the template tree, builds the image
+//! graph, selects images, then either stops (`--template-only`, `--list-images`,
+//! `--list-dependencies`, `--save-dependency`) or builds the selection.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use kolla_oci::config::KollaConfig;
+use kolla_oci::graph::{self, Graph, Status};
+use kolla_oci::template;
+
+/// Options of `kolla-oci build`: kolla-build's, see [`kolla_oci::config::BuildArgs`].
+pub type Args = kolla_oci::config::BuildArgs;
+
+/// Run the subcommand.
+pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
+    let cfg = KollaConfig::from_args(&args).context("reading kolla-build options")?;
+    let mut tree = template::render_all(&cfg).context("rendering the template tree")?;
+    let graph = Graph::from_rendered(&tree, &cfg).context("building the image graph")?;
+
+    let store = if cfg.skip_existing { Some(ctx.open_store()?) } else { None };
+    let exists = |canonical: &str| store.as_ref().is_some_and(|s| matches!(s.resolve(canonical), Ok(Some(_))));
+    let selection = graph::select(&graph, &cfg, &exists).context("selecting images")?;
+
+    if cfg.template_only {
+        let unmatched: Vec<&str> = (0..graph.nodes.len())
+            .filter(|&i| !selection.is_matched(i))
+            .map(|i| graph.nodes[i].name.as_str())
+            .collect();
+        tree.remove_images(&unmatched).context("removing the directories of unselected images")?;
+        let dir = tree.persist();
+        tracing::info!("Dockerfiles are generated in {}", dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(path) = &cfg.save_dependency {
+        std::fs::write(path, graph::dependency_dot(&graph, &selection))
+            .with_context(|| format!("writing {}", path.display()))?;
+        tracing::info!("Container images dependency are saved in {}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut stdout = std::io::stdout().lock();
+    if cfg.list_images {
+        stdout.write_all(graph::list_images(&graph, &selection).as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if cfg.list_dependencies {
+        match graph::dependencies_json(&graph, &selection) {
+            Some(v) => writeln!(stdout, "{}", serde_json::to_string_pretty(&v)?)?,
+            None => writeln!(stdout, "Nothing matched!")?,
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let count = selection.names_with(&graph, Status::Matched).len();
+    anyhow::bail!("building is not wired yet: {count} images rendered and selected in {}", tree.root.display())
+}

@@ -1,0 +1,63 @@
+//! `kolla-oci build-file -f Dockerfile CONTEXT -t NAME:TAG`: one Dockerfile, no Kolla tree.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use kolla_oci::build::{BuildOptions, BuildRequest, Workspace, build_image};
+
+/// Options of `kolla-oci build-file`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The build context directory.
+    pub context: PathBuf,
+    /// The Dockerfile (default: `CONTEXT/Dockerfile`).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Tag of the image in the store.
+    #[arg(short = 't', long = "tag")]
+    pub tag: String,
+    /// A build argument `KEY=VALUE` for `ARG`; repeatable.
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Do not use the step cache.
+    #[arg(long = "no-cache", alias = "nocache")]
+    pub no_cache: bool,
+    /// Layer compression.
+    #[arg(long, default_value = "gzip", value_parser = super::parse_compression)]
+    pub compression: layers::Compression,
+    /// Registries to reach over plain http when pulling `FROM` images; repeatable.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// Write the RUN output here (default: standard error).
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+}
+
+/// Build the image and print its manifest digest.
+pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
+    let ws = Workspace::open(&ctx.store_dir).with_context(|| format!("opening {}", ctx.store_dir.display()))?;
+    let mut build_args = BTreeMap::new();
+    for a in &args.build_args {
+        let (k, v) = a.split_once('=').with_context(|| format!("bad --build-arg {a:?}: expected KEY=VALUE"))?;
+        build_args.insert(k.to_owned(), v.to_owned());
+    }
+    let opts = BuildOptions {
+        compression: args.compression,
+        build_args,
+        cache: !args.no_cache,
+        insecure_registries: args.insecure_registries,
+        ..BuildOptions::default()
+    };
+    let dockerfile = args.file.unwrap_or_else(|| args.context.join("Dockerfile"));
+    let req = BuildRequest { dockerfile: &dockerfile, context: &args.context, tag: &args.tag };
+    let mut log: Box<dyn std::io::Write> = match &args.log_file {
+        Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
+        None => Box::new(std::io::stderr()),
+    };
+    let out = build_image(&ws, &req, &opts, &mut *log).with_context(|| format!("building {}", args.tag))?;
+    tracing::info!(layers_built = out.layers_built, cached = out.layers_cached, "built {}", args.tag);
+    println!("{}", out.manifest.digest);
+    Ok(ExitCode::SUCCESS)
+}

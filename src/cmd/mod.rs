@@ -1,0 +1,64 @@
+//! Subcommand bodies: the CLI edge, where library errors get `anyhow` context and exit codes are chosen.
+
+pub mod build;
+pub mod build_file;
+pub mod fsck;
+pub mod images;
+pub mod pull;
+pub mod push;
+pub mod run;
+pub mod save;
+
+use std::path::{Path, PathBuf};
+
+/// What every subcommand gets from the global options.
+pub struct Context {
+    /// State directory (see `--store`).
+    pub store_dir: PathBuf,
+}
+
+impl Context {
+    /// The OCI image layout inside the state directory.
+    pub fn layout_dir(&self) -> PathBuf {
+        self.store_dir.join("oci")
+    }
+
+    /// Open (creating if needed) the OCI image layout.
+    pub fn open_store(&self) -> anyhow::Result<kolla_oci::store::Store> {
+        use anyhow::Context as _;
+        let dir = self.layout_dir();
+        kolla_oci::store::Store::open(&dir).with_context(|| format!("opening store {}", dir.display()))
+    }
+}
+
+/// `$XDG_DATA_HOME/kolla-oci`, else `~/.local/share/kolla-oci`, else `./kolla-oci-store`.
+pub fn default_store_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Path::new(&d).join("kolla-oci");
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => Path::new(&h).join(".local/share/kolla-oci"),
+        None => PathBuf::from("kolla-oci-store"),
+    }
+}
+
+/// Logs go to stderr; stdout is kept for results (summaries, listings).
+pub fn init_logging(filter: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+/// `--compression gzip|gzip:LEVEL|zstd|zstd:LEVEL|none`.
+pub fn parse_compression(s: &str) -> Result<layers::Compression, String> {
+    let (kind, level) = match s.split_once(':') {
+        Some((k, l)) => (k, Some(l.parse::<i32>().map_err(|_| format!("bad compression level in {s:?}"))?)),
+        None => (s, None),
+    };
+    match kind {
+        "gzip" => Ok(layers::Compression::Gzip { level: level.unwrap_or(6).clamp(0, 9) as u32 }),
+        "zstd" => Ok(layers::Compression::Zstd { level: level.unwrap_or(3) }),
+        "none" => Ok(layers::Compression::None),
+        _ => Err(format!("unknown compression {s:?}: expected gzip, zstd or none")),
+    }
+}

@@ -1,0 +1,13 @@
+//! kolla-oci: build Kolla-style OpenStack image sets as OCI images, with no daemon and no root.
+//!
+//! Data flows one way: `template` → `graph` → `dockerfile` → `build` (using `sandbox` and the
+//! `layers` crate) → `store` → `registry`.
+
+pub mod build;
+pub mod config;
+pub mod dockerfile;
+pub mod graph;
+pub mod registry;
+pub mod sandbox;
+pub mod store;
+pub mod template;

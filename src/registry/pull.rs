@@ -1,0 +1,301 @@
+//! Pull: manifest (choosing a platform from an index), then config and layers streamed into the store with
+//! their digests verified, then the manifest bytes verbatim, then the tag.
+
+use std::io::{Read, Write};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use layers::Digest;
+use tracing::{debug, info, warn};
+
+use super::client::{Client, backoff};
+use super::{RegistryError, RegistryOptions};
+use crate::registry::Reference;
+use crate::store::{self, Descriptor, Index, Manifest, Platform, Store};
+
+/// Pull `reference` into `store` and tag it there as `reference.to_string()` (the fully qualified name,
+/// e.g. `docker.io/library/debian:bookworm`). For an index / manifest list the manifest for `platform`
+/// (default: the host's) is taken. Blobs already in the store are not fetched. Returns the tagged
+/// manifest descriptor (with its platform).
+pub fn pull(
+    store: &Store,
+    reference: &Reference,
+    platform: Option<&Platform>,
+    opts: &RegistryOptions,
+) -> Result<Descriptor, RegistryError> {
+    let host = Platform::host();
+    let platform = platform.unwrap_or(&host);
+    let client = Client::new(reference.registry(), reference.api_host(), opts)?;
+    let repo = reference.repository();
+    let (bytes, media_type, digest) = fetch_manifest(&client, reference, &reference.manifest_reference())?;
+    if let Some(pinned) = reference.digest()
+        && *pinned != digest
+    {
+        return Err(RegistryError::DigestMismatch {
+            what: format!("manifest of {reference}"),
+            expected: pinned.to_string(),
+            actual: digest.to_string(),
+        });
+    }
+    let (bytes, media_type, digest) = if is_index_doc(&media_type, &bytes) {
+        let index: Index = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Protocol {
+            what: format!("index {digest} of {reference}"),
+            reason: format!("invalid JSON: {e}"),
+        })?;
+        let chosen = select_platform(&index, platform).ok_or_else(|| RegistryError::NoPlatform {
+            reference: reference.to_string(),
+            wanted: platform.to_string(),
+            available: index
+                .manifests
+                .iter()
+                .map(|d| d.platform.as_ref().map_or_else(|| "unspecified".to_string(), Platform::to_string))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+        info!(%reference, platform = %platform, manifest = %chosen.digest, "selected platform from index");
+        let (b, m, d) = fetch_manifest(&client, reference, &chosen.digest.to_string())?;
+        if d != chosen.digest || b.len() as u64 != chosen.size {
+            return Err(RegistryError::DigestMismatch {
+                what: format!("platform manifest of {reference}"),
+                expected: format!("{} ({} bytes)", chosen.digest, chosen.size),
+                actual: format!("{d} ({} bytes)", b.len()),
+            });
+        }
+        if is_index_doc(&m, &b) {
+            return Err(RegistryError::Protocol {
+                what: format!("manifest {d} of {reference}"),
+                reason: "nested index where an image manifest was expected".into(),
+            });
+        }
+        (b, if m.is_empty() { chosen.media_type.clone() } else { m }, d)
+    } else {
+        (bytes, media_type, digest)
+    };
+    let manifest = parse_manifest(reference, &digest, &bytes)?;
+    let media_type = manifest.media_type.clone().filter(|m| !m.is_empty()).unwrap_or(media_type);
+    if !store::is_manifest(&media_type) {
+        return Err(RegistryError::Protocol {
+            what: format!("manifest {digest} of {reference}"),
+            reason: format!("unsupported manifest media type {media_type:?}"),
+        });
+    }
+    let blobs: Vec<&Descriptor> = std::iter::once(&manifest.config).chain(manifest.layers.iter()).collect();
+    let fetched = fetch_blobs(store, &client, repo, &blobs, opts.threads.max(1), opts.retries)?;
+    store.put_blob(&bytes[..], Some(&digest)).map_err(RegistryError::Store)?;
+    let config = store.read_config(&manifest.config)?;
+    let mut desc = Descriptor::new(media_type, digest, bytes.len() as u64);
+    if !config.os.is_empty() && !config.architecture.is_empty() {
+        desc.platform = Some(config.platform());
+    }
+    store.set_tag(&reference.to_string(), &desc)?;
+    info!(%reference, %digest, blobs = blobs.len(), fetched, "pulled");
+    Ok(desc)
+}
+
+/// The image `reference` names, pulling it only when the store has no tag of that name yet. This is what
+/// a build's `FROM` of an image that is not in the store calls.
+pub fn ensure_image(
+    store: &Store,
+    reference: &Reference,
+    platform: Option<&Platform>,
+    opts: &RegistryOptions,
+) -> Result<Descriptor, RegistryError> {
+    if let Some(desc) = store.resolve(&reference.to_string())? {
+        debug!(%reference, "already in the store");
+        return Ok(desc);
+    }
+    pull(store, reference, platform, opts)
+}
+
+/// GET a manifest and check its sha256 against `Docker-Content-Digest` (when the registry sends one).
+fn fetch_manifest(
+    client: &Client,
+    reference: &Reference,
+    what: &str,
+) -> Result<(Vec<u8>, String, Digest), RegistryError> {
+    let (bytes, media_type, header) = client.get_manifest(reference.repository(), what)?;
+    let digest = Digest::of_bytes(&bytes);
+    if let Some(h) = header
+        && h.starts_with("sha256:")
+        && h != digest.to_string()
+    {
+        return Err(RegistryError::DigestMismatch {
+            what: format!("manifest {what} of {reference} (Docker-Content-Digest)"),
+            expected: h,
+            actual: digest.to_string(),
+        });
+    }
+    Ok((bytes, media_type, digest))
+}
+
+fn is_index_doc(media_type: &str, bytes: &[u8]) -> bool {
+    if store::is_index(media_type) {
+        return true;
+    }
+    if store::is_manifest(media_type) {
+        return false;
+    }
+    // No or generic Content-Type: look at the document.
+    serde_json::from_slice::<serde_json::Value>(bytes).is_ok_and(|v| {
+        v.get("mediaType").and_then(|m| m.as_str()).is_some_and(store::is_index)
+            || (v.get("mediaType").is_none() && v.get("manifests").is_some())
+    })
+}
+
+fn parse_manifest(reference: &Reference, digest: &Digest, bytes: &[u8]) -> Result<Manifest, RegistryError> {
+    let what = format!("manifest {digest} of {reference}");
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| RegistryError::Protocol { what: what.clone(), reason: format!("invalid JSON: {e}") })?;
+    let version = value.get("schemaVersion").and_then(|v| v.as_u64());
+    if version != Some(2) {
+        return Err(RegistryError::Protocol {
+            what,
+            reason: format!("unsupported schemaVersion {version:?} (only v2 schema 2 and OCI manifests)"),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| RegistryError::Protocol { what, reason: format!("invalid manifest: {e}") })
+}
+
+/// The index entry for `want`: exact platform, then a compatible one, then the only entry of an index
+/// without platforms. Attestation entries (`vnd.docker.reference.type`) never count.
+fn select_platform<'a>(index: &'a Index, want: &Platform) -> Option<&'a Descriptor> {
+    let candidates: Vec<&Descriptor> = index
+        .manifests
+        .iter()
+        .filter(|d| !d.annotations.contains_key("vnd.docker.reference.type"))
+        .collect();
+    let exact = candidates.iter().find(|d| d.platform.as_ref().is_some_and(|p| p == want));
+    let loose = || candidates.iter().find(|d| d.platform.as_ref().is_some_and(|p| p.matches(want)));
+    let single = || match candidates.as_slice() {
+        [only] if only.platform.is_none() => Some(only),
+        _ => None,
+    };
+    exact.or_else(loose).or_else(single).copied()
+}
+
+/// Fetch the blobs not yet in the store, `threads` at a time; returns how many were fetched.
+fn fetch_blobs(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    blobs: &[&Descriptor],
+    threads: usize,
+    retries: u32,
+) -> Result<usize, RegistryError> {
+    let mut todo: Vec<&Descriptor> = blobs.iter().copied().filter(|d| !store.has_blob(&d.digest)).collect();
+    todo.sort_by_key(|d| d.digest);
+    todo.dedup_by_key(|d| d.digest);
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(todo.len()) {
+            s.spawn(|| {
+                while !failed.load(Ordering::SeqCst) {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(desc) = todo.get(i) else { break };
+                    if let Err(e) = fetch_blob(store, client, repo, desc, retries) {
+                        failed.store(true, Ordering::SeqCst);
+                        first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(todo.len()),
+    }
+}
+
+/// Stream one blob into a store temp file; `commit` verifies the digest (nothing becomes visible on a
+/// mismatch). A transfer cut off midway is restarted, at most `retries` times.
+fn fetch_blob(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    desc: &Descriptor,
+    retries: u32,
+) -> Result<(), RegistryError> {
+    let what = format!("blob {} from {}/{repo}", desc.digest, client.registry());
+    let mut attempt = 0;
+    loop {
+        let resp = client.get_blob(repo, &desc.digest)?;
+        let mut writer = store.blob_writer()?;
+        // Read one byte more than announced, to notice an overlong body without reading it all.
+        let copied = std::io::copy(&mut resp.take(desc.size + 1), &mut writer);
+        match copied {
+            Ok(n) if n != desc.size => {
+                return Err(RegistryError::Protocol {
+                    what,
+                    reason: format!("descriptor says {} bytes, registry sent {}", desc.size, n),
+                });
+            }
+            Ok(_) => {
+                writer.flush().map_err(|e| RegistryError::Io { what: what.clone(), source: e })?;
+                let (digest, size) = writer.commit(Some(&desc.digest)).map_err(|e| match e {
+                    store::StoreError::DigestMismatch { expected, actual, .. } => RegistryError::DigestMismatch {
+                        what: what.clone(),
+                        expected: expected.to_string(),
+                        actual: actual.to_string(),
+                    },
+                    other => RegistryError::Store(other),
+                })?;
+                debug!(%digest, size, "blob fetched");
+                return Ok(());
+            }
+            Err(e) if attempt < retries => {
+                let wait = backoff(attempt);
+                warn!(what, error = %e, attempt = attempt + 1, of = retries, ?wait, "retrying download");
+                std::thread::sleep(wait);
+                attempt += 1;
+            }
+            Err(e) => return Err(RegistryError::Io { what, source: e }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(arch: &str, variant: Option<&str>) -> Descriptor {
+        let mut d = Descriptor::new(store::MEDIA_OCI_MANIFEST, Digest::of_bytes(arch.as_bytes()), 1);
+        d.platform = Some(Platform {
+            architecture: arch.into(),
+            os: "linux".into(),
+            variant: variant.map(Into::into),
+            ..Platform::default()
+        });
+        d
+    }
+
+    #[test]
+    fn platform_selection() {
+        let index = Index {
+            schema_version: 2,
+            media_type: Some(store::MEDIA_OCI_INDEX.into()),
+            manifests: vec![entry("arm", Some("v7")), entry("arm64", Some("v8")), entry("amd64", None)],
+            annotations: Default::default(),
+            extra: Default::default(),
+        };
+        let want = |a: &str, v: Option<&str>| Platform {
+            architecture: a.into(),
+            os: "linux".into(),
+            variant: v.map(Into::into),
+            ..Platform::default()
+        };
+        assert_eq!(select_platform(&index, &want("amd64", None)).unwrap().digest, index.manifests[2].digest);
+        assert_eq!(select_platform(&index, &want("arm64", None)).unwrap().digest, index.manifests[1].digest);
+        assert!(select_platform(&index, &want("arm", Some("v6"))).is_none());
+        assert!(select_platform(&index, &want("s390x", None)).is_none());
+    }
+
+    #[test]
+    fn index_detection() {
+        assert!(is_index_doc(store::MEDIA_DOCKER_LIST, b"{}"));
+        assert!(!is_index_doc(store::MEDIA_DOCKER_MANIFEST, br#"{"manifests":[]}"#));
+        assert!(is_index_doc("application/json", br#"{"schemaVersion":2,"manifests":[]}"#));
+        assert!(!is_index_doc("", br#"{"schemaVersion":2,"config":{}}"#));
+    }
+}

@@ -1,0 +1,278 @@
+//! The `__sandbox-init` helper: a fresh, single-threaded process (so it may unshare and fork freely)
+//! that builds one container and runs one command in it.
+//!
+//! helper: reads the spec (fd 3), `unshare(NEWPID|NEWUTS|NEWIPC)`, prepares the scratch dir, forks
+//!   PID 1, waits for it, removes the scratch dir and exits with PID 1's status.
+//! PID 1: `unshare(NEWNS)` (its own mount namespace, so that `pivot_root` leaves the helper on the
+//!   host's root), builds the root, resolves the user, forks the command and reaps every process until
+//!   the command exits; then it exits with the command's status and the kernel kills the rest.
+//! command: resets signals, drops to the user, `chdir`, `execve`.
+//! Any setup failure is written (one line naming the step) to the report fd 4, which the command does
+//! not inherit.
+
+use std::ffi::CString;
+use std::fmt::Display;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rustix::io::Errno;
+use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
+use rustix::thread::UnshareFlags;
+
+use super::mounts::{self, Scratch};
+use super::user;
+use super::{REPORT_FD, RunSpec, SETUP_FAILED, SPEC_FD, fd_is_open};
+
+/// Docker's default `PATH` for a container whose environment has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A failed setup step, as reported to the caller: `"<step>: <detail>"`.
+#[derive(Debug)]
+pub(super) struct StepError(pub String);
+
+impl StepError {
+    /// `map_err` adapter: `.map_err(step("mount proc"))`.
+    pub(super) fn at<E: Display>(what: impl Display) -> impl FnOnce(E) -> StepError {
+        move |e| StepError(format!("{what}: {e}"))
+    }
+}
+
+/// Entry point of `kolla-oci __sandbox-init`.
+pub(super) fn main() -> ! {
+    if !fd_is_open(SPEC_FD) || !fd_is_open(REPORT_FD) {
+        let _ = writeln!(std::io::stderr(), "kolla-oci: {} is internal to `kolla-oci`", super::HELPER_ARG);
+        std::process::exit(2);
+    }
+    // SAFETY: checked open above; nothing else in this fresh process owns fds 3 and 4.
+    let (spec_file, report) = unsafe { (File::from_raw_fd(SPEC_FD), File::from_raw_fd(REPORT_FD)) };
+    // The command must not inherit the report channel: its closing tells nothing, its content is ours.
+    let code = match rustix::io::fcntl_setfd(&report, rustix::io::FdFlags::CLOEXEC)
+        .map_err(StepError::at("report fd"))
+        .and_then(|()| helper(spec_file, &report))
+    {
+        Ok(code) => code,
+        Err(e) => fail(&report, e),
+    };
+    std::process::exit(code)
+}
+
+/// Reports `e` to the caller; returns the exit status that goes with it.
+fn fail(mut report: &File, e: StepError) -> i32 {
+    let _ = writeln!(report, "{}", e.0);
+    SETUP_FAILED
+}
+
+fn helper(mut spec_file: File, report: &File) -> Result<i32, StepError> {
+    let mut json = Vec::new();
+    spec_file.read_to_end(&mut json).map_err(StepError::at("read spec"))?;
+    drop(spec_file);
+    let spec: RunSpec = serde_json::from_slice(&json).map_err(StepError::at("parse spec"))?;
+    // SAFETY: this process is single-threaded (nothing has spawned a thread), so no other thread
+    // can be confused by the new namespaces.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC) }
+        .map_err(StepError::at("unshare pid/uts/ipc namespaces"))?;
+    let scratch = Scratch::prepare(&spec)?;
+    // SAFETY: single-threaded process, so the child may do anything after fork.
+    match unsafe { libc::fork() } {
+        -1 => Err(StepError::at("fork pid 1")(std::io::Error::last_os_error())),
+        0 => pid1(&spec, &scratch, report),
+        pid => {
+            let status = wait_for(pid_of(pid))?;
+            drop(scratch);
+            Ok(exit_code(status))
+        }
+    }
+}
+
+fn pid_of(raw: libc::pid_t) -> Pid {
+    Pid::from_raw(raw).expect("fork returned a positive pid")
+}
+
+fn wait_for(pid: Pid) -> Result<WaitStatus, StepError> {
+    loop {
+        match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
+            Ok(Some((_, status))) => return Ok(status),
+            Ok(None) | Err(Errno::INTR) => continue,
+            Err(e) => return Err(StepError::at("wait for pid 1")(e)),
+        }
+    }
+}
+
+fn exit_code(status: WaitStatus) -> i32 {
+    status
+        .exit_status()
+        .or_else(|| status.terminating_signal().map(|s| 128 + s))
+        .unwrap_or(SETUP_FAILED)
+}
+
+/// PID 1 of the new pid namespace. Never returns.
+fn pid1(spec: &RunSpec, scratch: &Scratch, report: &File) -> ! {
+    let code = match pid1_setup(spec, scratch) {
+        Ok(exec) => {
+            // SAFETY: single-threaded process.
+            match unsafe { libc::fork() } {
+                -1 => fail(report, StepError::at("fork command")(std::io::Error::last_os_error())),
+                0 => exec.exec(report),
+                pid => reap(pid_of(pid)),
+            }
+        }
+        Err(e) => fail(report, e),
+    };
+    std::process::exit(code)
+}
+
+fn pid1_setup(spec: &RunSpec, scratch: &Scratch) -> Result<Exec, StepError> {
+    // Docker's umask, so that what lands in the layer does not depend on the builder's umask.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
+        .map_err(StepError::at("set parent-death signal"))?;
+    // SAFETY: single-threaded process.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }
+        .map_err(StepError::at("unshare mount namespace"))?;
+    mounts::setup_root(spec, scratch)?;
+    if !spec.hostname.is_empty() {
+        rustix::system::sethostname(spec.hostname.as_bytes())
+            .map_err(StepError::at(format_args!("sethostname {:?}", spec.hostname)))?;
+    }
+    Exec::prepare(spec)
+}
+
+/// Waits for every process of the namespace (orphans are re-parented to us) until `main` exits.
+fn reap(main: Pid) -> i32 {
+    loop {
+        match rustix::process::wait(WaitOptions::empty()) {
+            Ok(Some((pid, status))) if pid == main => return exit_code(status),
+            Ok(_) | Err(Errno::INTR) => continue,
+            Err(_) => return SETUP_FAILED, // ECHILD: cannot happen while `main` is unreaped
+        }
+    }
+}
+
+/// Everything the command's process needs, computed in PID 1 (inside the new root) before forking.
+struct Exec {
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    cwd: CString,
+    /// Where to look for `argv[0]`, in order.
+    candidates: Vec<CString>,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+}
+
+fn cstring(what: &str, s: impl Into<Vec<u8>>) -> Result<CString, StepError> {
+    CString::new(s).map_err(StepError::at(what))
+}
+
+impl Exec {
+    fn prepare(spec: &RunSpec) -> Result<Exec, StepError> {
+        let read = |path: &str| match std::fs::read_to_string(path) {
+            Ok(s) => Ok(s),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(StepError::at(format_args!("read {path}"))(e)),
+        };
+        let user = user::resolve(&spec.user, &read("/etc/passwd")?, &read("/etc/group")?)
+            .map_err(StepError::at(format_args!("resolve user {:?}", spec.user)))?;
+        let mut env = spec.env.clone();
+        let has = |env: &[String], key: &str| env.iter().any(|e| e.split_once('=').is_some_and(|(k, _)| k == key));
+        if !has(&env, "PATH") {
+            env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        if !has(&env, "HOME") {
+            env.push(format!("HOME={}", user.home));
+        }
+        let path = env
+            .iter()
+            .rev()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH)
+            .to_owned();
+        std::fs::create_dir_all(&spec.cwd)
+            .map_err(StepError::at(format_args!("create working directory {}", spec.cwd)))?;
+        let prog = &spec.argv[0];
+        let candidates = if prog.contains('/') {
+            vec![cstring("argv[0]", prog.as_bytes())?]
+        } else {
+            path.split(':')
+                .map(|dir| if dir.is_empty() { "." } else { dir })
+                .map(|dir| cstring("PATH", Path::new(dir).join(prog).as_os_str().as_bytes()))
+                .collect::<Result<_, _>>()?
+        };
+        Ok(Exec {
+            uid: user.uid,
+            gid: user.gid,
+            groups: user.groups,
+            cwd: cstring("cwd", spec.cwd.as_bytes())?,
+            candidates,
+            argv: spec.argv.iter().map(|a| cstring("argv", a.as_bytes())).collect::<Result<_, _>>()?,
+            env: env.into_iter().map(|e| cstring("env", e)).collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// In the command's process: drop privileges and execute. Never returns.
+    fn exec(&self, report: &File) -> ! {
+        let err = match self.switch_user() {
+            Ok(()) => self.execve(),
+            Err(e) => e,
+        };
+        std::process::exit(fail(report, err))
+    }
+
+    fn switch_user(&self) -> Result<(), StepError> {
+        reset_signals();
+        let groups: Vec<_> = self.groups.iter().map(|&g| rustix::process::Gid::from_raw(g)).collect();
+        match rustix::thread::set_thread_groups(&groups) {
+            // A user namespace with a single-id mapping has setgroups disabled ("deny").
+            Ok(()) | Err(Errno::PERM) => {}
+            Err(e) => return Err(StepError::at(format_args!("setgroups {:?}", self.groups))(e)),
+        }
+        let gid = rustix::process::Gid::from_raw(self.gid);
+        rustix::thread::set_thread_res_gid(gid, gid, gid)
+            .map_err(StepError::at(format_args!("setgid {}", self.gid)))?;
+        let uid = rustix::process::Uid::from_raw(self.uid);
+        rustix::thread::set_thread_res_uid(uid, uid, uid)
+            .map_err(StepError::at(format_args!("setuid {}", self.uid)))?;
+        rustix::process::chdir(self.cwd.as_c_str())
+            .map_err(StepError::at(format_args!("chdir {:?} as uid {}", self.cwd, self.uid)))
+    }
+
+    /// Like `execvpe`: the first candidate that exists wins; returns only on failure, with the most
+    /// telling error.
+    fn execve(&self) -> StepError {
+        let argv: Vec<*const libc::c_char> =
+            self.argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+        let envp: Vec<*const libc::c_char> =
+            self.env.iter().map(|e| e.as_ptr()).chain([std::ptr::null()]).collect();
+        let mut best = libc::ENOENT;
+        for path in &self.candidates {
+            // SAFETY: NUL-terminated arrays of pointers into CStrings that outlive the call.
+            unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOENT);
+            if !matches!(errno, libc::ENOENT | libc::ENOTDIR) {
+                best = errno;
+            }
+        }
+        let prog = self.argv[0].to_string_lossy();
+        match best {
+            libc::ENOENT if self.candidates.len() > 1 => {
+                StepError(format!("exec {prog:?}: executable file not found in $PATH"))
+            }
+            e => StepError::at(format_args!("exec {prog:?}"))(std::io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// Rust ignores SIGPIPE and ignored signals survive `execve`: the command gets the default signal
+/// dispositions and an empty signal mask, as under Docker.
+fn reset_signals() {
+    // SAFETY: plain signal-disposition syscalls on this (single-threaded) process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}

@@ -1,0 +1,316 @@
+//! Rootless sandbox for Dockerfile `RUN` and `kolla-oci run`: no daemon, no runc, no root.
+//!
+//! Process structure (a threaded process cannot enter a new user namespace, hence the re-execs):
+//!
+//! 1. [`early_init`], first thing in `main()`. When not root, the program re-executes itself inside a new
+//!    user + mount namespace mapped with the caller's subordinate id range (`newuidmap`/`newgidmap`, the
+//!    podman/buildah model; see `userns.rs`). From then on the whole program is "root" and sees the image's
+//!    real ids (a file chowned to 42400 stays 42400), so nothing else translates uids. As root: nothing to do.
+//! 2. [`run`] starts `/proc/self/exe __sandbox-init`, a fresh single-threaded helper (`helper.rs`), hands it
+//!    the [`RunSpec`] as JSON on fd 3 and reads setup errors back from fd 4; the command's stdout and
+//!    stderr come back on one pipe. The helper creates pid/uts/ipc namespaces and forks PID 1, which
+//!    creates a mount namespace, builds the root (`mounts.rs`: overlayfs, /proc, /dev, /sys, resolv.conf,
+//!    hosts, hostname, binds, `pivot_root`) and forks the command. PID 1 reaps everything and exits with
+//!    the command's status, which the helper hands on.
+//!
+//! The overlay's upper dir then holds exactly the command's changes, in overlayfs' `userxattr` format
+//! (a deleted lower file is a `c 0:0` device, a replaced lower dir carries `user.overlay.opaque=y`),
+//! ready for `layers::write_layer(upper, &TreeOptions { overlay_upper: true, .. }, ..)`.
+
+mod helper;
+mod mounts;
+mod user;
+mod userns;
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+use tracing::debug;
+
+/// `argv[1]` that turns the program into the per-RUN helper (see [`early_init`]).
+const HELPER_ARG: &str = "__sandbox-init";
+
+/// Debug entry used by the rootless tests: `KOLLA_OCI_SANDBOX_SELFTEST=<spec.json> kolla-oci` enters the
+/// user namespace like any invocation, runs that [`RunSpec`] with [`run`], copies the command's output to
+/// stdout and exits with its code (125 and a message on stderr when the sandbox could not be set up).
+pub const SELFTEST_ENV: &str = "KOLLA_OCI_SANDBOX_SELFTEST";
+
+/// Exit status of the helper when setup failed (the reason is on the report fd).
+const SETUP_FAILED: i32 = 125;
+
+/// The fd numbers the helper finds its spec and its report channel on.
+const SPEC_FD: RawFd = 3;
+const REPORT_FD: RawFd = 4;
+
+/// One command to run in a fresh container whose root is an overlay of `lowerdirs` + `upperdir`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// Read-only image layers, **top first** (an empty list is `FROM scratch`).
+    pub lowerdirs: Vec<PathBuf>,
+    /// Receives every change the command makes (a fresh, empty directory per run).
+    pub upperdir: PathBuf,
+    /// overlayfs work dir: empty, on the same filesystem as `upperdir`.
+    pub workdir: PathBuf,
+    /// The command; `argv[0]` is looked up in the `PATH` of `env` unless it contains a `/`.
+    pub argv: Vec<String>,
+    /// The whole environment, `KEY=value` (`HOME` and `PATH` get Docker's defaults when missing).
+    pub env: Vec<String>,
+    /// `name`, `uid`, `name:group` or `uid:gid`, resolved against the image's /etc/passwd and
+    /// /etc/group; empty means root.
+    #[serde(default)]
+    pub user: String,
+    /// Absolute working directory inside the container, created if missing; empty means `/`.
+    #[serde(default)]
+    pub cwd: String,
+    /// Hostname inside the container (and in its /etc/hostname); empty keeps the host's.
+    #[serde(default)]
+    pub hostname: String,
+    /// Extra bind mounts (`kolla-oci run -v HOST:CTR[:ro]`). Their mount points, when missing in the
+    /// image, are created in the container and so do land in `upperdir`.
+    #[serde(default)]
+    pub binds: Vec<Bind>,
+}
+
+/// A host path mounted into the container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    /// Host file or directory (bound recursively).
+    pub source: PathBuf,
+    /// Absolute path inside the container.
+    pub target: String,
+    /// Mount it read-only.
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+/// Why a command could not be run (its own non-zero exit is not an error: see [`run`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The spec is unusable (names the field and what is wrong).
+    #[error("invalid run spec: {0}")]
+    InvalidSpec(String),
+    /// The helper process could not be started.
+    #[error("starting the sandbox helper {}: {source}", exe.display())]
+    Spawn {
+        /// The program that was executed.
+        exe: PathBuf,
+        /// What `execve` said.
+        source: io::Error,
+    },
+    /// Plumbing between us and the helper failed.
+    #[error("sandbox {step}: {source}")]
+    Io {
+        /// What we were doing.
+        step: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The container could not be set up; the message names the step, e.g.
+    /// `mount overlay: lowerdir+=/x: No such file or directory (os error 2)`.
+    #[error("sandbox setup failed: {0}")]
+    Setup(String),
+    /// Writing the command's output to the caller's writer failed (the command was killed).
+    #[error("copying the command's output: {0}")]
+    Output(#[source] io::Error),
+}
+
+static HELPER_EXE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Use `exe` instead of `/proc/self/exe` as the helper program: for programs (such as integration
+/// tests) whose own `main` does not call [`early_init`]. `exe` must call it, as `kolla-oci` does.
+/// The first call wins.
+pub fn set_helper_exe(exe: impl Into<PathBuf>) {
+    let _ = HELPER_EXE.set(exe.into());
+}
+
+fn helper_exe() -> &'static Path {
+    HELPER_EXE.get().map_or(Path::new("/proc/self/exe"), PathBuf::as_path)
+}
+
+/// Called first in `main()`, before any thread exists.
+///
+/// * `kolla-oci __sandbox-init`: runs the per-RUN helper and exits with its status (never returns).
+/// * not root: re-executes the program in a new user + mount namespace (see the module doc) and exits
+///   with the child's status; only the child returns. Without subordinate ids in /etc/subuid and
+///   /etc/subgid only our own ids are mapped (to 0), and without user namespaces at all the program
+///   carries on without one; both are reported by a warning at the first [`run`].
+/// * [`SELFTEST_ENV`] set: runs that spec and exits (a debug entry for the rootless tests).
+pub fn early_init() {
+    if std::env::args_os().nth(1).as_deref() == Some(OsStr::new(HELPER_ARG)) {
+        helper::main();
+    }
+    userns::init();
+    if let Some(spec) = std::env::var_os(SELFTEST_ENV) {
+        selftest(spec);
+    }
+}
+
+fn selftest(spec: OsString) -> ! {
+    if let Some(w) = userns::warning() {
+        let _ = writeln!(io::stderr(), "kolla-oci sandbox selftest: warning: {w}");
+    }
+    let result = std::fs::read(&spec)
+        .map_err(|e| format!("{}: {e}", Path::new(&spec).display()))
+        .and_then(|json| serde_json::from_slice::<RunSpec>(&json).map_err(|e| e.to_string()))
+        .and_then(|spec| run(&spec, &mut io::stdout().lock()).map_err(|e| e.to_string()));
+    let _ = io::stdout().flush();
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(msg) => {
+            let _ = writeln!(io::stderr(), "kolla-oci sandbox selftest: {msg}");
+            std::process::exit(SETUP_FAILED)
+        }
+    }
+}
+
+/// Run `spec.argv` in a fresh sandbox; its stdout and stderr (interleaved, as written) are copied to
+/// `output` while it runs. Returns the command's exit code, 128 + N when signal N killed it.
+///
+/// If the calling thread dies the sandbox is killed with it (`PR_SET_PDEATHSIG` follows the thread
+/// that spawned the helper), so call this from a thread that outlives the run.
+pub fn run(spec: &RunSpec, output: &mut dyn Write) -> Result<i32, SandboxError> {
+    userns::log_warning_once();
+    let spec = checked(spec)?;
+    let json =
+        serde_json::to_vec(&spec).map_err(|e| SandboxError::InvalidSpec(format!("encoding: {e}")))?;
+    let io_err = |step| move |source| SandboxError::Io { step, source };
+    let (spec_r, spec_w) = pipe().map_err(io_err("creating the spec pipe"))?;
+    let (report_r, report_w) = pipe().map_err(io_err("creating the report pipe"))?;
+    let (out_r, out_w) = pipe().map_err(io_err("creating the output pipe"))?;
+    let out_w2 = out_w.try_clone().map_err(io_err("creating the output pipe"))?;
+
+    let exe = helper_exe();
+    let mut cmd = Command::new(exe);
+    cmd.arg(HELPER_ARG)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(out_w2));
+    let fds = [(spec_r.as_raw_fd(), SPEC_FD), (report_w.as_raw_fd(), REPORT_FD)];
+    // SAFETY: the hook only makes async-signal-safe syscalls (fcntl, dup2, prctl).
+    unsafe { cmd.pre_exec(move || child_setup(&fds)) };
+    debug!(argv = ?spec.argv, user = %spec.user, cwd = %spec.cwd, layers = spec.lowerdirs.len(), "sandbox run");
+    let mut child = cmd
+        .spawn()
+        .map_err(|source| SandboxError::Spawn { exe: exe.to_owned(), source })?;
+    drop(cmd); // our copies of the output pipe's write end
+    drop((spec_r, report_w));
+
+    // A helper that died early makes this fail with EPIPE; its report tells why.
+    let _ = File::from(spec_w).write_all(&json);
+
+    let mut out = File::from(out_r);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match out.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(kill(child, io_err("reading the command's output")(e))),
+        };
+        if let Err(e) = output.write_all(&buf[..n]) {
+            return Err(kill(child, SandboxError::Output(e)));
+        }
+    }
+    let status = child.wait().map_err(io_err("waiting for the helper"))?;
+    let mut report = String::new();
+    File::from(report_r)
+        .read_to_string(&mut report)
+        .map_err(io_err("reading the helper's report"))?;
+    if !report.trim().is_empty() {
+        return Err(SandboxError::Setup(report.trim().to_owned()));
+    }
+    let code = exit_code(status);
+    debug!(code, "sandbox command finished");
+    Ok(code)
+}
+
+fn kill(mut child: std::process::Child, err: SandboxError) -> SandboxError {
+    let _ = child.kill(); // PID 1 follows by its parent-death signal, and the pid namespace with it
+    let _ = child.wait();
+    err
+}
+
+fn exit_code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(SETUP_FAILED)
+}
+
+/// Checks the spec and makes its host paths absolute and canonical (the helper runs elsewhere).
+fn checked(spec: &RunSpec) -> Result<RunSpec, SandboxError> {
+    let invalid = |msg: String| SandboxError::InvalidSpec(msg);
+    let canon = |what: &str, p: &Path| {
+        std::fs::canonicalize(p).map_err(|e| invalid(format!("{what} {}: {e}", p.display())))
+    };
+    if spec.argv.is_empty() {
+        return Err(invalid("argv is empty".into()));
+    }
+    let mut out = spec.clone();
+    for l in &mut out.lowerdirs {
+        *l = canon("lowerdir", l)?;
+    }
+    out.upperdir = canon("upperdir", &spec.upperdir)?;
+    out.workdir = canon("workdir", &spec.workdir)?;
+    if out.cwd.is_empty() {
+        out.cwd = "/".into();
+    }
+    if !out.cwd.starts_with('/') {
+        return Err(invalid(format!("cwd {:?} is not absolute", out.cwd)));
+    }
+    if out.hostname.len() > 64 {
+        return Err(invalid(format!("hostname {:?} is longer than 64 bytes", out.hostname)));
+    }
+    if let Some(e) = out.env.iter().find(|e| !e.contains('=')) {
+        return Err(invalid(format!("env entry {e:?} has no '='")));
+    }
+    for b in &mut out.binds {
+        b.source = canon("bind source", &b.source)?;
+        if !b.target.starts_with('/') {
+            return Err(invalid(format!("bind target {:?} is not absolute", b.target)));
+        }
+    }
+    let strings = out.argv.iter().chain(&out.env).chain([&out.user, &out.cwd, &out.hostname]);
+    if let Some(s) = strings.chain(out.binds.iter().map(|b| &b.target)).find(|s| s.contains('\0')) {
+        return Err(invalid(format!("{s:?} contains a NUL byte")));
+    }
+    Ok(out)
+}
+
+fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+}
+
+/// In a freshly forked child (`pre_exec`): put `fds[i].0` on fd number `fds[i].1` (inheritable) and
+/// die with the parent thread. Only async-signal-safe calls.
+fn child_setup(fds: &[(RawFd, RawFd)]) -> io::Result<()> {
+    let mut moved = [0; 2];
+    // Move everything above the targets first, so that placing one cannot clobber another.
+    for (slot, &(fd, _)) in moved.iter_mut().zip(fds) {
+        // SAFETY: plain fcntl on an fd we own in this process.
+        *slot = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+        if *slot < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    for (&from, &(_, to)) in moved.iter().zip(fds) {
+        // SAFETY: dup2 between fds of this process; the result (without CLOEXEC) is inherited.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    Ok(())
+}

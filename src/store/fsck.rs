@@ -1,0 +1,403 @@
+//! Consistency check and garbage collection of the layout.
+//!
+//! fsck has two passes: (1) hash every file under `blobs/sha256/` (in parallel) and compare with its name,
+//! flagging anything that is not a `<64 hex>` regular file; (2) walk every descriptor reachable from
+//! `index.json` (indexes → manifests → config + layers), checking presence and size, parsing the JSON
+//! documents and comparing each manifest's layer count with its config's `rootfs.diff_ids`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use layers::{Digest, HashingWriter};
+use rayon::prelude::*;
+
+use super::{Descriptor, Store, StoreError, is_index, is_manifest, is_nondistributable};
+
+/// One inconsistency found by [`Store::fsck`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FsckProblem {
+    /// `oci-layout` or `index.json` is missing or unreadable.
+    #[error("{}: {reason}", path.display())]
+    BadLayout {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file under `blobs/` that is not a sha256-named blob (e.g. a leaked temp file).
+    #[error("{}: not a blob (expected blobs/sha256/<64 lowercase hex>, a regular file)", path.display())]
+    StrayFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A blob whose content does not hash to its name.
+    #[error("blob {digest}: content hashes to {actual}")]
+    CorruptBlob {
+        /// The name of the blob.
+        digest: Digest,
+        /// The sha256 of its content.
+        actual: Digest,
+    },
+    /// A blob that could not be read.
+    #[error("blob {digest}: {reason}")]
+    Unreadable {
+        /// The blob.
+        digest: Digest,
+        /// The I/O error.
+        reason: String,
+    },
+    /// A referenced blob that is not in the store.
+    #[error("blob {digest} ({media_type}) referenced by {referenced_by} is missing")]
+    MissingBlob {
+        /// The blob.
+        digest: Digest,
+        /// Its media type in the referencing descriptor.
+        media_type: String,
+        /// Who references it (`index.json tag ...`, `manifest sha256:...`).
+        referenced_by: String,
+    },
+    /// A referenced blob whose size differs from the descriptor's.
+    #[error("blob {digest} referenced by {referenced_by}: size {actual}, descriptor says {expected}")]
+    SizeMismatch {
+        /// The blob.
+        digest: Digest,
+        /// Size in the descriptor.
+        expected: u64,
+        /// Size on disk.
+        actual: u64,
+        /// Who references it.
+        referenced_by: String,
+    },
+    /// A reachable manifest, index or config that does not parse.
+    #[error("blob {digest} referenced by {referenced_by}: {reason}")]
+    BadDocument {
+        /// The blob.
+        digest: Digest,
+        /// Who references it.
+        referenced_by: String,
+        /// The parse error.
+        reason: String,
+    },
+    /// A manifest whose layer count differs from its config's `rootfs.diff_ids`.
+    #[error("manifest {manifest}: {layers} layers but config has {diff_ids} diff_ids")]
+    LayerCount {
+        /// The manifest.
+        manifest: Digest,
+        /// Layers in the manifest.
+        layers: usize,
+        /// diff_ids in the config.
+        diff_ids: usize,
+    },
+}
+
+/// What [`Store::fsck`] found. `problems` are inconsistencies; the rest is informational.
+#[derive(Debug, Default, Clone)]
+pub struct FsckReport {
+    /// Blob files hashed.
+    pub blobs: u64,
+    /// Bytes hashed.
+    pub bytes: u64,
+    /// Tags in `index.json`.
+    pub tags: usize,
+    /// Distinct blobs reachable from `index.json`.
+    pub reachable: usize,
+    /// Inconsistencies.
+    pub problems: Vec<FsckProblem>,
+    /// Blobs present but reachable from no tag (removable by [`Store::gc`]), with their sizes.
+    pub unreferenced: Vec<(Digest, u64)>,
+    /// Informational remarks (e.g. an absent non-distributable layer, an unverified digest algorithm).
+    pub notes: Vec<String>,
+}
+
+impl FsckReport {
+    /// True when no problem was found.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// What [`Store::gc`] removed.
+#[derive(Debug, Default, Clone)]
+pub struct GcReport {
+    /// Removed blobs.
+    pub removed: Vec<Digest>,
+    /// Bytes freed.
+    pub bytes: u64,
+    /// Unreferenced blobs kept because they are younger than the grace period.
+    pub kept_recent: usize,
+}
+
+/// A blob file found under `blobs/sha256/`.
+struct BlobFile {
+    digest: Digest,
+    size: u64,
+    path: PathBuf,
+}
+
+/// List `blobs/`: well-named blob files, and problems for everything else.
+fn list_blobs(store: &Store, report: &mut FsckReport) -> Result<Vec<BlobFile>, StoreError> {
+    let blobs_root = store.root().join("blobs");
+    let mut found = Vec::new();
+    for entry in fs::read_dir(&blobs_root).map_err(super::io_err(&blobs_root))? {
+        let entry = entry.map_err(super::io_err(&blobs_root))?;
+        let path = entry.path();
+        let is_dir = entry.file_type().map_err(super::io_err(&path))?.is_dir();
+        if !is_dir {
+            report.problems.push(FsckProblem::StrayFile { path });
+        } else if entry.file_name() != "sha256" {
+            report.notes.push(format!("{}: digest algorithm not verified", path.display()));
+        }
+    }
+    let dir = store.blobs_dir();
+    for entry in fs::read_dir(&dir).map_err(super::io_err(&dir))? {
+        let entry = entry.map_err(super::io_err(&dir))?;
+        let path = entry.path();
+        let meta = entry.metadata().map_err(super::io_err(&path))?;
+        let name = entry.file_name();
+        let digest = name
+            .to_str()
+            .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            .and_then(|n| format!("sha256:{n}").parse::<Digest>().ok());
+        match digest {
+            Some(digest) if meta.file_type().is_file() => found.push(BlobFile { digest, size: meta.len(), path }),
+            _ => report.problems.push(FsckProblem::StrayFile { path }),
+        }
+    }
+    found.sort_by_key(|b| b.digest.hex());
+    Ok(found)
+}
+
+/// sha256 of a file, streamed.
+fn hash_file(path: &std::path::Path) -> io::Result<(Digest, u64)> {
+    let mut file = File::open(path)?;
+    let mut hasher = HashingWriter::new(io::sink());
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.write_all(&buf[..n])?;
+    }
+    let (_, digest, size) = hasher.finish();
+    Ok((digest, size))
+}
+
+/// The reachability walk from `index.json`.
+struct Walk<'a> {
+    store: &'a Store,
+    /// Present blobs and their sizes.
+    present: &'a BTreeMap<Digest, u64>,
+    /// Blobs known not to match their name (not parsed again).
+    corrupt: &'a BTreeSet<Digest>,
+    reachable: BTreeSet<Digest>,
+    parsed: BTreeSet<Digest>,
+    problems: Vec<FsckProblem>,
+    notes: Vec<String>,
+}
+
+impl Walk<'_> {
+    /// Check one reference; returns whether the blob is present with the right size and uncorrupted.
+    fn check(&mut self, desc: &Descriptor, from: &str) -> bool {
+        self.reachable.insert(desc.digest);
+        match self.present.get(&desc.digest) {
+            None if is_nondistributable(&desc.media_type) => {
+                self.notes.push(format!("non-distributable layer {} referenced by {from} is not stored", desc.digest));
+                false
+            }
+            None => {
+                self.problems.push(FsckProblem::MissingBlob {
+                    digest: desc.digest,
+                    media_type: desc.media_type.clone(),
+                    referenced_by: from.to_owned(),
+                });
+                false
+            }
+            Some(&size) if size != desc.size => {
+                self.problems.push(FsckProblem::SizeMismatch {
+                    digest: desc.digest,
+                    expected: desc.size,
+                    actual: size,
+                    referenced_by: from.to_owned(),
+                });
+                false
+            }
+            Some(_) => !self.corrupt.contains(&desc.digest),
+        }
+    }
+
+    fn bad_doc(&mut self, desc: &Descriptor, from: &str, e: StoreError) {
+        self.problems.push(FsckProblem::BadDocument { digest: desc.digest, referenced_by: from.to_owned(), reason: e.to_string() });
+    }
+
+    /// Visit a manifest or index descriptor and everything below it.
+    fn visit(&mut self, desc: &Descriptor, from: &str, depth: usize) {
+        if !self.check(desc, from) || !self.parsed.insert(desc.digest) {
+            return;
+        }
+        let here = format!("manifest {}", desc.digest);
+        let as_index = is_index(&desc.media_type)
+            || (!is_manifest(&desc.media_type) && self.store.looks_like_index(desc).unwrap_or(false));
+        if as_index {
+            if depth >= super::MAX_INDEX_DEPTH {
+                self.problems.push(FsckProblem::BadDocument {
+                    digest: desc.digest,
+                    referenced_by: from.to_owned(),
+                    reason: "index nesting too deep".into(),
+                });
+                return;
+            }
+            match self.store.read_index(desc) {
+                Ok(index) => {
+                    for child in &index.manifests {
+                        self.visit(child, &format!("index {}", desc.digest), depth + 1);
+                    }
+                }
+                Err(e) => self.bad_doc(desc, from, e),
+            }
+            return;
+        }
+        if !is_manifest(&desc.media_type) && !desc.media_type.ends_with("+json") && !desc.media_type.is_empty() {
+            return; // some other artifact: presence is all we can check
+        }
+        let manifest = match self.store.read_manifest(desc) {
+            Ok(m) => m,
+            Err(e) => return self.bad_doc(desc, from, e),
+        };
+        for layer in &manifest.layers {
+            self.check(layer, &here);
+        }
+        if self.check(&manifest.config, &here) {
+            match self.store.read_config(&manifest.config) {
+                Ok(config) if config.rootfs.diff_ids.len() != manifest.layers.len() => {
+                    self.problems.push(FsckProblem::LayerCount {
+                        manifest: desc.digest,
+                        layers: manifest.layers.len(),
+                        diff_ids: config.rootfs.diff_ids.len(),
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => self.bad_doc(&manifest.config, &here, e),
+            }
+        }
+    }
+}
+
+/// Walk from `index.json`; fills `report.reachable`, `tags`, problems and notes; returns the reachable set.
+fn walk(
+    store: &Store,
+    present: &BTreeMap<Digest, u64>,
+    corrupt: &BTreeSet<Digest>,
+    report: &mut FsckReport,
+) -> BTreeSet<Digest> {
+    let layout = store.root().join("oci-layout");
+    match fs::read(&layout) {
+        Ok(bytes) => {
+            if let Err(e) = super::check_oci_layout(&layout, &bytes) {
+                report.problems.push(FsckProblem::BadLayout { path: layout, reason: e.to_string() });
+            }
+        }
+        Err(e) => report.problems.push(FsckProblem::BadLayout { path: layout, reason: e.to_string() }),
+    }
+    let index = match store.index() {
+        Ok(index) => index,
+        Err(e) => {
+            report.problems.push(FsckProblem::BadLayout { path: store.index_path(), reason: e.to_string() });
+            return BTreeSet::new();
+        }
+    };
+    let mut w = Walk {
+        store,
+        present,
+        corrupt,
+        reachable: BTreeSet::new(),
+        parsed: BTreeSet::new(),
+        problems: Vec::new(),
+        notes: Vec::new(),
+    };
+    for (i, desc) in index.manifests.iter().enumerate() {
+        let from = match desc.ref_name() {
+            Some(tag) => {
+                report.tags += 1;
+                format!("index.json tag {tag:?}")
+            }
+            None => format!("index.json entry {i}"),
+        };
+        w.visit(desc, &from, 0);
+    }
+    report.problems.append(&mut w.problems);
+    report.notes.append(&mut w.notes);
+    report.reachable = w.reachable.len();
+    w.reachable
+}
+
+/// [`Store::fsck`].
+pub(super) fn fsck(store: &Store) -> Result<FsckReport, StoreError> {
+    let mut report = FsckReport::default();
+    let files = list_blobs(store, &mut report)?;
+    let hashed: Vec<(Digest, io::Result<(Digest, u64)>)> =
+        files.par_iter().map(|b| (b.digest, hash_file(&b.path))).collect();
+    let mut corrupt = BTreeSet::new();
+    for (digest, result) in hashed {
+        match result {
+            Ok((actual, size)) => {
+                report.blobs += 1;
+                report.bytes += size;
+                if actual != digest {
+                    corrupt.insert(digest);
+                    report.problems.push(FsckProblem::CorruptBlob { digest, actual });
+                }
+            }
+            Err(e) => {
+                corrupt.insert(digest);
+                report.problems.push(FsckProblem::Unreadable { digest, reason: e.to_string() });
+            }
+        }
+    }
+    let present: BTreeMap<Digest, u64> = files.iter().map(|b| (b.digest, b.size)).collect();
+    let reachable = walk(store, &present, &corrupt, &mut report);
+    report.unreferenced =
+        files.iter().filter(|b| !reachable.contains(&b.digest)).map(|b| (b.digest, b.size)).collect();
+    Ok(report)
+}
+
+/// [`Store::gc`].
+pub(super) fn gc(store: &Store, min_age: Duration) -> Result<GcReport, StoreError> {
+    let _lock = store.lock()?;
+    let mut scratch = FsckReport::default();
+    let files = list_blobs(store, &mut scratch)?;
+    let present: BTreeMap<Digest, u64> = files.iter().map(|b| (b.digest, b.size)).collect();
+    let reachable = walk(store, &present, &BTreeSet::new(), &mut scratch);
+    if let Some(p) = scratch
+        .problems
+        .iter()
+        .find(|p| matches!(p, FsckProblem::BadLayout { .. } | FsckProblem::BadDocument { .. }))
+    {
+        return Err(StoreError::Layout { path: store.root().to_path_buf(), reason: format!("gc refused: {p}") });
+    }
+    let now = SystemTime::now();
+    let mut report = GcReport::default();
+    for blob in files.iter().filter(|b| !reachable.contains(&b.digest)) {
+        let mtime = fs::metadata(&blob.path).and_then(|m| m.modified()).map_err(super::io_err(&blob.path))?;
+        if now.duration_since(mtime).unwrap_or_default() < min_age {
+            report.kept_recent += 1;
+            continue;
+        }
+        match fs::remove_file(&blob.path) {
+            Ok(()) => {
+                tracing::debug!(digest = %blob.digest, "gc removed blob");
+                report.removed.push(blob.digest);
+                report.bytes += blob.size;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::Io { path: blob.path.clone(), source: e }),
+        }
+    }
+    if !report.removed.is_empty() {
+        super::sync_dir(&store.blobs_dir())?;
+    }
+    Ok(report)
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything kolla-oci's tests, benches and main job need on a fresh Debian 12 machine.
+# Safe to re-run: apt-get skips what is installed. Needs root (or sudo) for apt-get only.
+set -euo pipefail
+
+packages=(
+    docker-registry   # a real Distribution registry for the registry tests
+    skopeo umoci oci-image-tool  # other people's readers of the images we write
+    mmdebstrap        # bootstraps the Debian root image when no registry holds it
+    busybox-static    # tiny static rootfs for sandbox and interpreter tests
+    uidmap            # newuidmap/newgidmap for rootless user namespaces
+    apache2-utils     # htpasswd for the authenticated-registry test
+    pigz zstd buildah hyperfine  # peers and timers for the bench scripts
+    python3 python3-venv  # kolla-build for the template conformance test
+    ca-certificates
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    SUDO=""
+    [[ $(id -u) == 0 ]] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true

@@ -1,0 +1,535 @@
+//! Test support for the registry client: Debian's real `docker-registry` on a free loopback port with its
+//! own config in a temp dir, and a counting HTTP/1.1 proxy in front of it (per-request method, path,
+//! status and body bytes; optionally corrupting one blob's bytes on GET).
+#![allow(dead_code)] // each test file uses a different part of this helper
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+/// A running `docker-registry` serving plain http on 127.0.0.1.
+pub struct TestRegistry {
+    child: Child,
+    /// The port it listens on.
+    pub port: u16,
+    /// Its temp dir: `config.yml`, `data/` (storage), `registry.log`, optional `htpasswd`.
+    pub dir: tempfile::TempDir,
+}
+
+impl TestRegistry {
+    /// Start an anonymous registry.
+    pub fn start() -> TestRegistry {
+        Self::start_inner(None)
+    }
+
+    /// Start a registry requiring HTTP Basic auth with one bcrypt htpasswd user.
+    pub fn start_with_htpasswd(user: &str, password: &str) -> TestRegistry {
+        Self::start_inner(Some((user, password)))
+    }
+
+    fn start_inner(auth: Option<(&str, &str)>) -> TestRegistry {
+        assert!(
+            Path::new(REGISTRY_BIN).exists(),
+            "{REGISTRY_BIN} is missing: install Debian's docker-registry package (apt-get install docker-registry)"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let auth_section = match auth {
+            Some((user, password)) => {
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", user, password])
+                    .output()
+                    .expect("running htpasswd (Debian package apache2-utils)");
+                assert!(out.status.success(), "htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
+                let path = dir.path().join("htpasswd");
+                std::fs::write(&path, &out.stdout).unwrap();
+                format!("auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n", path.display())
+            }
+            None => String::new(),
+        };
+        let config = format!(
+            "version: 0.1\n\
+             log:\n  level: info\n  accesslog:\n    disabled: false\n\
+             storage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: true\n  \
+             maintenance:\n    uploadpurging:\n      enabled: false\n\
+             http:\n  addr: 127.0.0.1:{port}\n  secret: kolla-oci-test-secret\n\
+             {auth_section}",
+            data = data.display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting docker-registry");
+        let mut reg = TestRegistry { child, port, dir };
+        reg.wait_ready();
+        reg
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("docker-registry exited with {status}; log:\n{}", self.log_text());
+            }
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut buf = String::new();
+                let _ = s.read_to_string(&mut buf);
+                if buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.1 401") {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "docker-registry did not come up; log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// What the registry logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// The storage root.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago (bind to :0, read, release).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One proxied request.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// `GET`, `PUT`, …
+    pub method: String,
+    /// Path without query.
+    pub path: String,
+    /// Raw query string (may be empty).
+    pub query: String,
+    /// Upstream's final status.
+    pub status: u16,
+    /// Decoded request body bytes.
+    pub request_bytes: u64,
+    /// Decoded response body bytes.
+    pub response_bytes: u64,
+}
+
+impl Event {
+    /// A percent-decoded query parameter.
+    pub fn param(&self, name: &str) -> Option<String> {
+        self.query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == name).then(|| percent_decode(v))
+        })
+    }
+}
+
+/// A counting HTTP/1.1 proxy on 127.0.0.1 in front of `upstream`.
+pub struct Proxy {
+    /// Its port.
+    pub port: u16,
+    events: Arc<Mutex<Vec<Event>>>,
+    corrupt: Arc<Mutex<Option<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    /// Start proxying to `127.0.0.1:upstream_port`.
+    pub fn start(upstream_port: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let corrupt = Arc::new(Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ev, co, st) = (events.clone(), corrupt.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (ev, co) = (ev.clone(), co.clone());
+                std::thread::spawn(move || {
+                    let _ = serve_connection(conn, upstream_port, &ev, &co);
+                });
+            }
+        });
+        Proxy { port, events, corrupt, stop }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Every request seen so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Forget the requests seen so far.
+    pub fn clear(&self) {
+        self.events.lock().unwrap().clear();
+    }
+
+    /// Flip the first byte of 200 answers to `GET …/blobs/<digest>` (None: stop corrupting).
+    pub fn corrupt_blob(&self, digest: Option<String>) {
+        *self.corrupt.lock().unwrap() = digest;
+    }
+
+    /// Bytes received per blob digest by completed uploads: the PATCH bodies of a session plus the
+    /// body of its final `PUT …?digest=` (201).
+    pub fn uploaded_bytes(&self) -> BTreeMap<String, u64> {
+        let mut per_session: BTreeMap<String, u64> = BTreeMap::new();
+        let mut out = BTreeMap::new();
+        for e in self.events() {
+            let Some((_, uuid)) = e.path.split_once("/blobs/uploads/") else { continue };
+            if uuid.is_empty() {
+                continue;
+            }
+            match e.method.as_str() {
+                "PATCH" => *per_session.entry(uuid.to_string()).or_default() += e.request_bytes,
+                "PUT" if e.status == 201 => {
+                    let total = per_session.remove(uuid).unwrap_or(0) + e.request_bytes;
+                    if let Some(d) = e.param("digest") {
+                        *out.entry(d).or_default() += total;
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Cross-repository mount requests: (target repository, digest, from, status).
+    pub fn mounts(&self) -> Vec<(String, String, String, u16)> {
+        self.events()
+            .into_iter()
+            .filter(|e| e.method == "POST")
+            .filter_map(|e| {
+                let d = e.param("mount")?;
+                let repo = e.path.strip_prefix("/v2/")?.strip_suffix("/blobs/uploads/")?.to_string();
+                Some((repo, d, e.param("from").unwrap_or_default(), e.status))
+            })
+            .collect()
+    }
+
+    /// Total request body bytes sent through the proxy.
+    pub fn total_request_bytes(&self) -> u64 {
+        self.events().iter().map(|e| e.request_bytes).sum()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port)); // wake the accept loop
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A request or response head: first line and headers (names lowercased for lookup).
+struct Head {
+    first: String,
+    raw: Vec<u8>,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+    fn chunked(&self) -> bool {
+        self.get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    }
+    fn content_length(&self) -> Option<u64> {
+        self.get("content-length").and_then(|v| v.trim().parse().ok())
+    }
+    fn closes(&self) -> bool {
+        self.get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+}
+
+fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<Head>> {
+    let mut raw = Vec::new();
+    let mut first = String::new();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            return if raw.is_empty() { Ok(None) } else { Err(std::io::ErrorKind::UnexpectedEof.into()) };
+        }
+        raw.extend_from_slice(&line);
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        if text.is_empty() {
+            if first.is_empty() {
+                continue; // tolerate stray CRLF between messages
+            }
+            return Ok(Some(Head { first, raw, headers }));
+        }
+        if first.is_empty() {
+            first = text;
+        } else if let Some((n, v)) = text.split_once(':') {
+            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+}
+
+/// Copy a body framed by `head` from `r` to `w`; returns decoded body bytes. `corrupt` flips its first byte.
+fn relay_body(
+    r: &mut impl BufRead,
+    w: &mut impl Write,
+    head: &Head,
+    no_body: bool,
+    mut corrupt: bool,
+) -> std::io::Result<(u64, bool)> {
+    let copy = |r: &mut dyn Read, w: &mut dyn Write, n: Option<u64>, corrupt: &mut bool| -> std::io::Result<u64> {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut done = 0u64;
+        loop {
+            let want = match n {
+                Some(n) if done >= n => break,
+                Some(n) => (n - done).min(buf.len() as u64) as usize,
+                None => buf.len(),
+            };
+            let got = r.read(&mut buf[..want])?;
+            if got == 0 {
+                if n.is_some() {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                break;
+            }
+            if *corrupt {
+                buf[0] ^= 0xff;
+                *corrupt = false;
+            }
+            w.write_all(&buf[..got])?;
+            done += got as u64;
+        }
+        Ok(done)
+    };
+    if no_body {
+        return Ok((0, false));
+    }
+    if head.chunked() {
+        let mut total = 0;
+        loop {
+            let mut line = Vec::new();
+            r.read_until(b'\n', &mut line)?;
+            w.write_all(&line)?;
+            let text = String::from_utf8_lossy(&line);
+            let size = u64::from_str_radix(text.trim().split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| std::io::Error::other(format!("bad chunk size line {text:?}")))?;
+            if size == 0 {
+                // trailers until an empty line
+                loop {
+                    let mut t = Vec::new();
+                    r.read_until(b'\n', &mut t)?;
+                    w.write_all(&t)?;
+                    if t == b"\r\n" || t == b"\n" || t.is_empty() {
+                        break;
+                    }
+                }
+                return Ok((total, false));
+            }
+            total += copy(r, w, Some(size), &mut corrupt)?;
+            let mut crlf = Vec::new();
+            r.read_until(b'\n', &mut crlf)?;
+            w.write_all(&crlf)?;
+        }
+    }
+    match head.content_length() {
+        Some(n) => Ok((copy(r, w, Some(n), &mut corrupt)?, false)),
+        // A response without length or chunking runs until the connection closes.
+        None if head.first.starts_with("HTTP/") => Ok((copy(r, w, None, &mut corrupt)?, true)),
+        None => Ok((0, false)),
+    }
+}
+
+fn serve_connection(
+    client: TcpStream,
+    upstream_port: u16,
+    events: &Mutex<Vec<Event>>,
+    corrupt: &Mutex<Option<String>>,
+) -> std::io::Result<()> {
+    let upstream = TcpStream::connect(("127.0.0.1", upstream_port))?;
+    let mut client_w = client.try_clone()?;
+    let mut client_r = BufReader::new(client);
+    let mut up_w = upstream.try_clone()?;
+    let mut up_r = BufReader::new(upstream);
+    while let Some(req) = read_head(&mut client_r)? {
+        let mut parts = req.first.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let target = parts.next().unwrap_or("").to_string();
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_string(), q.to_string()),
+            None => (target.clone(), String::new()),
+        };
+        up_w.write_all(&req.raw)?;
+        let (request_bytes, _) = relay_body(&mut client_r, &mut up_w, &req, false, false)?;
+        up_w.flush()?;
+        let corrupt_this = method == "GET"
+            && corrupt.lock().unwrap().as_deref().is_some_and(|d| path.ends_with(&format!("/blobs/{d}")));
+        // Forward interim 1xx answers, then the final one.
+        let resp = loop {
+            let Some(resp) = read_head(&mut up_r)? else { return Ok(()) };
+            client_w.write_all(&resp.raw)?;
+            if resp.first.split_whitespace().nth(1).is_some_and(|s| s.starts_with('1')) {
+                continue;
+            }
+            break resp;
+        };
+        let status: u16 = resp.first.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let no_body = method == "HEAD" || status == 204 || status == 304;
+        let (response_bytes, until_close) =
+            relay_body(&mut up_r, &mut client_w, &resp, no_body, corrupt_this && status == 200)?;
+        client_w.flush()?;
+        events.lock().unwrap().push(Event { method, path, query, status, request_bytes, response_bytes });
+        if until_close || req.closes() || resp.closes() {
+            break;
+        }
+    }
+    let _ = client_w.shutdown(Shutdown::Both);
+    let _ = up_w.shutdown(Shutdown::Both);
+    Ok(())
+}
+
+/// One image of the fixture set.
+pub struct FixtureImage {
+    /// Local tag in the store (`kolla/<name>:test`).
+    pub tag: String,
+    /// Manifest descriptor in the store.
+    pub manifest: kolla_oci::store::Descriptor,
+    /// Config digest.
+    pub config: layers::Digest,
+    /// Layer descriptors, base first.
+    pub layers: Vec<kolla_oci::store::Descriptor>,
+}
+
+/// Deterministic incompressible bytes (xorshift), so layers have a real size after gzip.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Write a layer made of `files` (name, bytes) into the store.
+pub fn put_layer(store: &kolla_oci::store::Store, files: &[(&str, Vec<u8>)]) -> (kolla_oci::store::Descriptor, layers::Digest) {
+    let tree = tempfile::tempdir().unwrap();
+    for (name, bytes) in files {
+        let p = tree.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+    }
+    let opts = layers::TreeOptions { source_date_epoch: Some(0), overlay_upper: false, threads: Some(1) };
+    let mut w = store.blob_writer().unwrap();
+    let info = layers::write_layer(tree.path(), &opts, layers::Compression::default(), &mut w).unwrap();
+    let (digest, size) = w.commit(Some(&info.digest)).unwrap();
+    assert_eq!(size, info.size);
+    (kolla_oci::store::Descriptor::new(info.media_type, digest, size), info.diff_id)
+}
+
+/// `names.len()` images sharing two base layers (`base_bytes` of noise each), plus one own layer each;
+/// tagged `kolla/<name>:test`.
+pub fn make_image_set(store: &kolla_oci::store::Store, names: &[&str], base_bytes: usize) -> Vec<FixtureImage> {
+    use kolla_oci::store::{ImageConfig, RootFs};
+    let base = [
+        put_layer(store, &[("usr/lib/base1.bin", noise(1, base_bytes)), ("etc/os-release", b"ID=test\n".to_vec())]),
+        put_layer(store, &[("usr/lib/base2.bin", noise(2, base_bytes))]),
+    ];
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let own = put_layer(store, &[(&format!("opt/{name}/data.bin"), noise(100 + i as u64, 20_000 + i * 1000))]);
+            let all = [base[0].clone(), base[1].clone(), own];
+            let config = ImageConfig {
+                architecture: "amd64".into(),
+                os: "linux".into(),
+                rootfs: RootFs { typ: "layers".into(), diff_ids: all.iter().map(|(_, d)| *d).collect() },
+                ..ImageConfig::default()
+            };
+            let descs: Vec<_> = all.iter().map(|(d, _)| d.clone()).collect();
+            let manifest = store.write_image(&config, &descs).unwrap();
+            let tag = format!("kolla/{name}:test");
+            store.set_tag(&tag, &manifest).unwrap();
+            let image = store.load_image(&tag).unwrap();
+            FixtureImage { tag, manifest, config: image.manifest.config.digest, layers: descs }
+        })
+        .collect()
+}
+
+/// Run a command, panicking with its output when it fails (or cannot start).
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `skopeo inspect --raw`-independent digest of a pushed image, as skopeo reports it.
+pub fn skopeo_digest(image: &str, extra: &[&str]) -> String {
+    let out = run_ok(Command::new("skopeo").arg("inspect").arg("--tls-verify=false").args(extra).arg(format!("docker://{image}")));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("skopeo inspect prints JSON");
+    v["Digest"].as_str().expect("Digest in skopeo inspect output").to_string()
+}
