@@ -73,20 +73,18 @@ fn push_uploads_shared_blobs_once_then_pull_round_trips() {
         let name = format!("{}/{}:{}", reg.addr(), target.repository(), target.tag().unwrap());
         assert_eq!(skopeo_digest(&name, &[]), img.manifest.digest.to_string(), "{name}");
         run_ok(
-            Command::new("skopeo")
-                .args(["copy", "--src-tls-verify=false", &format!("docker://{name}")])
-                .arg(format!("oci:{}:{}", copy_dir.path().display(), target.tag().unwrap())),
+            Command::new("skopeo").args(["copy", "--src-tls-verify=false", &format!("docker://{name}")]).arg(format!(
+                "oci:{}:{}",
+                copy_dir.path().display(),
+                target.tag().unwrap()
+            )),
         );
     }
 
     // A second push uploads nothing.
     proxy.clear();
     let again = registry::push(&store, &pushes, &opts(3)).unwrap();
-    assert_eq!(
-        again,
-        registry::PushReport { existing_blobs: 12, manifests: 3, ..Default::default() },
-        "second push"
-    );
+    assert_eq!(again, registry::PushReport { existing_blobs: 12, manifests: 3, ..Default::default() }, "second push");
     assert!(proxy.uploaded_bytes().is_empty());
     assert!(
         proxy.events().iter().all(|e| e.method != "PATCH" && e.method != "POST"),
@@ -108,7 +106,12 @@ fn push_uploads_shared_blobs_once_then_pull_round_trips() {
     }
     assert!(pulled.fsck().unwrap().is_ok());
     // Pulling by digest works and checks the pin.
-    let by_digest = Reference::parse(&format!("{}@{}", pushes[0].1.to_string().split(':').take(2).collect::<Vec<_>>().join(":"), images[0].manifest.digest)).unwrap();
+    let by_digest = Reference::parse(&format!(
+        "{}@{}",
+        pushes[0].1.to_string().split(':').take(2).collect::<Vec<_>>().join(":"),
+        images[0].manifest.digest
+    ))
+    .unwrap();
     assert_eq!(registry::pull(&pulled, &by_digest, None, &opts(1)).unwrap().digest, images[0].manifest.digest);
 }
 
@@ -127,10 +130,7 @@ fn corrupted_blob_is_refused_and_not_stored() {
     let empty_dir = tempfile::tempdir().unwrap();
     let empty = Store::open(&empty_dir.path().join("oci")).unwrap();
     let err = registry::pull(&empty, &pushes[0].1, None, &opts(1)).unwrap_err();
-    assert!(
-        matches!(&err, RegistryError::DigestMismatch { expected, .. } if *expected == victim.to_string()),
-        "{err}"
-    );
+    assert!(matches!(&err, RegistryError::DigestMismatch { expected, .. } if *expected == victim.to_string()), "{err}");
     assert!(err.to_string().contains("digest mismatch"), "{err}");
     assert!(!empty.has_blob(&victim), "the corrupted blob must not be in the store");
     assert!(empty.resolve(&pushes[0].1.to_string()).unwrap().is_none(), "no tag after a failed pull");
@@ -155,8 +155,7 @@ fn chunked_upload_and_refused_mount_fallback() {
     let images = make_image_set(&store, &["chunky"], 200_000);
     let pushes = targets(&images, &proxy.addr(), "chunked");
     let chunk = 64 << 10;
-    let report =
-        registry::push(&store, &pushes, &RegistryOptions { chunk_size: Some(chunk), ..opts(2) }).unwrap();
+    let report = registry::push(&store, &pushes, &RegistryOptions { chunk_size: Some(chunk), ..opts(2) }).unwrap();
     assert_eq!(report.uploaded_blobs, 4);
     let patches = proxy.events().iter().filter(|e| e.method == "PATCH").count() as u64;
     let expected_patches: u64 = std::iter::once(store.blob_size(&images[0].config).unwrap())
@@ -175,7 +174,9 @@ fn chunked_upload_and_refused_mount_fallback() {
         MountOutcome::Upload(url) => url,
         MountOutcome::Mounted => panic!("registry mounted from a repository that does not hold the blob"),
     };
-    client.upload_blob("other/repo", &layer.digest, &store.blob_path(&layer.digest), layer.size, Some(session), None).unwrap();
+    client
+        .upload_blob("other/repo", &layer.digest, &store.blob_path(&layer.digest), layer.size, Some(session), None)
+        .unwrap();
     assert!(client.blob_exists("other/repo", &layer.digest).unwrap());
     assert!(!client.blob_exists("other/repo", &images[0].config).unwrap());
 }
@@ -188,8 +189,44 @@ fn registry_errors_are_reported_with_their_code() {
     assert!(err.contains("404") && err.contains("MANIFEST_UNKNOWN"), "{err}");
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("oci")).unwrap();
-    let err = registry::push(&store, &[("kolla/absent:x".into(), Reference::parse(&format!("{}/a:b", reg.addr())).unwrap())], &opts(1))
-        .unwrap_err()
-        .to_string();
+    let err = registry::push(
+        &store,
+        &[("kolla/absent:x".into(), Reference::parse(&format!("{}/a:b", reg.addr())).unwrap())],
+        &opts(1),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("kolla/absent:x"), "{err}");
+}
+
+#[test]
+fn transient_failures_are_retried_within_the_limit() {
+    let reg = TestRegistry::start();
+    let proxy = Proxy::start(reg.port);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("oci")).unwrap();
+    let images = make_image_set(&store, &["flaky"], 30_000);
+    let pushes = targets(&images, &proxy.addr(), "retry");
+
+    // Two 503s on blob uploads and one 429 on the manifest: absorbed by 3 retries.
+    proxy.fail_next("PUT", 503, 2);
+    let report = registry::push(&store, &pushes, &RegistryOptions { retries: 3, ..opts(1) }).unwrap();
+    assert_eq!((report.uploaded_blobs, report.manifests), (4, 1));
+    let injected = proxy.events().iter().filter(|e| e.status == 503).count();
+    assert_eq!(injected, 2);
+    assert_eq!(skopeo_digest(&format!("{}/retry/flaky:test", reg.addr()), &[]), images[0].manifest.digest.to_string());
+
+    // More failures than retries: the push fails with the registry's status and error code.
+    let fresh = targets(&images, &proxy.addr(), "retry2");
+    proxy.fail_next("POST", 503, 10);
+    let err = registry::push(&store, &fresh, &RegistryOptions { retries: 2, ..opts(1) }).unwrap_err().to_string();
+    assert!(err.contains("503") && err.contains("UNAVAILABLE: injected failure"), "{err}");
+    proxy.fail_next("POST", 503, 0);
+    let posts = proxy.events().iter().filter(|e| e.method == "POST" && e.status == 503).count();
+    assert_eq!(posts, 3, "1 attempt + 2 retries");
+
+    // 429 on the manifest PUT is retried too.
+    proxy.fail_next("PUT", 429, 1);
+    let again = registry::push(&store, &pushes, &RegistryOptions { retries: 1, ..opts(1) }).unwrap();
+    assert_eq!(again.existing_blobs, 4);
 }

@@ -109,10 +109,14 @@ fn rootless_run_maps_ids_through_the_subordinate_range() {
         lowerdirs: vec![d.join("lower")],
         upperdir: d.join("upper1"),
         workdir: d.join("work1"),
-        argv: ["sh", "-c", "id -u; echo new > /data/new; rm /data/delete; rm -r /olddir; mkdir /olddir; \
-                touch /owned; chown 42400:42400 /owned; mkdir -m 777 /shared"]
-            .map(String::from)
-            .to_vec(),
+        argv: [
+            "sh",
+            "-c",
+            "id -u; echo new > /data/new; rm /data/delete; rm -r /olddir; mkdir /olddir; \
+                touch /owned; chown 42400:42400 /owned; mkdir -m 777 /shared",
+        ]
+        .map(String::from)
+        .to_vec(),
         env: vec!["PATH=/bin".into()],
         ..RunSpec::default()
     };

@@ -5,7 +5,7 @@
 mod support;
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,6 +23,9 @@ fn upper_dir_holds_exactly_the_commands_changes() {
     for (p, text) in [("data/keep", "keep\n"), ("data/modify", "orig\n"), ("data/delete", "x\n"), ("olddir/a", "a\n")] {
         fs::write(lower.join(p), text).unwrap();
     }
+    // The image's /etc metadata must survive the sandbox's own /etc mount points.
+    fs::set_permissions(lower.join("etc"), fs::Permissions::from_mode(0o751)).unwrap();
+    std::os::unix::fs::chown(lower.join("etc"), Some(0), Some(42401)).unwrap();
     let script = r#"set -e
         echo new > /data/new
         echo changed >> /data/modify
@@ -31,11 +34,12 @@ fn upper_dir_holds_exactly_the_commands_changes() {
         touch /owned && chown 42400:42400 /owned
         ln -s /data/new /link
         ln /data/new /hard
+        echo 1 > /etc/newfile
         # the mounts are there, usable, and read-only where they must be
         cat /etc/resolv.conf /etc/hosts /etc/hostname /proc/self/status > /dev/null
         ls /sys/kernel /dev/pts /dev/shm > /dev/null
         head -c 4 /dev/urandom > /dev/null
-        if echo x >> /etc/hosts 2>/dev/null; then echo "/etc/hosts is writable"; exit 9; fi
+        if echo x 2>/dev/null >> /etc/hosts; then echo "/etc/hosts is writable"; exit 9; fi
         if touch /sys/x 2>/dev/null; then echo "/sys is writable"; exit 9; fi
         echo done"#;
     let (code, out) = run(&f.spec(script));
@@ -48,6 +52,8 @@ fn upper_dir_holds_exactly_the_commands_changes() {
             ("data/delete", "c 0:0 whiteout"),
             ("data/modify", r#"f 644 0:0 "orig\nchanged\n""#),
             ("data/new", r#"f 644 0:0 n2 "new\n""#),
+            ("etc", "d 751 0:42401"),
+            ("etc/newfile", r#"f 644 0:0 "1\n""#),
             ("hard", r#"f 644 0:0 n2 "new\n""#),
             ("link", "l -> /data/new"),
             ("olddir", "d 755 0:0 opaque"),
@@ -89,18 +95,14 @@ fn user_cwd_env_and_hostname_are_honoured() {
     spec.cwd = "/work/dir".into();
     spec.env.push("FOO=bar baz".into());
     fs::create_dir_all(f.lower().join("work/dir")).unwrap();
-    fs::set_permissions(f.lower().join("work/dir"), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    fs::set_permissions(f.lower().join("work/dir"), fs::Permissions::from_mode(0o777)).unwrap();
     let (code, out) = run(&spec);
     let mut lines = out.lines();
     assert_eq!(code, 0, "{out}");
-    assert_eq!(lines.by_ref().take(6).collect::<Vec<_>>(), [
-        "42400",
-        "42400",
-        "42400 42401",
-        "/work/dir",
-        "bar baz",
-        "/var/lib/kolla"
-    ]);
+    assert_eq!(
+        lines.by_ref().take(6).collect::<Vec<_>>(),
+        ["42400", "42400", "42400 42401", "/work/dir", "bar baz", "/var/lib/kolla"]
+    );
     assert!(lines.next().unwrap().contains(" 42400 "), "{out}");
     assert_eq!(fs::metadata(f.upper().join("work/dir/mine")).unwrap().uid(), 42400);
 
@@ -117,7 +119,8 @@ fn user_cwd_env_and_hostname_are_honoured() {
         expect(&[("does", "d 755 0:0"), ("does/not", "d 755 0:0"), ("does/not/exist", "d 755 0:0")])
     );
 
-    let mut spec = Fixture::new().spec("true");
+    let h = Fixture::new();
+    let mut spec = h.spec("true");
     spec.user = "nobody-such".into();
     let err = sandbox::run(&spec, &mut Vec::new()).unwrap_err();
     assert!(matches!(&err, SandboxError::Setup(m) if m.contains("resolve user") && m.contains("nobody-such")), "{err}");
@@ -155,9 +158,8 @@ fn stacked_lowerdirs_merge_top_first() {
 fn sixty_lowerdirs_with_long_paths() {
     support::init();
     let f = Fixture::new();
-    let mut lowerdirs: Vec<PathBuf> = (0..60)
-        .map(|i| f.path().join(format!("layer-{i:02}-{}", "long-path-component-".repeat(5))))
-        .collect();
+    let mut lowerdirs: Vec<PathBuf> =
+        (0..60).map(|i| f.path().join(format!("layer-{i:02}-{}", "long-path-component-".repeat(5)))).collect();
     // One path beyond fsconfig's 256-byte string limit.
     lowerdirs[30] = f.path().join(format!("deep/{}", "d".repeat(200))).join("e".repeat(60));
     for (i, l) in lowerdirs.iter().enumerate() {
@@ -217,7 +219,10 @@ fn setup_errors_name_the_step() {
     let mut spec = f.spec("true");
     spec.argv = vec!["no-such-command".into()];
     let err = sandbox::run(&spec, &mut Vec::new()).unwrap_err();
-    assert!(matches!(&err, SandboxError::Setup(m) if m.contains("exec \"no-such-command\"") && m.contains("not found")), "{err}");
+    assert!(
+        matches!(&err, SandboxError::Setup(m) if m.contains("exec \"no-such-command\"") && m.contains("not found")),
+        "{err}"
+    );
 
     let mut spec = f.spec("true");
     let nested = f.upper().join("work");
@@ -253,6 +258,7 @@ fn killing_the_caller_kills_the_sandbox() {
     fs::write(&spec_path, serde_json::to_vec(&f.spec(&format!("sleep {secs}; echo never"))).unwrap()).unwrap();
     let mut caller = Command::new(support::kolla_oci())
         .env(sandbox::SELFTEST_ENV, &spec_path)
+        .env("TMPDIR", f.path()) // the killed caller cannot remove its scratch dir: keep it in the fixture
         .stdout(Stdio::null())
         .spawn()
         .unwrap();

@@ -10,7 +10,7 @@ packages=(
     busybox-static    # tiny static rootfs for sandbox and interpreter tests
     uidmap            # newuidmap/newgidmap for rootless user namespaces
     apache2-utils     # htpasswd for the authenticated-registry test
-    pigz zstd buildah hyperfine  # peers and timers for the bench scripts
+    pigz zstd buildah hyperfine bc  # peers and timers for the bench scripts
     python3 python3-venv  # kolla-build for the template conformance test
     ca-certificates
 )

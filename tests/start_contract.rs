@@ -75,18 +75,14 @@ fn unknown_owner_and_malformed_perm_exit_2_with_a_message() {
         "config_files": [{"source": format!("{CFG}/a.conf"), "dest": "/etc/a.conf",
                           "owner": "no-such-user-kolla", "perm": "0600"}]
     }));
-    root.set_configs(Some("COPY_ALWAYS"), &[])
-        .expect_code(2)
-        .expect_stderr("no user named \"no-such-user-kolla\"");
+    root.set_configs(Some("COPY_ALWAYS"), &[]).expect_code(2).expect_stderr("no user named \"no-such-user-kolla\"");
 
     root.config(&json!({
         "command": "svc",
         "config_files": [{"source": format!("{CFG}/a.conf"), "dest": "/etc/a.conf",
                           "owner": "root", "perm": "rw-r--r--"}]
     }));
-    root.set_configs(Some("COPY_ALWAYS"), &[])
-        .expect_code(2)
-        .expect_stderr("perm 'rw-r--r--' is not an octal mode");
+    root.set_configs(Some("COPY_ALWAYS"), &[]).expect_code(2).expect_stderr("perm 'rw-r--r--' is not an octal mode");
 }
 
 #[test]
@@ -196,9 +192,7 @@ fn permissions_recurse_exclude_and_links_are_not_followed() {
             {"path": "/var/lib/absent", "owner": "nobody:nogroup"}
         ]
     }));
-    root.set_configs(Some("COPY_ALWAYS"), &[])
-        .expect_code(0)
-        .expect_stderr("/var/lib/absent does not exist");
+    root.set_configs(Some("COPY_ALWAYS"), &[]).expect_code(0).expect_stderr("/var/lib/absent does not exist");
 
     let (uid, gid) = nobody();
     assert_eq!(root.props("/var/lib/svc"), (0o750, uid, gid));
@@ -314,9 +308,7 @@ fn directories_and_files_entries_are_created_with_properties() {
         "command": "svc",
         "files": [{"path": "/var/log/nowhere/svc.log", "owner": "root", "perm": "0600"}]
     }));
-    root.set_configs(Some("COPY_ALWAYS"), &[])
-        .expect_code(2)
-        .expect_stderr("the parent directory does not exist");
+    root.set_configs(Some("COPY_ALWAYS"), &[]).expect_code(2).expect_stderr("the parent directory does not exist");
 }
 
 #[test]
@@ -358,9 +350,7 @@ fn check_mode_reports_drift() {
     root.set_configs(None, &["--check"]).expect_code(0);
 
     fs::set_permissions(root.path("/etc/svc.conf"), fs::Permissions::from_mode(0o644)).unwrap();
-    root.set_configs(None, &["--check"])
-        .expect_code(1)
-        .expect_stderr("has mode 0644, expected 0600");
+    root.set_configs(None, &["--check"]).expect_code(1).expect_stderr("has mode 0644, expected 0600");
     root.set_configs(Some("COPY_ALWAYS"), &[]).expect_code(0);
 
     root.write(&format!("{CFG}/svc.conf"), "v2\n");
@@ -403,11 +393,8 @@ fn start_env(root: &Root) -> tempfile::TempDir {
         &format!("#!/bin/sh\nexec bash '{}' \"$@\"\n", base_script("copy_cacerts.sh").display()),
     );
     // Sourced, so it is not executable (as in the images).
-    fs::write(
-        b.join("kolla_extend_start"),
-        "echo sourced > \"$KOLLA_TEST_ROOT/hook\"\nARGS=\"from-hook  last\"\n",
-    )
-    .unwrap();
+    fs::write(b.join("kolla_extend_start"), "echo sourced > \"$KOLLA_TEST_ROOT/hook\"\nARGS=\"from-hook  last\"\n")
+        .unwrap();
     write_script(
         &b.join("record"),
         "#!/bin/sh\n{ echo \"pid $$\"; for a in \"$@\"; do echo \"arg $a\"; done; } > \"$KOLLA_TEST_ROOT/record\"\n",

@@ -157,26 +157,30 @@ fn concurrent_writers_in_two_processes() {
     if let Some(role) = child_role() {
         if role == "writer" {
             let store = Store::open(Path::new(&std::env::var_os("STORE").unwrap())).unwrap();
+            let inputs: Vec<Vec<u8>> = (0..ROUNDS).map(|r| [payload(), r.to_le_bytes().to_vec()].concat()).collect();
+            std::fs::write(std::env::var_os("READY").unwrap(), "").unwrap();
             wait_for_file(&PathBuf::from(std::env::var_os("GO").unwrap()));
-            for round in 0..ROUNDS {
-                let data = [payload(), round.to_le_bytes().to_vec()].concat();
+            for data in &inputs {
                 store.put_blob(&data[..], None).unwrap();
             }
+            std::fs::write(std::env::var_os("DONE").unwrap(), "").unwrap();
         }
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("oci")).unwrap();
-    let go = dir.path().join("go");
-    let mut child = spawn_child("concurrent_writers_in_two_processes", "writer", &[("STORE", store.root()), ("GO", &go)]);
+    let [ready, go, done] = ["ready", "go", "done"].map(|f| dir.path().join(f));
+    let mut child = spawn_child(
+        "concurrent_writers_in_two_processes",
+        "writer",
+        &[("STORE", store.root()), ("READY", &ready), ("GO", &go), ("DONE", &done)],
+    );
+    let inputs: Vec<Vec<u8>> = (0..ROUNDS).map(|r| [payload(), r.to_le_bytes().to_vec()].concat()).collect();
+    wait_for_file(&ready);
     std::fs::write(&go, "").unwrap();
-    let mut digests = Vec::new();
-    for round in 0..ROUNDS {
-        let data = [payload(), round.to_le_bytes().to_vec()].concat();
-        digests.push(store.put_blob(&data[..], None).unwrap().0);
-    }
+    let digests: Vec<Digest> = inputs.iter().map(|data| store.put_blob(&data[..], None).unwrap().0).collect();
     let status = child.wait().unwrap();
-    assert!(status.success(), "child writer failed: {status}");
+    assert!(status.success() && done.exists(), "child writer failed: {status}");
     let mut want: Vec<String> = digests.iter().map(|d| d.hex()).collect();
     want.sort();
     assert_eq!(blobs(&store), want);

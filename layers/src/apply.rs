@@ -25,7 +25,8 @@
 //!   meaning of an overlay lowerdir); xattrs that cannot be set without privilege
 //!   (`trusted.*`, `security.*` in a user namespace) are skipped with a warning; xattrs on
 //!   symlinks and device nodes are skipped (they cannot be set through a file descriptor).
-//! * Reading stops at the end-of-archive blocks; data after them is not read.
+//! * After the end-of-archive blocks the stream is read to its end, so that the gzip CRC and
+//!   the zstd checksum are verified; more than [`METADATA_BUDGET`] bytes there is an error.
 
 use std::cell::Cell;
 use std::collections::HashSet;
@@ -35,9 +36,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
 
-use rustix::fs::{
-    AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags, makedev,
-};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags, makedev};
 use rustix::io::Errno;
 use tar::EntryType;
 
@@ -45,7 +44,8 @@ use crate::LayerError;
 use crate::error::show;
 use crate::tree::{WH_OPAQUE, WH_PREFIX};
 
-/// Most bytes of tar metadata (extension records, padding) accepted between two entries.
+/// Most bytes of tar metadata (extension records, padding) accepted between two entries, and
+/// after the end-of-archive blocks.
 pub const METADATA_BUDGET: u64 = 16 << 20;
 
 /// What to do with OCI whiteout entries (`.wh.<name>`, `.wh..wh..opq`).
@@ -82,28 +82,13 @@ pub struct ApplyStats {
 
 /// Applies a layer (gzip incl. multi-member, zstd or plain tar, sniffed by magic) onto `root`,
 /// confined to it. See the module documentation for the exact rules.
-pub fn apply_layer(
-    reader: impl Read,
-    root: &Path,
-    opts: &ApplyOptions,
-) -> Result<ApplyStats, LayerError> {
-    let root_fd = rustix::fs::open(
-        root,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| LayerError::io(root.display().to_string(), "open root directory", e.into()))?;
-    let stream = |entry: Option<&Vec<u8>>, source| LayerError::Stream {
-        entry: entry.map(|p| show(p)),
-        source,
-    };
+pub fn apply_layer(reader: impl Read, root: &Path, opts: &ApplyOptions) -> Result<ApplyStats, LayerError> {
+    let root_fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| LayerError::io(root.display().to_string(), "open root directory", e.into()))?;
+    let stream = |entry: Option<&Vec<u8>>, source| LayerError::Stream { entry: entry.map(|p| show(p)), source };
     let input = decompress(reader).map_err(|e| stream(None, e))?;
     let budget = Rc::new(Cell::new(u64::MAX));
-    let mut archive = tar::Archive::new(Budgeted {
-        inner: input,
-        budget: budget.clone(),
-    });
-    let mut entries = archive.entries().map_err(|e| stream(None, e))?;
+    let mut archive = tar::Archive::new(Budgeted { inner: input, budget: budget.clone() });
     let mut ap = Applier {
         root: root_fd,
         opts,
@@ -113,6 +98,7 @@ pub fn apply_layer(
         buf: vec![0; 256 << 10],
     };
     let mut last: Option<Vec<u8>> = None;
+    let mut entries = archive.entries().map_err(|e| stream(None, e))?;
     loop {
         budget.set(METADATA_BUDGET);
         let next = entries.next();
@@ -123,6 +109,10 @@ pub fn apply_layer(
             Some(Ok(entry)) => last = Some(ap.entry(entry)?),
         }
     }
+    // Read what follows the end-of-archive blocks (record padding), so that the decoder checks
+    // its trailer (gzip CRC-32 and length, zstd checksum) — within the budget.
+    budget.set(METADATA_BUDGET);
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(|e| stream(last.as_ref(), e))?;
     ap.finish_dirs()?;
     Ok(ap.stats)
 }
@@ -161,7 +151,8 @@ impl<R: Read> Read for Budgeted<R> {
         let left = self.budget.get();
         if left == 0 && !buf.is_empty() {
             return Err(io::Error::other(format!(
-                "more than {METADATA_BUDGET} bytes of tar metadata before an entry"
+                "over {METADATA_BUDGET} bytes of tar metadata before an entry, \
+                 or of data after the end of the archive"
             )));
         }
         let max = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
@@ -210,17 +201,10 @@ fn pax_time(v: &[u8]) -> Option<Timespec> {
     if !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let tv_nsec = if digits.is_empty() {
-        0
-    } else {
-        format!("{digits:0<9}").parse().ok()?
-    };
+    let tv_nsec = if digits.is_empty() { 0 } else { format!("{digits:0<9}").parse().ok()? };
     // A negative time with a fraction (-1.5) means -2 s + 0.5 s.
     Some(if tv_nsec > 0 && secs.starts_with('-') {
-        Timespec {
-            tv_sec: tv_sec - 1,
-            tv_nsec: 1_000_000_000 - tv_nsec,
-        }
+        Timespec { tv_sec: tv_sec - 1, tv_nsec: 1_000_000_000 - tv_nsec }
     } else {
         Timespec { tv_sec, tv_nsec }
     })
@@ -237,9 +221,7 @@ struct Applier<'a> {
     buf: Vec<u8>,
 }
 
-const DIR_FLAGS: OFlags = OFlags::RDONLY
-    .union(OFlags::DIRECTORY)
-    .union(OFlags::CLOEXEC);
+const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
 const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
 
 fn join(comps: &[&[u8]]) -> Vec<u8> {
@@ -259,61 +241,40 @@ impl Applier<'_> {
             return Ok(raw);
         }
         let shown = show(&raw);
-        let unsafe_ = |reason: String| LayerError::Unsafe {
-            path: show(&raw),
-            reason,
-        };
-        let invalid = |reason: String| LayerError::Invalid {
-            path: show(&raw),
-            reason,
-        };
+        let unsafe_ = |reason: String| LayerError::Unsafe { path: show(&raw), reason };
+        let invalid = |reason: String| LayerError::Invalid { path: show(&raw), reason };
         let comps = normalize(&raw).map_err(unsafe_)?;
         self.stats.entries += 1;
         let size = entry.size();
-        let has_data = matches!(
-            kind,
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse
-        );
+        let has_data = matches!(kind, EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse);
         if !has_data && size > 0 {
-            return Err(invalid(format!(
-                "a {kind:?} entry declares {size} bytes of data"
-            )));
+            return Err(invalid(format!("a {kind:?} entry declares {size} bytes of data")));
         }
 
-        if let Some((last, parent)) = comps.split_last() {
-            if *last == WH_OPAQUE || last.starts_with(WH_PREFIX) {
-                // Marker files carry no data that matters; skip what they declare.
-                io::copy(&mut entry, &mut io::sink()).map_err(|e| LayerError::Stream {
-                    entry: Some(shown.clone()),
-                    source: e,
-                })?;
-                return if *last == WH_OPAQUE {
-                    self.opaque(parent, &shown).map(|()| raw)
-                } else {
-                    let name = &last[WH_PREFIX.len()..];
-                    if name.is_empty() || name == b"." || name == b".." {
-                        return Err(unsafe_(
-                            "whiteout names no file (`.`, `..` or nothing)".into(),
-                        ));
-                    }
-                    self.whiteout(parent, name, &shown).map(|()| raw)
-                };
-            }
+        if let Some((last, parent)) = comps.split_last()
+            && (*last == WH_OPAQUE || last.starts_with(WH_PREFIX))
+        {
+            // Marker files carry no data that matters; skip what they declare.
+            io::copy(&mut entry, &mut io::sink())
+                .map_err(|e| LayerError::Stream { entry: Some(shown.clone()), source: e })?;
+            return if *last == WH_OPAQUE {
+                self.opaque(parent, &shown).map(|()| raw)
+            } else {
+                let name = &last[WH_PREFIX.len()..];
+                if name.is_empty() || name == b"." || name == b".." {
+                    return Err(unsafe_("whiteout names no file (`.`, `..` or nothing)".into()));
+                }
+                self.whiteout(parent, name, &shown).map(|()| raw)
+            };
         }
 
-        let meta = self
-            .meta(&mut entry)
-            .map_err(|e| invalid(format!("bad header field: {e}")))?;
+        let meta = self.meta(&mut entry).map_err(|e| invalid(format!("bad header field: {e}")))?;
         let Some((name, parent)) = comps.split_last() else {
             if kind != EntryType::Directory {
-                return Err(unsafe_(format!(
-                    "a {kind:?} entry would replace the root directory"
-                )));
+                return Err(unsafe_(format!("a {kind:?} entry would replace the root directory")));
             }
-            let io_err =
-                |e: io::Error| LayerError::io(shown.clone(), "set metadata of the root", e);
-            self.set_meta(self.root.as_fd(), &meta, &shown)
-                .map_err(io_err)?;
+            let io_err = |e: io::Error| LayerError::io(shown.clone(), "set metadata of the root", e);
+            self.set_meta(self.root.as_fd(), &meta, &shown).map_err(io_err)?;
             self.dirs.push((Vec::new(), meta.mtime));
             return Ok(raw);
         };
@@ -325,34 +286,22 @@ impl Applier<'_> {
         let io_err = |op| move |e: io::Error| LayerError::io(shown_ref.clone(), op, e);
         match kind {
             EntryType::Directory => {
-                self.directory(&pfd, name, &meta, &shown)
-                    .map_err(io_err("create directory"))?;
-                self.dirs
-                    .push((comps.iter().map(|c| c.to_vec()).collect(), meta.mtime));
+                self.directory(&pfd, name, &meta, &shown).map_err(io_err("create directory"))?;
+                self.dirs.push((comps.iter().map(|c| c.to_vec()).collect(), meta.mtime));
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 self.file(&pfd, name, &meta, &mut entry, size, &shown)?;
             }
             EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
+                let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
                 if target.is_empty() || target.contains(&0) {
-                    return Err(invalid(
-                        "symlink with an empty or NUL-containing target".into(),
-                    ));
+                    return Err(invalid("symlink with an empty or NUL-containing target".into()));
                 }
-                self.symlink(&pfd, name, &target, &meta)
-                    .map_err(io_err("create symlink"))?;
+                self.symlink(&pfd, name, &target, &meta).map_err(io_err("create symlink"))?;
             }
             EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
-                let tcomps =
-                    normalize(&target).map_err(|r| unsafe_(format!("hardlink target: {r}")))?;
+                let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
+                let tcomps = normalize(&target).map_err(|r| unsafe_(format!("hardlink target: {r}")))?;
                 let Some((tname, tparent)) = tcomps.split_last() else {
                     return Err(unsafe_("hardlink to the root directory".into()));
                 };
@@ -362,27 +311,27 @@ impl Applier<'_> {
                 let tpfd = self
                     .open_dir(tparent, false)
                     .map_err(io_err("open hardlink target directory"))?
-                    .ok_or_else(|| {
-                        invalid(format!("hardlink target {} does not exist", show(&target)))
-                    })?;
-                rustix::fs::statat(&tpfd, *tname, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
-                    invalid(format!(
-                        "hardlink target {}: {}",
-                        show(&target),
-                        io::Error::from(e)
-                    ))
-                })?;
-                self.clear(&pfd, name, false)
-                    .map_err(io_err("remove existing entry"))?;
+                    .ok_or_else(|| invalid(format!("hardlink target {} does not exist", show(&target))))?;
+                rustix::fs::statat(&tpfd, *tname, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| invalid(format!("hardlink target {}: {}", show(&target), io::Error::from(e))))?;
+                self.clear(&pfd, name, false).map_err(io_err("remove existing entry"))?;
                 rustix::fs::linkat(&tpfd, *tname, &pfd, *name, AtFlags::empty())
                     .map_err(|e| io_err("create hardlink")(e.into()))?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                let dev = |v: io::Result<Option<u32>>| v.map(|d| d.unwrap_or(0));
-                let major =
-                    dev(entry.header().device_major()).map_err(|e| invalid(e.to_string()))?;
-                let minor =
-                    dev(entry.header().device_minor()).map_err(|e| invalid(e.to_string()))?;
+                // FIFOs have no device number; empty fields read as 0 (as in Go's archive/tar).
+                let h = entry.header();
+                let dev = |raw: Option<&[u8; 8]>, v: io::Result<Option<u32>>| match raw {
+                    Some(raw) if kind != EntryType::Fifo && raw.iter().any(|&b| b != 0 && b != b' ') => {
+                        v.map(|d| d.unwrap_or(0)).map_err(|e| invalid(e.to_string()))
+                    }
+                    _ => Ok(0),
+                };
+                let ustar = h.as_ustar().map(|u| (&u.dev_major, &u.dev_minor));
+                let gnu = h.as_gnu().map(|g| (&g.dev_major, &g.dev_minor));
+                let fields = ustar.or(gnu);
+                let major = dev(fields.map(|f| f.0), h.device_major())?;
+                let minor = dev(fields.map(|f| f.1), h.device_minor())?;
                 self.node(&pfd, name, kind, makedev(major, minor), &meta, &shown)
                     .map_err(io_err("create device node"))?;
             }
@@ -396,17 +345,21 @@ impl Applier<'_> {
 
     fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>) -> io::Result<Meta> {
         let h = entry.header();
-        let (mode, uid, gid, hdr_mtime) = (h.mode()?, h.uid()?, h.gid()?, h.mtime()?);
-        let to_id =
-            |v: u64| u32::try_from(v).map_err(|_| io::Error::other(format!("id {v} out of range")));
+        let old = h.as_old();
+        // An empty (all NUL or space) numeric field reads as 0, as in Go's archive/tar.
+        let num = |raw: &[u8], parsed: &dyn Fn() -> io::Result<u64>| {
+            if raw.iter().all(|&b| b == 0 || b == b' ') { Ok(0) } else { parsed() }
+        };
+        let mode = num(&old.mode, &|| h.mode().map(u64::from))? as u32;
+        let uid = num(&old.uid, &|| h.uid())?;
+        let gid = num(&old.gid, &|| h.gid())?;
+        let hdr_mtime = num(&old.mtime, &|| h.mtime())?;
+        let to_id = |v: u64| u32::try_from(v).map_err(|_| io::Error::other(format!("id {v} out of range")));
         let mut meta = Meta {
             mode: mode & 0o7777,
             uid: to_id(uid)?,
             gid: to_id(gid)?,
-            mtime: Timespec {
-                tv_sec: i64::try_from(hdr_mtime).unwrap_or(i64::MAX),
-                tv_nsec: 0,
-            },
+            mtime: Timespec { tv_sec: i64::try_from(hdr_mtime).unwrap_or(i64::MAX), tv_nsec: 0 },
             xattrs: Vec::new(),
         };
         if let Some(pax) = entry.pax_extensions()? {
@@ -414,17 +367,14 @@ impl Applier<'_> {
                 let ext = ext?;
                 let key = ext.key_bytes();
                 if key == b"mtime" {
-                    meta.mtime = pax_time(ext.value_bytes())
-                        .ok_or_else(|| io::Error::other("bad PAX mtime"))?;
+                    meta.mtime = pax_time(ext.value_bytes()).ok_or_else(|| io::Error::other("bad PAX mtime"))?;
                 } else if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                    let name = std::str::from_utf8(name)
-                        .map_err(|_| io::Error::other("non-UTF-8 xattr name"))?;
+                    let name = std::str::from_utf8(name).map_err(|_| io::Error::other("non-UTF-8 xattr name"))?;
                     if name.starts_with("user.overlay.") || name.starts_with("trusted.overlay.") {
                         tracing::warn!(xattr = name, "overlayfs xattr in a layer ignored");
                         continue;
                     }
-                    meta.xattrs
-                        .push((name.to_owned(), ext.value_bytes().to_vec()));
+                    meta.xattrs.push((name.to_owned(), ext.value_bytes().to_vec()));
                 }
             }
         }
@@ -482,13 +432,7 @@ impl Applier<'_> {
         Ok(false)
     }
 
-    fn directory(
-        &mut self,
-        pfd: &OwnedFd,
-        name: &[u8],
-        meta: &Meta,
-        shown: &str,
-    ) -> io::Result<()> {
+    fn directory(&mut self, pfd: &OwnedFd, name: &[u8], meta: &Meta, shown: &str) -> io::Result<()> {
         if !self.clear(pfd, name, true)? {
             rustix::fs::mkdirat(pfd, name, Mode::from_raw_mode(0o700))?;
         }
@@ -506,10 +450,8 @@ impl Applier<'_> {
         shown: &str,
     ) -> Result<(), LayerError> {
         let io_err = |op| move |e: io::Error| LayerError::io(shown, op, e);
-        self.clear(pfd, name, false)
-            .map_err(io_err("remove existing entry"))?;
-        let flags =
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        self.clear(pfd, name, false).map_err(io_err("remove existing entry"))?;
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(pfd, name, flags, Mode::from_raw_mode(0o600))
             .map_err(|e| io_err("create file")(e.into()))?;
         let mut file = File::from(fd);
@@ -522,59 +464,33 @@ impl Applier<'_> {
                         io::ErrorKind::UnexpectedEof,
                         format!("file data truncated: {left} of {size} declared bytes missing"),
                     );
-                    return Err(LayerError::Stream {
-                        entry: Some(shown.to_owned()),
-                        source,
-                    });
+                    return Err(LayerError::Stream { entry: Some(shown.to_owned()), source });
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(source) => {
-                    return Err(LayerError::Stream {
-                        entry: Some(shown.to_owned()),
-                        source,
-                    });
+                    return Err(LayerError::Stream { entry: Some(shown.to_owned()), source });
                 }
             };
-            file.write_all(&self.buf[..n])
-                .map_err(io_err("write file"))?;
+            file.write_all(&self.buf[..n]).map_err(io_err("write file"))?;
             left -= n as u64;
         }
         self.stats.bytes += size;
-        self.set_meta(file.as_fd(), meta, shown)
-            .map_err(io_err("set file metadata"))?;
-        let times = Timestamps {
-            last_access: meta.mtime,
-            last_modification: meta.mtime,
-        };
+        self.set_meta(file.as_fd(), meta, shown).map_err(io_err("set file metadata"))?;
+        let times = Timestamps { last_access: meta.mtime, last_modification: meta.mtime };
         rustix::fs::futimens(&file, &times).map_err(|e| io_err("set file mtime")(e.into()))
     }
 
-    fn symlink(
-        &mut self,
-        pfd: &OwnedFd,
-        name: &[u8],
-        target: &[u8],
-        meta: &Meta,
-    ) -> io::Result<()> {
+    fn symlink(&mut self, pfd: &OwnedFd, name: &[u8], target: &[u8], meta: &Meta) -> io::Result<()> {
         self.clear(pfd, name, false)?;
         rustix::fs::symlinkat(target, pfd, name)?;
         if self.opts.same_owner {
-            rustix::fs::chownat(
-                pfd,
-                name,
-                Some(uid(meta.uid)),
-                Some(gid(meta.gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )?;
+            rustix::fs::chownat(pfd, name, Some(uid(meta.uid)), Some(gid(meta.gid)), AtFlags::SYMLINK_NOFOLLOW)?;
         }
         if !meta.xattrs.is_empty() {
             tracing::warn!(path = %show(name), "xattrs of a symlink not applied");
         }
-        let times = Timestamps {
-            last_access: meta.mtime,
-            last_modification: meta.mtime,
-        };
+        let times = Timestamps { last_access: meta.mtime, last_modification: meta.mtime };
         rustix::fs::utimensat(pfd, name, &times, AtFlags::SYMLINK_NOFOLLOW)?;
         Ok(())
     }
@@ -606,23 +522,14 @@ impl Applier<'_> {
             Err(e) => return Err(e.into()),
         }
         if self.opts.same_owner {
-            rustix::fs::chownat(
-                pfd,
-                name,
-                Some(uid(meta.uid)),
-                Some(gid(meta.gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )?;
+            rustix::fs::chownat(pfd, name, Some(uid(meta.uid)), Some(gid(meta.gid)), AtFlags::SYMLINK_NOFOLLOW)?;
         }
         // The node was just made by us, so `name` is not a symlink: plain chmodat is safe.
         rustix::fs::chmodat(pfd, name, Mode::from_raw_mode(meta.mode), AtFlags::empty())?;
         if !meta.xattrs.is_empty() {
             tracing::warn!(path = shown, "xattrs of a device node not applied");
         }
-        let times = Timestamps {
-            last_access: meta.mtime,
-            last_modification: meta.mtime,
-        };
+        let times = Timestamps { last_access: meta.mtime, last_modification: meta.mtime };
         rustix::fs::utimensat(pfd, name, &times, AtFlags::SYMLINK_NOFOLLOW)?;
         Ok(())
     }
@@ -658,22 +565,17 @@ impl Applier<'_> {
                     Err(e) if is_errno(&e, Errno::NOTDIR) => return Ok(()),
                     Err(e) => return Err(io_err("open whiteout directory")(e)),
                 };
-                self.clear(&pfd, name, false)
-                    .map_err(io_err("delete whited-out path"))?;
+                self.clear(&pfd, name, false).map_err(io_err("delete whited-out path"))?;
             }
             WhiteoutMode::Overlay => {
                 let pfd = self
                     .open_dir(parent, true)
                     .map_err(io_err("open whiteout directory"))?
                     .expect("created when missing");
-                self.clear(&pfd, name, false)
-                    .map_err(io_err("remove existing entry"))?;
-                rustix::fs::mknodat(&pfd, name, FileType::CharacterDevice, Mode::empty(), 0)
-                    .map_err(|e| {
-                        io_err("create overlay whiteout (char 0:0; needs Linux 5.8 when rootless)")(
-                            e.into(),
-                        )
-                    })?;
+                self.clear(&pfd, name, false).map_err(io_err("remove existing entry"))?;
+                rustix::fs::mknodat(&pfd, name, FileType::CharacterDevice, Mode::empty(), 0).map_err(|e| {
+                    io_err("create overlay whiteout (char 0:0; needs Linux 5.8 when rootless)")(e.into())
+                })?;
             }
         }
         Ok(())
@@ -716,13 +618,9 @@ impl Applier<'_> {
             }
         };
         match self.opts.whiteouts {
-            WhiteoutMode::Overlay => {
-                rustix::fs::fsetxattr(&fd, "user.overlay.opaque", b"y", XattrFlags::empty())
-                    .map_err(|e| io_err("set user.overlay.opaque")(e.into()))
-            }
-            WhiteoutMode::Apply => self
-                .purge(&fd, &join(dir))
-                .map_err(io_err("empty opaque directory")),
+            WhiteoutMode::Overlay => rustix::fs::fsetxattr(&fd, "user.overlay.opaque", b"y", XattrFlags::empty())
+                .map_err(|e| io_err("set user.overlay.opaque")(e.into())),
+            WhiteoutMode::Apply => self.purge(&fd, &join(dir)).map_err(io_err("empty opaque directory")),
         }
     }
 
@@ -736,12 +634,9 @@ impl Applier<'_> {
             cpath.extend_from_slice(&child);
             if !self.created.contains(&cpath) {
                 self.clear(dir, &child, false)?;
-            } else if let Ok(sub) = rustix::fs::openat(
-                dir,
-                child.as_slice(),
-                DIR_FLAGS | OFlags::NOFOLLOW,
-                Mode::empty(),
-            ) {
+            } else if let Ok(sub) =
+                rustix::fs::openat(dir, child.as_slice(), DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())
+            {
                 self.purge(&sub, &cpath)?;
             }
         }
@@ -757,18 +652,12 @@ impl Applier<'_> {
                 None => rustix::fs::openat(&self.root, ".", DIR_FLAGS, Mode::empty()).ok(),
                 Some((name, parent)) => match self.open_dir(parent, false) {
                     // Gone or replaced by a non-directory later in the layer: nothing to do.
-                    Ok(Some(pfd)) => {
-                        rustix::fs::openat(&pfd, *name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())
-                            .ok()
-                    }
+                    Ok(Some(pfd)) => rustix::fs::openat(&pfd, *name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty()).ok(),
                     _ => None,
                 },
             };
             if let Some(fd) = fd {
-                let times = Timestamps {
-                    last_access: mtime,
-                    last_modification: mtime,
-                };
+                let times = Timestamps { last_access: mtime, last_modification: mtime };
                 rustix::fs::futimens(&fd, &times)
                     .map_err(|e| LayerError::io(shown, "set directory mtime", e.into()))?;
             }
@@ -819,9 +708,7 @@ mod tests {
 
     #[test]
     fn normalize_paths() {
-        let n = |p: &str| {
-            normalize(p.as_bytes()).map(|v| v.iter().map(|c| show(c)).collect::<Vec<_>>().join("/"))
-        };
+        let n = |p: &str| normalize(p.as_bytes()).map(|v| v.iter().map(|c| show(c)).collect::<Vec<_>>().join("/"));
         assert_eq!(n("./etc/passwd").unwrap(), "etc/passwd");
         assert_eq!(n("/etc//passwd/").unwrap(), "etc/passwd");
         assert_eq!(n("a/../b").unwrap(), "b");

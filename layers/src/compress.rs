@@ -44,15 +44,9 @@ impl Compression {
 
     fn check(&self) -> Result<(), LayerError> {
         match *self {
-            Compression::Gzip { level } if level > 9 => Err(LayerError::Level {
-                algo: "gzip",
-                level: level.into(),
-            }),
+            Compression::Gzip { level } if level > 9 => Err(LayerError::Level { algo: "gzip", level: level.into() }),
             Compression::Zstd { level } if !zstd::compression_level_range().contains(&level) => {
-                Err(LayerError::Level {
-                    algo: "zstd",
-                    level: level.into(),
-                })
+                Err(LayerError::Level { algo: "zstd", level: level.into() })
             }
             _ => Ok(()),
         }
@@ -78,9 +72,7 @@ pub struct LayerInfo {
 
 /// Resolves the thread count: `None` means the available parallelism.
 pub(crate) fn thread_count(threads: Option<usize>) -> usize {
-    threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1)
+    threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1)
 }
 
 enum Encoder<W: Write> {
@@ -100,11 +92,7 @@ pub(crate) struct LayerSink<W: Write> {
 
 impl<W: Write> LayerSink<W> {
     /// Validates the level and starts the compressor on `out`, with `threads` workers.
-    pub(crate) fn new(
-        compression: Compression,
-        threads: usize,
-        out: W,
-    ) -> Result<Self, LayerError> {
+    pub(crate) fn new(compression: Compression, threads: usize, out: W) -> Result<Self, LayerError> {
         compression.check()?;
         let out = HashingWriter::new(out);
         let enc = match compression {
@@ -118,8 +106,7 @@ impl<W: Write> LayerSink<W> {
                 Encoder::Gzip(ParGzip::new(out, level, Arc::new(pool)).map_err(LayerError::Output)?)
             }
             Compression::Zstd { level } => {
-                let mut z =
-                    zstd::stream::write::Encoder::new(out, level).map_err(LayerError::Output)?;
+                let mut z = zstd::stream::write::Encoder::new(out, level).map_err(LayerError::Output)?;
                 // Always the multithreaded mode, even for one worker: its output is the same for
                 // any worker count (jobs are cut by size, which depends on the level only),
                 // whereas the single-thread mode (0 workers) writes different bytes.
@@ -128,12 +115,7 @@ impl<W: Write> LayerSink<W> {
                 Encoder::Zstd(z)
             }
         };
-        Ok(LayerSink {
-            diff: Sha256::new(),
-            len: 0,
-            enc,
-            media_type: compression.media_type(),
-        })
+        Ok(LayerSink { diff: Sha256::new(), len: 0, enc, media_type: compression.media_type() })
     }
 
     /// Ends the compressed stream and returns the layer description (with `entries` = 0).
@@ -184,9 +166,7 @@ pub(crate) fn buffered<W: Write>(sink: LayerSink<W>) -> TarOut<W> {
 
 /// Flushes the buffer and finishes the sink.
 pub(crate) fn finish_buffered<W: Write>(out: TarOut<W>) -> Result<(W, LayerInfo), LayerError> {
-    let sink = out
-        .into_inner()
-        .map_err(|e| LayerError::Output(e.into_error()))?;
+    let sink = out.into_inner().map_err(|e| LayerError::Output(e.into_error()))?;
     sink.finish()
 }
 
@@ -223,11 +203,7 @@ pub fn compress_tar(
 ) -> Result<LayerInfo, LayerError> {
     let sink = LayerSink::new(compression, thread_count(threads), out)?;
     let mut buf = buffered(sink);
-    let mut tee = Tee {
-        inner: tar,
-        sink: &mut buf,
-        sink_err: None,
-    };
+    let mut tee = Tee { inner: tar, sink: &mut buf, sink_err: None };
     let mut entries = 0u64;
     let mut last: Option<String> = None;
     let parsed: io::Result<()> = (|| {
@@ -242,17 +218,11 @@ pub fn compress_tar(
     if let Some(e) = tee.sink_err.take() {
         return Err(LayerError::Output(e));
     }
-    parsed.map_err(|source| LayerError::Stream {
-        entry: last.clone(),
-        source,
-    })?;
+    parsed.map_err(|source| LayerError::Stream { entry: last.clone(), source })?;
     // Trailing zero blocks and record padding after the end-of-archive marker.
     io::copy(&mut tee, &mut io::sink()).map_err(|source| match tee.sink_err.take() {
         Some(e) => LayerError::Output(e),
-        None => LayerError::Stream {
-            entry: last,
-            source,
-        },
+        None => LayerError::Stream { entry: last, source },
     })?;
     let (_, mut info) = finish_buffered(buf)?;
     info.entries = entries;

@@ -94,11 +94,7 @@ pub struct HashingWriter<W> {
 impl<W: Write> HashingWriter<W> {
     /// Wraps `inner`; nothing is hashed yet.
     pub fn new(inner: W) -> HashingWriter<W> {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
+        HashingWriter { inner, hasher: Sha256::new(), len: 0 }
     }
 
     /// Bytes written so far.
@@ -143,10 +139,7 @@ mod tests {
     fn known_vector_and_round_trip() {
         let d = Digest::of_bytes(b"abc");
         let s = d.to_string();
-        assert_eq!(
-            s,
-            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(s, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(s.parse::<Digest>().unwrap(), d);
         assert_eq!(d.hex(), &s[7..]);
         let json = serde_json::to_string(&d).unwrap();

@@ -62,11 +62,7 @@ pub enum LayerError {
 impl LayerError {
     /// Shorthand for [`LayerError::Io`].
     pub(crate) fn io(path: impl Into<String>, op: &'static str, source: io::Error) -> LayerError {
-        LayerError::Io {
-            path: path.into(),
-            op,
-            source,
-        }
+        LayerError::Io { path: path.into(), op, source }
     }
 }
 

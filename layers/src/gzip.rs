@@ -82,13 +82,10 @@ impl<W: Write> ParGzip<W> {
     fn drain(&mut self, keep: usize) -> io::Result<()> {
         while self.in_flight.len() > keep {
             let rx = self.in_flight.pop_front().expect("length checked");
-            let chunks = rx
-                .recv()
-                .map_err(|_| io::Error::other("gzip worker vanished"))??;
+            let chunks = rx.recv().map_err(|_| io::Error::other("gzip worker vanished"))??;
             for c in chunks {
                 self.out.write_all(&c.data)?;
-                self.crc
-                    .combine(&crc32fast::Hasher::new_with_initial_len(c.crc, c.len));
+                self.crc.combine(&crc32fast::Hasher::new_with_initial_len(c.crc, c.len));
             }
         }
         Ok(())
@@ -97,10 +94,7 @@ impl<W: Write> ParGzip<W> {
     /// Hands the current batch to the pool; `last` marks its final chunk as the end of stream.
     fn submit(&mut self, last: bool) -> io::Result<()> {
         let batch = mem::replace(&mut self.batch, Vec::with_capacity(self.batch_chunks));
-        let next_dict = batch
-            .last()
-            .map(|c| c[c.len().saturating_sub(DICT)..].to_vec())
-            .unwrap_or_default();
+        let next_dict = batch.last().map(|c| c[c.len().saturating_sub(DICT)..].to_vec()).unwrap_or_default();
         let dict = mem::replace(&mut self.dict, next_dict);
         let level = self.level;
         let (tx, rx) = mpsc::sync_channel(1);
@@ -168,18 +162,12 @@ fn deflate_chunk(level: u32, dict: &[u8], input: &[u8], finish: bool) -> io::Res
     if !dict.is_empty() {
         c.set_dictionary(dict).map_err(io::Error::other)?;
     }
-    let flush = if finish {
-        FlushCompress::Finish
-    } else {
-        FlushCompress::Sync
-    };
+    let flush = if finish { FlushCompress::Finish } else { FlushCompress::Sync };
     // Above the deflate bound for any level, so one call normally suffices.
     let mut out = Vec::with_capacity(input.len() + input.len() / 16 + 1024);
     loop {
         let consumed = c.total_in() as usize;
-        let status = c
-            .compress_vec(&input[consumed..], &mut out, flush)
-            .map_err(io::Error::other)?;
+        let status = c.compress_vec(&input[consumed..], &mut out, flush).map_err(io::Error::other)?;
         let all_in = c.total_in() as usize == input.len();
         // zlib contract: a flush is complete when it returns with output space left over.
         let done = match status {
@@ -191,11 +179,7 @@ fn deflate_chunk(level: u32, dict: &[u8], input: &[u8], finish: bool) -> io::Res
         }
         out.reserve(64 << 10);
     }
-    Ok(Deflated {
-        data: out,
-        crc: crc32fast::hash(input),
-        len: input.len() as u64,
-    })
+    Ok(Deflated { data: out, crc: crc32fast::hash(input), len: input.len() as u64 })
 }
 
 #[cfg(test)]
@@ -204,12 +188,7 @@ mod tests {
     use std::io::Read;
 
     fn pool(n: usize) -> Arc<rayon::ThreadPool> {
-        Arc::new(
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build()
-                .unwrap(),
-        )
+        Arc::new(rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap())
     }
 
     fn gz(data: &[u8], level: u32, threads: usize, write_size: usize) -> Vec<u8> {
@@ -237,9 +216,7 @@ mod tests {
             let data = sample(len);
             let out = gz(&data, 6, 2, 300_000);
             let mut back = Vec::new();
-            flate2::read::GzDecoder::new(&out[..])
-                .read_to_end(&mut back)
-                .unwrap();
+            flate2::read::GzDecoder::new(&out[..]).read_to_end(&mut back).unwrap();
             assert!(back == data, "len {len}: round trip differs");
         }
     }
@@ -249,18 +226,13 @@ mod tests {
         let data = sample(7 * CHUNK + 333);
         let reference = gz(&data, 6, 1, 1 << 16);
         for (threads, ws) in [(2, 512), (3, CHUNK), (4, 3 * CHUNK + 1)] {
-            assert!(
-                gz(&data, 6, threads, ws) == reference,
-                "{threads} threads differ"
-            );
+            assert!(gz(&data, 6, threads, ws) == reference, "{threads} threads differ");
         }
         // Level 0 (stored blocks) and 9 still decode.
         for level in [0, 1, 9] {
             let out = gz(&data, level, 2, 1 << 20);
             let mut back = Vec::new();
-            flate2::read::GzDecoder::new(&out[..])
-                .read_to_end(&mut back)
-                .unwrap();
+            flate2::read::GzDecoder::new(&out[..]).read_to_end(&mut back).unwrap();
             assert!(back == data, "level {level}");
         }
     }

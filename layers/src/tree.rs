@@ -60,25 +60,13 @@ pub fn write_layer(
     out: impl Write,
 ) -> Result<LayerInfo, LayerError> {
     let sink = LayerSink::new(compression, thread_count(opts.threads), out)?;
-    let mut tw = TarWriter {
-        out: buffered(sink),
-        entries: 0,
-        buf: vec![0; 256 << 10],
-    };
-    let mut walker = Walker {
-        opts,
-        links: HashMap::new(),
-    };
-    let walk = WalkDir::new(root)
-        .follow_links(false)
-        .min_depth(1)
-        .sort_by_file_name();
+    let mut tw = TarWriter { out: buffered(sink), entries: 0, buf: vec![0; 256 << 10] };
+    let mut walker = Walker { opts, links: HashMap::new() };
+    let walk = WalkDir::new(root).follow_links(false).min_depth(1).sort_by_file_name();
     for item in walk {
         let entry = item.map_err(|e| {
             let path = e.path().unwrap_or(root).display().to_string();
-            let source = e
-                .into_io_error()
-                .unwrap_or_else(|| io::Error::other("walk error"));
+            let source = e.into_io_error().unwrap_or_else(|| io::Error::other("walk error"));
             LayerError::io(path, "read directory", source)
         })?;
         let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
@@ -117,12 +105,7 @@ impl Walker<'_> {
     }
 
     /// Writes the entry (or entries) for one file of the tree.
-    fn emit<W: Write>(
-        &mut self,
-        abs: &Path,
-        rel: &[u8],
-        tw: &mut TarWriter<W>,
-    ) -> Result<(), LayerError> {
+    fn emit<W: Write>(&mut self, abs: &Path, rel: &[u8], tw: &mut TarWriter<W>) -> Result<(), LayerError> {
         let err = |op, e| LayerError::io(show(rel), op, e);
         let md = std::fs::symlink_metadata(abs).map_err(|e| err("lstat", e))?;
         let ft = md.file_type();
@@ -131,30 +114,21 @@ impl Walker<'_> {
             return Ok(());
         }
         if self.opts.overlay_upper && ft.is_char_device() && md.rdev() == 0 {
-            return tw
-                .marker(&whiteout_name(rel))
-                .map_err(|e| err("write tar", e));
+            return tw.marker(&whiteout_name(rel)).map_err(|e| err("write tar", e));
         }
         let xattrs = read_xattrs(abs).map_err(|e| err("read xattrs", e))?;
         if self.opts.overlay_upper
             && ft.is_file()
-            && xattrs
-                .overlay
-                .iter()
-                .any(|(k, _)| k.ends_with(".overlay.whiteout"))
+            && xattrs.overlay.iter().any(|(k, _)| k.ends_with(".overlay.whiteout"))
         {
-            return tw
-                .marker(&whiteout_name(rel))
-                .map_err(|e| err("write tar", e));
+            return tw.marker(&whiteout_name(rel)).map_err(|e| err("write tar", e));
         }
         let meta = self.meta(&md);
         if !ft.is_dir() && md.nlink() > 1 {
             let key = (md.dev(), md.ino());
             if let Some(first) = self.links.get(&key) {
                 let first = first.clone();
-                return tw
-                    .entry(EntryType::Link, rel, &meta, Some(&first), &[], None)
-                    .map_err(|e| err("write tar", e));
+                return tw.entry(EntryType::Link, rel, &meta, Some(&first), &[], None).map_err(|e| err("write tar", e));
             }
             self.links.insert(key, rel.to_vec());
         }
@@ -162,18 +136,14 @@ impl Walker<'_> {
             let mut name = rel.to_vec();
             name.push(b'/');
             let opaque = self.opts.overlay_upper
-                && xattrs
-                    .overlay
-                    .iter()
-                    .any(|(k, v)| k.ends_with(".overlay.opaque") && v == b"y");
-            tw.entry(EntryType::Directory, &name, &meta, None, &xattrs.kept, None)
-                .and_then(|()| {
-                    if opaque {
-                        name.extend_from_slice(WH_OPAQUE);
-                        tw.marker(&name)?;
-                    }
-                    Ok(())
-                })
+                && xattrs.overlay.iter().any(|(k, v)| k.ends_with(".overlay.opaque") && v == b"y");
+            tw.entry(EntryType::Directory, &name, &meta, None, &xattrs.kept, None).and_then(|()| {
+                if opaque {
+                    name.extend_from_slice(WH_OPAQUE);
+                    tw.marker(&name)?;
+                }
+                Ok(())
+            })
         } else if ft.is_file() {
             let mut f = File::options()
                 .read(true)
@@ -181,25 +151,11 @@ impl Walker<'_> {
                 .open(abs)
                 .map_err(|e| err("open", e))?;
             let data: (&mut dyn Read, u64) = (&mut f, md.len());
-            tw.entry(
-                EntryType::Regular,
-                rel,
-                &meta,
-                None,
-                &xattrs.kept,
-                Some(data),
-            )
+            tw.entry(EntryType::Regular, rel, &meta, None, &xattrs.kept, Some(data))
         } else if ft.is_symlink() {
             let target = std::fs::read_link(abs).map_err(|e| err("readlink", e))?;
             let target = target.as_os_str().as_bytes();
-            tw.entry(
-                EntryType::Symlink,
-                rel,
-                &meta,
-                Some(target),
-                &xattrs.kept,
-                None,
-            )
+            tw.entry(EntryType::Symlink, rel, &meta, Some(target), &xattrs.kept, None)
         } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
             let kind = if ft.is_char_device() {
                 EntryType::Char
@@ -270,8 +226,7 @@ fn read_xattrs(path: &Path) -> io::Result<Xattrs> {
 }
 
 fn is_unsupported(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::Unsupported
-        || e.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error())
+    e.kind() == io::ErrorKind::Unsupported || e.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error())
 }
 
 /// Appends one PAX record (`"<len> <key>=<value>\n"`, where len counts itself).
@@ -311,12 +266,7 @@ struct TarWriter<W: Write> {
 impl<W: Write> TarWriter<W> {
     /// An empty regular file with fixed metadata (whiteout and opaque markers).
     fn marker(&mut self, path: &[u8]) -> io::Result<()> {
-        let meta = Meta {
-            mode: 0o600,
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-        };
+        let meta = Meta { mode: 0o600, uid: 0, gid: 0, mtime: 0 };
         self.entry(EntryType::Regular, path, &meta, None, &[], None)
     }
 

@@ -23,15 +23,7 @@ fn chown(p: &Path, uid: u32, gid: u32) {
 /// A tree with every kind of entry a rootfs layer carries.
 fn build_tree(root: &Path) -> bool {
     let p = |s: &str| root.join(s);
-    for d in [
-        "etc",
-        "usr/bin",
-        "usr/lib",
-        "tmp",
-        "srv/group",
-        "var/empty",
-        "dev",
-    ] {
+    for d in ["etc", "usr/bin", "usr/lib", "tmp", "srv/group", "var/empty", "dev"] {
         fs::create_dir_all(p(d)).unwrap();
     }
     fs::write(p("etc/passwd"), b"root:x:0:0:root:/root:/bin/sh\n").unwrap();
@@ -79,7 +71,7 @@ fn build_tree(root: &Path) -> bool {
     // Special files (the tests run as root).
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &p("dev/null"),
+        p("dev/null"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::from_raw_mode(0o666),
         rustix::fs::makedev(1, 3),
@@ -87,7 +79,7 @@ fn build_tree(root: &Path) -> bool {
     .unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &p("dev/fifo"),
+        p("dev/fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o600),
         0,
@@ -102,14 +94,7 @@ fn build_tree(root: &Path) -> bool {
         .collect();
     all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     for (i, path) in all.iter().enumerate() {
-        set_mtime(
-            path,
-            if i % 2 == 0 {
-                EPOCH + 1000 + i as i64
-            } else {
-                EPOCH - 1000 - i as i64
-            },
-        );
+        set_mtime(path, if i % 2 == 0 { EPOCH + 1000 + i as i64 } else { EPOCH - 1000 - i as i64 });
     }
     has_cap
 }
@@ -120,51 +105,25 @@ fn tree_layer_apply_round_trip() {
     let src = tmp.path().join("src");
     fs::create_dir(&src).unwrap();
     let has_cap = build_tree(&src);
-    assert!(
-        has_cap,
-        "security.capability could not be set (the tests run as root)"
-    );
+    assert!(has_cap, "security.capability could not be set (the tests run as root)");
     let mut want = snapshot(&src);
     for n in want.values_mut() {
         n.mtime = n.mtime.min(EPOCH);
     }
-    assert!(
-        want["usr/bin/wall"]
-            .xattrs
-            .contains_key("security.capability")
-    );
+    assert!(want["usr/bin/wall"].xattrs.contains_key("security.capability"));
 
-    let opts = TreeOptions {
-        source_date_epoch: Some(EPOCH),
-        ..Default::default()
-    };
+    let opts = TreeOptions { source_date_epoch: Some(EPOCH), ..Default::default() };
     let layer = tmp.path().join("layer.tar.gz");
-    let info = write_layer(
-        &src,
-        &opts,
-        Compression::default(),
-        fs::File::create(&layer).unwrap(),
-    )
-    .unwrap();
+    let info = write_layer(&src, &opts, Compression::default(), fs::File::create(&layer).unwrap()).unwrap();
     assert_eq!(info.entries as usize, want.len(), "one tar entry per file");
     assert_eq!(info.size, fs::metadata(&layer).unwrap().len());
-    assert_eq!(
-        info.media_type,
-        "application/vnd.oci.image.layer.v1.tar+gzip"
-    );
+    assert_eq!(info.media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
 
     for whiteouts in [WhiteoutMode::Apply, WhiteoutMode::Overlay] {
         let dst = tmp.path().join(format!("dst-{whiteouts:?}"));
         fs::create_dir(&dst).unwrap();
-        let stats = apply_layer(
-            fs::File::open(&layer).unwrap(),
-            &dst,
-            &ApplyOptions {
-                whiteouts,
-                same_owner: true,
-            },
-        )
-        .unwrap();
+        let stats =
+            apply_layer(fs::File::open(&layer).unwrap(), &dst, &ApplyOptions { whiteouts, same_owner: true }).unwrap();
         assert_eq!(stats.entries, info.entries);
         assert_eq!(stats.skipped_devices, 0);
         assert_same_tree("applied layer", &snapshot(&dst), &want);
@@ -189,24 +148,11 @@ fn tree_layer_apply_round_trip() {
 
     // Without an epoch the mtimes are kept as they are.
     let plain = tmp.path().join("plain.tar");
-    write_layer(
-        &src,
-        &TreeOptions::default(),
-        Compression::None,
-        fs::File::create(&plain).unwrap(),
-    )
-    .unwrap();
+    write_layer(&src, &TreeOptions::default(), Compression::None, fs::File::create(&plain).unwrap()).unwrap();
     let dst = tmp.path().join("dst-noepoch");
     fs::create_dir(&dst).unwrap();
-    apply_layer(
-        fs::File::open(&plain).unwrap(),
-        &dst,
-        &ApplyOptions {
-            same_owner: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    apply_layer(fs::File::open(&plain).unwrap(), &dst, &ApplyOptions { same_owner: true, ..Default::default() })
+        .unwrap();
     assert_same_tree("layer without epoch", &snapshot(&dst), &snapshot(&src));
 }
 
@@ -223,11 +169,8 @@ fn tar_listing_is_relative_and_sorted() {
     let mut out = Vec::new();
     write_layer(&src, &TreeOptions::default(), Compression::None, &mut out).unwrap();
     let mut ar = tar::Archive::new(&out[..]);
-    let names: Vec<String> = ar
-        .entries()
-        .unwrap()
-        .map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap())
-        .collect();
+    let names: Vec<String> =
+        ar.entries().unwrap().map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap()).collect();
     // Depth-first, each directory sorted by name bytes (Go filepath.Walk / Docker order).
     assert_eq!(names, ["a/", "a/x/", "a/x/f", "a/z", "a-c/", "a-c/g", "b/"]);
     // Headers carry no user or group names.
@@ -241,19 +184,9 @@ fn tar_listing_is_relative_and_sorted() {
 
 #[test]
 fn missing_root_is_an_error_naming_it() {
-    let err = write_layer(
-        Path::new("/nonexistent/kolla-oci"),
-        &TreeOptions::default(),
-        Compression::None,
-        Vec::new(),
-    )
-    .unwrap_err();
+    let err = write_layer(Path::new("/nonexistent/kolla-oci"), &TreeOptions::default(), Compression::None, Vec::new())
+        .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/kolla-oci"), "{err}");
-    let err = apply_layer(
-        &b""[..],
-        Path::new("/nonexistent/kolla-oci"),
-        &ApplyOptions::default(),
-    )
-    .unwrap_err();
+    let err = apply_layer(&b""[..], Path::new("/nonexistent/kolla-oci"), &ApplyOptions::default()).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/kolla-oci"), "{err}");
 }

@@ -25,11 +25,7 @@ fn essence(tree: &BTreeMap<String, Node>) -> BTreeMap<String, Node> {
 
 fn layer_bytes(root: &Path, overlay_upper: bool) -> Vec<u8> {
     let mut out = Vec::new();
-    let opts = TreeOptions {
-        overlay_upper,
-        source_date_epoch: None,
-        threads: Some(2),
-    };
+    let opts = TreeOptions { overlay_upper, source_date_epoch: None, threads: Some(2) };
     write_layer(root, &opts, Compression::Gzip { level: 6 }, &mut out).unwrap();
     out
 }
@@ -47,11 +43,7 @@ fn list(layer: &[u8]) -> (Vec<(String, char, u64)>, bool) {
             }
         }
         let kind = e.header().entry_type().as_byte() as char;
-        out.push((
-            String::from_utf8(e.path_bytes().into_owned()).unwrap(),
-            kind,
-            e.size(),
-        ));
+        out.push((String::from_utf8(e.path_bytes().into_owned()).unwrap(), kind, e.size()));
     }
     (out, overlay_xattr)
 }
@@ -87,19 +79,9 @@ fn overlay_upper_to_layer_and_back() {
     assert!(want.contains_key("replaced/new") && !want.contains_key("replaced/old"));
 
     // The upper dir really holds overlayfs markers (else this test proves nothing).
-    let ft = fs::symlink_metadata(upper.join("gone"))
-        .unwrap()
-        .file_type();
-    assert!(
-        std::os::unix::fs::FileTypeExt::is_char_device(&ft),
-        "no whiteout device in upper"
-    );
-    assert_eq!(
-        xattr::get(upper.join("replaced"), "user.overlay.opaque")
-            .unwrap()
-            .as_deref(),
-        Some(&b"y"[..])
-    );
+    let ft = fs::symlink_metadata(upper.join("gone")).unwrap().file_type();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(&ft), "no whiteout device in upper");
+    assert_eq!(xattr::get(upper.join("replaced"), "user.overlay.opaque").unwrap().as_deref(), Some(&b"y"[..]));
 
     let base = layer_bytes(&lower, false);
     let diff = layer_bytes(&upper, true);
@@ -120,38 +102,25 @@ fn overlay_upper_to_layer_and_back() {
     );
     for (name, kind, size) in &entries {
         if name.contains(".wh.") {
-            assert_eq!(
-                (*kind, *size),
-                ('0', 0),
-                "{name} must be an empty regular file"
-            );
+            assert_eq!((*kind, *size), ('0', 0), "{name} must be an empty regular file");
         }
     }
     assert!(!overlay_xattr, "overlay xattrs leaked into the layer");
 
     // Flattened: base then diff in one directory.
     let flat = d("flat");
-    let apply = ApplyOptions {
-        whiteouts: WhiteoutMode::Apply,
-        same_owner: true,
-    };
+    let apply = ApplyOptions { whiteouts: WhiteoutMode::Apply, same_owner: true };
     apply_layer(&base[..], &flat, &apply).unwrap();
     apply_layer(&diff[..], &flat, &apply).unwrap();
     assert_same_tree("flattened", &essence(&snapshot(&flat)), &want);
 
     // Overlay: each layer in its own directory, stacked as lowerdirs.
     let (l1, l2, view) = (d("l1"), d("l2"), d("view"));
-    let ovl = ApplyOptions {
-        whiteouts: WhiteoutMode::Overlay,
-        same_owner: true,
-    };
+    let ovl = ApplyOptions { whiteouts: WhiteoutMode::Overlay, same_owner: true };
     apply_layer(&base[..], &l1, &ovl).unwrap();
     apply_layer(&diff[..], &l2, &ovl).unwrap();
     let ft = fs::symlink_metadata(l2.join("gone")).unwrap().file_type();
-    assert!(
-        std::os::unix::fs::FileTypeExt::is_char_device(&ft),
-        "Overlay mode wrote no whiteout device"
-    );
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(&ft), "Overlay mode wrote no whiteout device");
     let m = mount_overlay(&[&l2, &l1], None, &view);
     let got = essence(&snapshot(&view));
     m.unmount();

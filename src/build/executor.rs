@@ -454,6 +454,19 @@ impl Step<'_> {
         };
         let mut env = st.config.config.env.clone();
         env.extend(run_env);
+        if let Some(bundle) = &self.opts.ca_bundle {
+            let dir = tmp.path().join("ca");
+            let dest = dir.join("ca-certificates.crt");
+            fs::create_dir(&dir).map_err(|e| BuildError::io(&dir, "create directory", e))?;
+            fs::copy(bundle, &dest).map_err(|e| BuildError::io(bundle, "copy CA bundle", e))?;
+            let target = Path::new(super::RUN_CA_BUNDLE).parent().unwrap_or(Path::new("/dev"));
+            binds.push(sandbox::Bind { source: dir, target: target.to_string_lossy().into_owned(), readonly: true });
+            for var in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO"] {
+                if !env.iter().any(|e| e.split_once('=').is_some_and(|(k, _)| k == var)) {
+                    env.push(format!("{var}={}", super::RUN_CA_BUNDLE));
+                }
+            }
+        }
         let run = sandbox::RunSpec {
             lowerdirs: st.top_first(),
             upperdir: upper.clone(),

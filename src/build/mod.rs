@@ -12,6 +12,7 @@ mod cache;
 mod container;
 mod context;
 mod executor;
+pub mod kolla;
 pub mod scheduler;
 mod view;
 mod workspace;
@@ -44,6 +45,8 @@ pub struct BuildOptions {
     pub insecure_registries: Vec<String>,
     /// Pull `FROM` images that name a registry and are not in the store.
     pub pull: bool,
+    /// A CA bundle RUN steps trust (see [`host_ca_bundle`]); never captured into a layer.
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl Default for BuildOptions {
@@ -57,6 +60,7 @@ impl Default for BuildOptions {
             debian_mirror: None,
             insecure_registries: Vec::new(),
             pull: true,
+            ca_bundle: host_ca_bundle(),
         }
     }
 }
@@ -68,6 +72,22 @@ impl BuildOptions {
         rfc3339(self.source_date_epoch.unwrap_or(0))
     }
 }
+
+/// The CA bundle the host's own tools are told to use (`SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`, `PIP_CERT`,
+/// `CURL_CA_BUNDLE`), if any. kolla-build forwards the host's proxy variables to builds; behind a
+/// TLS-inspecting proxy the proxy's CA is needed as well, or `pip install` in a RUN fails certificate
+/// checks. RUN steps see it at [`RUN_CA_BUNDLE`] through the same variables, for that step only.
+pub fn host_ca_bundle() -> Option<PathBuf> {
+    ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "CURL_CA_BUNDLE"]
+        .iter()
+        .filter_map(|v| std::env::var_os(v))
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// Where RUN steps find [`BuildOptions::ca_bundle`]: under the sandbox's private `/dev` tmpfs, so the
+/// mount point never lands in a layer (BuildKit keeps its `/dev/pipes` there for the same reason).
+pub const RUN_CA_BUNDLE: &str = "/dev/kolla-oci-ca/ca-certificates.crt";
 
 /// Seconds since the epoch as RFC 3339 UTC (`1970-01-01T00:00:00Z`).
 fn rfc3339(secs: i64) -> String {

@@ -51,6 +51,54 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let count = selection.names_with(&graph, Status::Matched).len();
-    anyhow::bail!("building is not wired yet: {count} images rendered and selected in {}", tree.root.display())
+    build(ctx, &cfg, &graph, &selection, &tree)
+}
+
+/// Build the selection, print kolla's summary, push if asked; non-zero exit if anything failed.
+fn build(
+    ctx: &super::Context,
+    cfg: &KollaConfig,
+    graph: &Graph,
+    selection: &graph::Selection,
+    tree: &template::RenderedTree,
+) -> anyhow::Result<ExitCode> {
+    use kolla_oci::build::{Workspace, kolla};
+    let ws = Workspace::open(&ctx.store_dir).with_context(|| format!("opening {}", ctx.store_dir.display()))?;
+    let matched = selection.names_with(graph, Status::Matched).len();
+    tracing::info!("building {matched} images with {} threads", cfg.threads);
+    let (summary, mut ok) = kolla::build_selection(&ws, cfg, graph, selection, tree);
+    if cfg.push && !summary.built.is_empty() {
+        match kolla::push_built(&ws, cfg, graph, &summary) {
+            Ok(r) => tracing::info!(
+                "pushed {} images: {} blobs uploaded ({} bytes), {} mounted, {} already there",
+                r.manifests,
+                r.uploaded_blobs,
+                r.uploaded_bytes,
+                r.mounted_blobs,
+                r.existing_blobs
+            ),
+            Err(e) => {
+                tracing::error!("push failed: {e}");
+                ok = false;
+            }
+        }
+    }
+    if let Some(path) = &cfg.summary_json_file {
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if cfg.summary && cfg.format_json {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    tracing::info!(
+        "built {}, failed {}, skipped {}, not matched {}, unbuildable {}; layers built {}, from cache {}",
+        summary.built.len(),
+        summary.failed.len(),
+        summary.skipped.len(),
+        summary.not_matched.len(),
+        summary.unbuildable.len(),
+        summary.layers_built,
+        summary.layers_cached
+    );
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -526,9 +526,6 @@ const DEFAULT_OPTIONS: &[(&str, Option<&str>)] = &[
     ("kolla_version", Some(KOLLA_COMPAT_VERSION)),
 ];
 
-/// Options that collect every value (`MultiOpt`).
-const MULTI_OPTIONS: &[&str] = &["regex", "profile", "template_override", "docker_dir", "insecure_registry"];
-
 /// `(base, default image, kolla-oci default tag, /etc/os-release PRETTY_NAME pattern)`.
 const BASES: &[(&str, &str, &str, &str)] = &[
     ("debian", "debian", "bookworm", "Debian GNU/Linux 13 (trixie)"),

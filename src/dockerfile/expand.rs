@@ -135,11 +135,9 @@ fn word(lex: Lex, env: &dyn Lookup, src: &str, left: &mut usize) -> Result<Strin
 }
 
 fn charge(left: &mut usize, n: usize) -> Result<(), Fail> {
-    *left = left.checked_sub(n).ok_or_else(|| {
-        Fail::TooLarge(format!(
-            "instruction expands to more than {MAX_INSTRUCTION_OUTPUT} bytes"
-        ))
-    })?;
+    *left = left
+        .checked_sub(n)
+        .ok_or_else(|| Fail::TooLarge(format!("instruction expands to more than {MAX_INSTRUCTION_OUTPUT} bytes")))?;
     Ok(())
 }
 
@@ -162,12 +160,7 @@ fn expand_kvs(
     Ok(out)
 }
 
-fn expand_copy(
-    lex: Lex,
-    env: &dyn Lookup,
-    spec: &CopySpec,
-    left: &mut usize,
-) -> Result<CopySpec, Fail> {
+fn expand_copy(lex: Lex, env: &dyn Lookup, spec: &CopySpec, left: &mut usize) -> Result<CopySpec, Fail> {
     let mut sources = Vec::with_capacity(spec.sources.len());
     for s in &spec.sources {
         sources.push(word(lex, env, s, left)?);
@@ -182,31 +175,18 @@ fn expand_copy(
     let chown = flag(&spec.chown)?;
     let chmod = flag(&spec.chmod)?;
     if let Some(m) = &chmod
-        && !(m.bytes().all(|b| (b'0'..=b'7').contains(&b))
-            && u32::from_str_radix(m, 8).is_ok_and(|v| v <= 0o7777))
+        && !(m.bytes().all(|b| (b'0'..=b'7').contains(&b)) && u32::from_str_radix(m, 8).is_ok_and(|v| v <= 0o7777))
     {
-        return Err(Fail::Syntax(format!(
-            "invalid --chmod={m:?}: only octal modes such as 0755 are supported"
-        )));
+        return Err(Fail::Syntax(format!("invalid --chmod={m:?}: only octal modes such as 0755 are supported")));
     }
     // Here-document bodies: only `$` expands (quotes are content), and `\` always escapes,
     // whatever the escape directive (BuildKit `ExpandRaw` with `SkipProcessQuotes`).
-    let raw = Lex {
-        skip_quotes: true,
-        ..Lex::new('\\')
-    };
+    let raw = Lex { skip_quotes: true, ..Lex::new('\\') };
     let mut heredocs = spec.heredocs.clone();
     for doc in heredocs.iter_mut().filter(|d| d.expand) {
         doc.content = word(raw, env, &doc.content, left)?;
     }
-    Ok(CopySpec {
-        sources,
-        heredocs,
-        dest,
-        chown,
-        chmod,
-        link: spec.link,
-    })
+    Ok(CopySpec { sources, heredocs, dest, chown, chmod, link: spec.link })
 }
 
 /// `EXPOSE` words → `port/proto` keys (Docker `nat.ParsePortSpecs` for `port[-port][/proto]`).
@@ -218,9 +198,7 @@ fn port_keys(spec: &str) -> Result<Vec<String>, Fail> {
         None => (spec, "tcp".to_owned()),
     };
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(Fail::Syntax(format!(
-            "invalid protocol {proto:?} in EXPOSE {spec:?} (tcp, udp or sctp)"
-        )));
+        return Err(Fail::Syntax(format!("invalid protocol {proto:?} in EXPOSE {spec:?} (tcp, udp or sctp)")));
     }
     let num = |s: &str| -> Result<u16, Fail> {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
@@ -244,10 +222,9 @@ fn port_keys(spec: &str) -> Result<Vec<String>, Fail> {
 /// moby `signal.ParseSignal` for Linux: a non-zero number or a signal name, `SIG` optional.
 fn valid_signal(s: &str) -> bool {
     const NAMES: [&str; 36] = [
-        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
-        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
-        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU",
-        "XFSZ", "RTMIN", "RTMAX",
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE", "POLL",
+        "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1",
+        "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ", "RTMIN", "RTMAX",
     ];
     if let Ok(n) = s.parse::<i64>() {
         return n != 0;
@@ -285,14 +262,10 @@ impl Expander {
             None => format!("{os}/{arch}"),
         };
         for prefix in ["TARGET", "BUILD"] {
-            self.automatic
-                .insert(format!("{prefix}PLATFORM"), platform.clone());
+            self.automatic.insert(format!("{prefix}PLATFORM"), platform.clone());
             self.automatic.insert(format!("{prefix}OS"), os.to_owned());
             self.automatic.insert(format!("{prefix}ARCH"), arch.to_owned());
-            self.automatic.insert(
-                format!("{prefix}VARIANT"),
-                variant.unwrap_or_default().to_owned(),
-            );
+            self.automatic.insert(format!("{prefix}VARIANT"), variant.unwrap_or_default().to_owned());
         }
     }
 
@@ -308,9 +281,7 @@ impl Expander {
     /// Expand `ins` in the current scope and return it with processed words; ARG and ENV
     /// also update the scope. Instructions BuildKit does not expand come back unchanged.
     pub fn expand(&mut self, ins: &Instruction) -> Result<Instruction, DockerfileError> {
-        let kind = self
-            .expand_kind(ins)
-            .map_err(|f| f.at(&ins.path, ins.line))?;
+        let kind = self.expand_kind(ins).map_err(|f| f.at(&ins.path, ins.line))?;
         Ok(Instruction {
             line: ins.line,
             end_line: ins.end_line,
@@ -325,12 +296,8 @@ impl Expander {
     /// effect (not overridden by a later ENV) and undeclared proxy build arguments. None of
     /// these may be written to the image config.
     pub fn run_env(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = self
-            .env
-            .vars
-            .iter()
-            .filter_map(|(k, v)| v.arg_in_effect().map(|a| (k.clone(), a.to_owned())))
-            .collect();
+        let mut out: Vec<(String, String)> =
+            self.env.vars.iter().filter_map(|(k, v)| v.arg_in_effect().map(|a| (k.clone(), a.to_owned()))).collect();
         for name in PROXY_ARGS {
             if let Some(v) = self.build_args.get(name)
                 && !self.env.vars.contains_key(name)
@@ -365,10 +332,7 @@ impl Expander {
     }
 
     fn global(&self) -> Global<'_> {
-        Global {
-            args: &self.global,
-            automatic: &self.automatic,
-        }
+        Global { args: &self.global, automatic: &self.automatic }
     }
 
     fn expand_kind(&mut self, ins: &Instruction) -> Result<Kind, Fail> {
@@ -379,37 +343,26 @@ impl Expander {
         match &ins.kind {
             Kind::From(_) | Kind::Arg(_) => {}
             _ if !self.in_stage => {
-                return Err(Fail::Syntax(format!(
-                    "{keyword} before FROM: only ARG may precede the first FROM"
-                )));
+                return Err(Fail::Syntax(format!("{keyword} before FROM: only ARG may precede the first FROM")));
             }
             _ => {}
         }
         Ok(match &ins.kind {
             Kind::From(f) => {
                 if self.in_stage {
-                    return Err(Fail::Unsupported(
-                        "multi-stage builds are not supported: second FROM".into(),
-                    ));
+                    return Err(Fail::Unsupported("multi-stage builds are not supported: second FROM".into()));
                 }
                 let g = self.global();
                 let image = word(lex, &g, &f.image, left)?;
                 if image.is_empty() {
-                    return Err(Fail::Syntax(format!(
-                        "base name ({}) should not be blank",
-                        f.image
-                    )));
+                    return Err(Fail::Syntax(format!("base name ({}) should not be blank", f.image)));
                 }
                 let platform = match &f.platform {
                     Some(p) => Some(word(lex, &g, p, left)?).filter(|p| !p.is_empty()),
                     None => None,
                 };
                 self.in_stage = true;
-                Kind::From(FromSpec {
-                    image,
-                    name: f.name.clone(),
-                    platform,
-                })
+                Kind::From(FromSpec { image, name: f.name.clone(), platform })
             }
             Kind::Arg(decls) => Kind::Arg(self.args(lex, decls, left)?),
             Kind::Env(kvs) => {
@@ -428,8 +381,11 @@ impl Expander {
                 for p in ports {
                     let split = lex.words(p, &self.env).map_err(Fail::Expansion)?;
                     for w in split {
-                        charge(left, w.len())?;
-                        keys.extend(port_keys(&w)?);
+                        // Ranges multiply: charge every key (and its allocation).
+                        for key in port_keys(&w)? {
+                            charge(left, key.len() + std::mem::size_of::<String>())?;
+                            keys.push(key);
+                        }
                     }
                 }
                 Kind::Expose(keys)
@@ -439,9 +395,7 @@ impl Expander {
                 for v in vols {
                     let v = word(lex, &self.env, v, left)?;
                     if v.is_empty() {
-                        return Err(Fail::Syntax(
-                            "VOLUME specified can not be an empty string".into(),
-                        ));
+                        return Err(Fail::Syntax("VOLUME specified can not be an empty string".into()));
                     }
                     out.push(v);
                 }
@@ -486,10 +440,7 @@ impl Expander {
             } else {
                 self.global.insert(d.name.clone(), value.clone());
             }
-            out.push(ArgDecl {
-                name: d.name.clone(),
-                default: value,
-            });
+            out.push(ArgDecl { name: d.name.clone(), default: value });
         }
         Ok(out)
     }

@@ -193,9 +193,7 @@ pub struct CopySpec {
 impl CopySpec {
     /// The `--chmod` mode bits, if given (validated as octal by [`Expander::expand`]).
     pub fn mode(&self) -> Option<u32> {
-        self.chmod
-            .as_deref()
-            .and_then(|m| u32::from_str_radix(m, 8).ok())
+        self.chmod.as_deref().and_then(|m| u32::from_str_radix(m, 8).ok())
     }
 }
 
@@ -267,30 +265,17 @@ impl RunSpec {
             Command::Shell(cmd) => cmd,
         };
         let Some(first) = self.heredocs.first() else {
-            return RunScript::Shell {
-                script: cmd.clone(),
-                file: None,
-            };
+            return RunScript::Shell { script: cmd.clone(), file: None };
         };
         if matches!(words::heredoc_word(cmd), Ok(Some(_))) {
-            let data = if first.chomp {
-                words::chomp(&first.content)
-            } else {
-                first.content.clone()
-            };
+            let data = if first.chomp { words::chomp(&first.content) } else { first.content.clone() };
             if data.starts_with("#!") {
                 return RunScript::Shell {
                     script: format!("/dev/pipes/{}", first.name),
-                    file: Some(InlineFile {
-                        name: first.name.clone(),
-                        content: data,
-                    }),
+                    file: Some(InlineFile { name: first.name.clone(), content: data }),
                 };
             }
-            return RunScript::Shell {
-                script: data,
-                file: None,
-            };
+            return RunScript::Shell { script: data, file: None };
         }
         let mut full = cmd.clone();
         for doc in &self.heredocs {
@@ -298,10 +283,7 @@ impl RunSpec {
             full.push_str(&doc.content);
             full.push_str(&doc.name);
         }
-        RunScript::Shell {
-            script: full,
-            file: None,
-        }
+        RunScript::Shell { script: full, file: None }
     }
 }
 
@@ -328,9 +310,7 @@ impl Healthcheck {
     pub fn test(&self) -> Vec<String> {
         match &self.command {
             Command::Shell(s) => vec!["CMD-SHELL".to_owned(), s.clone()],
-            Command::Exec(argv) => std::iter::once("CMD".to_owned())
-                .chain(argv.iter().cloned())
-                .collect(),
+            Command::Exec(argv) => std::iter::once("CMD".to_owned()).chain(argv.iter().cloned()).collect(),
         }
     }
 }

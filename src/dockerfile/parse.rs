@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use super::words::{self, HeredocWord};
 use super::{
-    ArgDecl, Command, CopySpec, Dockerfile, DockerfileError, FromSpec, Healthcheck, Heredoc,
-    Instruction, KeyValue, Kind, MAX_HEREDOC_BYTES, MAX_LINE_BYTES, RunSpec,
+    ArgDecl, Command, CopySpec, Dockerfile, DockerfileError, FromSpec, Healthcheck, Heredoc, Instruction, KeyValue,
+    Kind, MAX_HEREDOC_BYTES, MAX_LINE_BYTES, RunSpec,
 };
 
 /// An error before it gets its path and line.
@@ -23,26 +23,10 @@ impl Fail {
     pub(super) fn at(self, path: &Path, line: usize) -> DockerfileError {
         let path = path.to_path_buf();
         match self {
-            Fail::Syntax(message) => DockerfileError::Syntax {
-                path,
-                line,
-                message,
-            },
-            Fail::Unsupported(message) => DockerfileError::Unsupported {
-                path,
-                line,
-                message,
-            },
-            Fail::Expansion(message) => DockerfileError::Expansion {
-                path,
-                line,
-                message,
-            },
-            Fail::TooLarge(message) => DockerfileError::TooLarge {
-                path,
-                line,
-                message,
-            },
+            Fail::Syntax(message) => DockerfileError::Syntax { path, line, message },
+            Fail::Unsupported(message) => DockerfileError::Unsupported { path, line, message },
+            Fail::Expansion(message) => DockerfileError::Expansion { path, line, message },
+            Fail::TooLarge(message) => DockerfileError::TooLarge { path, line, message },
         }
     }
 }
@@ -109,9 +93,7 @@ fn directive(line: &str) -> Option<(String, &str)> {
     if !rest.starts_with(|c: char| c.is_ascii_alphabetic()) {
         return None;
     }
-    let end = rest
-        .find(|c: char| !c.is_ascii_alphanumeric())
-        .unwrap_or(rest.len());
+    let end = rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(rest.len());
     let (name, rest) = rest.split_at(end);
     let after = rest.trim_start_matches(is_space).strip_prefix('=')?;
     let value = after.trim_matches(is_space);
@@ -135,11 +117,7 @@ struct Parser<'a> {
 pub(super) fn parse(path: &Path, text: &str) -> Result<Dockerfile, DockerfileError> {
     let mut p = Parser {
         path: Arc::from(path),
-        lines: Lines {
-            text,
-            pos: 0,
-            line: 0,
-        },
+        lines: Lines { text, pos: 0, line: 0 },
         escape: '\\',
         directives_done: false,
         seen_directives: Vec::new(),
@@ -171,19 +149,10 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Dockerfile, DockerfileErr
     }
     if from_line.is_none() {
         let line = instructions.last().map_or(p.lines.line.max(1), |i| i.line);
-        let message = if instructions.is_empty() {
-            "file with no instructions"
-        } else {
-            "no FROM instruction"
-        };
+        let message = if instructions.is_empty() { "file with no instructions" } else { "no FROM instruction" };
         return Err(Fail::Syntax(message.into()).at(path, line));
     }
-    Ok(Dockerfile {
-        path: path.to_path_buf(),
-        escape: p.escape,
-        instructions,
-        warnings: p.warnings,
-    })
+    Ok(Dockerfile { path: path.to_path_buf(), escape: p.escape, instructions, warnings: p.warnings })
 }
 
 impl Parser<'_> {
@@ -205,20 +174,14 @@ impl Parser<'_> {
             return Ok(());
         }
         if self.seen_directives.contains(&name) {
-            return Err(self.fail(
-                format!("only one {name} parser directive can be used"),
-                line,
-            ));
+            return Err(self.fail(format!("only one {name} parser directive can be used"), line));
         }
         if name == "escape" {
             self.escape = match value {
                 "\\" => '\\',
                 "`" => '`',
                 _ => {
-                    return Err(self.fail(
-                        format!("invalid escape token '{value}' does not match ` or \\"),
-                        line,
-                    ));
+                    return Err(self.fail(format!("invalid escape token '{value}' does not match ` or \\"), line));
                 }
             };
         }
@@ -273,12 +236,7 @@ impl Parser<'_> {
 
     fn check_len(&self, len: usize, line: usize) -> Result<(), DockerfileError> {
         if len > MAX_LINE_BYTES {
-            return Err(self.fail(
-                Fail::TooLarge(format!(
-                    "instruction is longer than {MAX_LINE_BYTES} bytes"
-                )),
-                line,
-            ));
+            return Err(self.fail(Fail::TooLarge(format!("instruction is longer than {MAX_LINE_BYTES} bytes")), line));
         }
         Ok(())
     }
@@ -288,13 +246,9 @@ impl Parser<'_> {
         let mut content = String::new();
         loop {
             let Some(raw) = self.lines.next() else {
-                return Err(self.fail(
-                    format!(
-                        "unterminated heredoc: no line {:?} closes the here-document",
-                        doc.name
-                    ),
-                    start,
-                ));
+                return Err(
+                    self.fail(format!("unterminated heredoc: no line {:?} closes the here-document", doc.name), start)
+                );
             };
             let mut candidate = trim_newline(raw);
             if doc.chomp {
@@ -305,10 +259,7 @@ impl Parser<'_> {
             }
             if content.len() + raw.len() > MAX_HEREDOC_BYTES {
                 return Err(self.fail(
-                    Fail::TooLarge(format!(
-                        "here-document {:?} is larger than {MAX_HEREDOC_BYTES} bytes",
-                        doc.name
-                    )),
+                    Fail::TooLarge(format!("here-document {:?} is larger than {MAX_HEREDOC_BYTES} bytes", doc.name)),
                     start,
                 ));
             }
@@ -319,10 +270,7 @@ impl Parser<'_> {
     fn instruction(&mut self, line: usize, text: String) -> Result<Instruction, DockerfileError> {
         let trimmed = text.trim();
         let (keyword, after) = match trimmed.find(words::is_sep) {
-            Some(i) => (
-                &trimmed[..i],
-                trimmed[i..].trim_start_matches(words::is_sep),
-            ),
+            Some(i) => (&trimmed[..i], trimmed[i..].trim_start_matches(words::is_sep)),
             None => (trimmed, ""),
         };
         let (args, flags) = words::extract_flags(after);
@@ -332,33 +280,17 @@ impl Parser<'_> {
         // Here-documents: RUN/COPY/ADD in shell form only.
         let mut heredocs = Vec::new();
         let heredoc_capable = matches!(lower.as_str(), "run" | "copy" | "add");
-        if heredoc_capable
-            && words::json_array(args)
-                .map_err(|e| self.fail(e, line))?
-                .is_none()
-        {
+        if heredoc_capable && words::json_array(args).map_err(|e| self.fail(e, line))?.is_none() {
             let docs = words::heredocs_in_line(&text).map_err(|e| self.fail(e, line))?;
             for doc in docs {
                 let content = self.heredoc_body(&doc, line)?;
-                heredocs.push(Heredoc {
-                    name: doc.name,
-                    content,
-                    expand: doc.expand,
-                    chomp: doc.chomp,
-                });
+                heredocs.push(Heredoc { name: doc.name, content, expand: doc.expand, chomp: doc.chomp });
             }
         }
         let end_line = self.lines.line;
-        let kind = build_kind(&lower, keyword, &flags, args, heredocs, self.escape)
-            .map_err(|f| f.at(&self.path, line))?;
-        Ok(Instruction {
-            line,
-            end_line,
-            path: Arc::clone(&self.path),
-            escape: self.escape,
-            original: text,
-            kind,
-        })
+        let kind =
+            build_kind(&lower, keyword, &flags, args, heredocs, self.escape).map_err(|f| f.at(&self.path, line))?;
+        Ok(Instruction { line, end_line, path: Arc::clone(&self.path), escape: self.escape, original: text, kind })
     }
 }
 
@@ -396,9 +328,7 @@ impl Flags {
                     "" => return Err(Fail::Syntax(format!("missing a value on flag: --{name}"))),
                     b @ ("true" | "false") => b.to_owned(),
                     _ => {
-                        return Err(Fail::Syntax(format!(
-                            "expecting boolean value for flag --{name}, not: {v}"
-                        )));
+                        return Err(Fail::Syntax(format!("expecting boolean value for flag --{name}, not: {v}")));
                     }
                 },
                 (_, None) => return Err(Fail::Syntax(format!("missing a value on flag: --{name}"))),
@@ -410,11 +340,7 @@ impl Flags {
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.values
-            .iter()
-            .rev()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        self.values.iter().rev().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
 
     fn is_true(&self, name: &str) -> bool {
@@ -424,9 +350,7 @@ impl Flags {
     /// Refuse flags that parse but that kolla-oci does not implement.
     fn refuse(&self, instruction: &str, names: &[&str]) -> Result<(), Fail> {
         match names.iter().find(|n| self.get(n).is_some()) {
-            Some(n) => Err(Fail::Unsupported(format!(
-                "{instruction} --{n} is not supported"
-            ))),
+            Some(n) => Err(Fail::Unsupported(format!("{instruction} --{n} is not supported"))),
             None => Ok(()),
         }
     }
@@ -467,11 +391,7 @@ fn build_kind(
                 }
                 _ => return Err("FROM requires either one or three arguments".into()),
             };
-            Kind::From(FromSpec {
-                image: w[0].clone(),
-                name,
-                platform: f.get("platform").map(str::to_owned),
-            })
+            Kind::From(FromSpec { image: w[0].clone(), name, platform: f.get("platform").map(str::to_owned) })
         }
         "arg" => {
             no_flags()?;
@@ -483,14 +403,8 @@ fn build_kind(
                 .into_iter()
                 .map(|word| match word.split_once('=') {
                     Some(("", _)) => Err(Fail::from("ARG names can not be blank")),
-                    Some((k, v)) => Ok(ArgDecl {
-                        name: k.to_owned(),
-                        default: Some(v.to_owned()),
-                    }),
-                    None => Ok(ArgDecl {
-                        name: word,
-                        default: None,
-                    }),
+                    Some((k, v)) => Ok(ArgDecl { name: k.to_owned(), default: Some(v.to_owned()) }),
+                    None => Ok(ArgDecl { name: word, default: None }),
                 })
                 .collect::<Result<_, _>>()?;
             Kind::Arg(decls)
@@ -518,9 +432,7 @@ fn build_kind(
                     ],
                 )?;
                 if f.get("from").is_some() {
-                    return Err(Fail::Unsupported(
-                        "multi-stage COPY --from is not supported".into(),
-                    ));
+                    return Err(Fail::Unsupported("multi-stage COPY --from is not supported".into()));
                 }
                 f.refuse(upper, &["parents", "exclude"])?;
                 f
@@ -541,22 +453,10 @@ fn build_kind(
                 f
             };
             let spec = copy_spec(upper, &f, args, heredocs)?;
-            if lower == "copy" {
-                Kind::Copy(spec)
-            } else {
-                Kind::Add(spec)
-            }
+            if lower == "copy" { Kind::Copy(spec) } else { Kind::Add(spec) }
         }
         "run" => {
-            let f = Flags::parse(
-                flags,
-                &[
-                    ("mount", Strs),
-                    ("network", Str),
-                    ("security", Str),
-                    ("device", Strs),
-                ],
-            )?;
+            let f = Flags::parse(flags, &[("mount", Strs), ("network", Str), ("security", Str), ("device", Strs)])?;
             f.refuse("RUN", &["mount", "network", "security", "device"])?;
             let command = maybe_json(args)?;
             if matches!(&command, Command::Shell(s) if s.is_empty())
@@ -653,10 +553,7 @@ fn check_run_heredoc_names(command: &Command, heredocs: &[Heredoc]) -> Result<()
         && matches!(words::heredoc_word(cmd), Ok(Some(_)))
         && !plain_name(&first.name)
     {
-        return Err(Fail::Syntax(format!(
-            "heredoc name {:?} must be a plain file name",
-            first.name
-        )));
+        return Err(Fail::Syntax(format!("heredoc name {:?} must be a plain file name", first.name)));
     }
     Ok(())
 }
@@ -696,12 +593,7 @@ fn name_values(args: &str, name: &str, escape: char) -> Result<Vec<KeyValue>, Fa
 }
 
 /// `parseSourcesAndDest` plus the flags.
-fn copy_spec(
-    upper: &str,
-    f: &Flags,
-    args: &str,
-    heredocs: Vec<Heredoc>,
-) -> Result<CopySpec, Fail> {
+fn copy_spec(upper: &str, f: &Flags, args: &str, heredocs: Vec<Heredoc>) -> Result<CopySpec, Fail> {
     let mut w = match words::json_array(args)? {
         Some(v) => v,
         None => words::split_sep(args),
@@ -713,9 +605,7 @@ fn copy_spec(
     }
     let dest = w.pop().unwrap_or_default();
     if matches!(words::heredoc_word(&dest), Ok(Some(_))) {
-        return Err(Fail::Syntax(format!(
-            "{upper} cannot accept a heredoc as a destination"
-        )));
+        return Err(Fail::Syntax(format!("{upper} cannot accept a heredoc as a destination")));
     }
     let mut sources = Vec::new();
     let mut files = Vec::new();
@@ -723,29 +613,13 @@ fn copy_spec(
         match words::heredoc_word(&src) {
             Ok(Some(doc)) => {
                 if !plain_name(&doc.name) {
-                    return Err(Fail::Syntax(format!(
-                        "{upper} heredoc name {:?} must be a plain file name",
-                        doc.name
-                    )));
+                    return Err(Fail::Syntax(format!("{upper} heredoc name {:?} must be a plain file name", doc.name)));
                 }
                 // As BuildKit: the body of the last here-document with that name.
-                let content = heredocs
-                    .iter()
-                    .rev()
-                    .find(|h| h.name == doc.name)
-                    .map(|h| h.content.as_str())
-                    .unwrap_or_default();
-                let content = if doc.chomp {
-                    words::chomp(content)
-                } else {
-                    content.to_owned()
-                };
-                files.push(Heredoc {
-                    name: doc.name,
-                    content,
-                    expand: doc.expand,
-                    chomp: doc.chomp,
-                });
+                let content =
+                    heredocs.iter().rev().find(|h| h.name == doc.name).map(|h| h.content.as_str()).unwrap_or_default();
+                let content = if doc.chomp { words::chomp(content) } else { content.to_owned() };
+                files.push(Heredoc { name: doc.name, content, expand: doc.expand, chomp: doc.chomp });
             }
             _ => sources.push(src),
         }
@@ -776,47 +650,30 @@ fn healthcheck(flags: &[String], args: &str) -> Result<Option<Healthcheck>, Fail
     use FlagType::Str;
     let f = Flags::parse(
         flags,
-        &[
-            ("interval", Str),
-            ("timeout", Str),
-            ("start-period", Str),
-            ("start-interval", Str),
-            ("retries", Str),
-        ],
+        &[("interval", Str), ("timeout", Str), ("start-period", Str), ("start-interval", Str), ("retries", Str)],
     )?;
     if typ != "CMD" {
-        return Err(Fail::Syntax(format!(
-            "Unknown type {:?} in HEALTHCHECK (try CMD)",
-            &args[..sep]
-        )));
+        return Err(Fail::Syntax(format!("Unknown type {:?} in HEALTHCHECK (try CMD)", &args[..sep])));
     }
     let command = maybe_json(rest)?;
-    if matches!(&command, Command::Shell(s) if s.is_empty())
-        || matches!(&command, Command::Exec(v) if v.is_empty())
-    {
+    if matches!(&command, Command::Shell(s) if s.is_empty()) || matches!(&command, Command::Exec(v) if v.is_empty()) {
         return Err("Missing command after HEALTHCHECK CMD".into());
     }
     let interval = |name: &str| -> Result<i64, Fail> {
         let Some(s) = f.get(name).filter(|s| !s.is_empty()) else {
             return Ok(0);
         };
-        let d = go_duration(s)
-            .map_err(|e| Fail::Syntax(format!("invalid --{name} {s:?}: {e}")))?;
+        let d = go_duration(s).map_err(|e| Fail::Syntax(format!("invalid --{name} {s:?}: {e}")))?;
         if d != 0 && d < 1_000_000 {
-            return Err(Fail::Syntax(format!(
-                "Interval {name:?} cannot be less than 1ms"
-            )));
+            return Err(Fail::Syntax(format!("Interval {name:?} cannot be less than 1ms")));
         }
         Ok(d)
     };
     let retries = match f.get("retries").filter(|s| !s.is_empty()) {
         None => 0,
         Some(s) => {
-            let r: i32 = s
-                .parse()
-                .map_err(|_| Fail::Syntax(format!("invalid --retries {s:?}")))?;
-            u32::try_from(r)
-                .map_err(|_| Fail::Syntax(format!("--retries cannot be negative ({r})")))?
+            let r: i32 = s.parse().map_err(|_| Fail::Syntax(format!("invalid --retries {s:?}")))?;
+            u32::try_from(r).map_err(|_| Fail::Syntax(format!("--retries cannot be negative ({r})")))?
         }
     };
     Ok(Some(Healthcheck {
@@ -857,9 +714,7 @@ pub(super) fn go_duration(s: &str) -> Result<i64, String> {
         if int.is_empty() && frac.is_empty() {
             return Err("invalid duration".into());
         }
-        let unit_end = after
-            .find(|c: char| c == '.' || c.is_ascii_digit())
-            .unwrap_or(after.len());
+        let unit_end = after.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(after.len());
         let (unit, after) = after.split_at(unit_end);
         let scale: u128 = match unit {
             "ns" => 1,
@@ -872,11 +727,7 @@ pub(super) fn go_duration(s: &str) -> Result<i64, String> {
             u => return Err(format!("unknown unit {u:?} in duration")),
         };
         let overflow = || "duration out of range".to_owned();
-        let int: u128 = if int.is_empty() {
-            0
-        } else {
-            int.parse().map_err(|_| overflow())?
-        };
+        let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| overflow())? };
         // Fractions beyond nanoseconds are truncated, as Go does.
         let frac = &frac[..frac.len().min(18)];
         let frac_ns = if frac.is_empty() {

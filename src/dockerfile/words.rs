@@ -14,6 +14,9 @@ use regex::{Regex, RegexBuilder};
 pub(crate) const MAX_WORD: usize = 16 << 20;
 /// Deepest `${…${…}…}` nesting accepted (the lexer recurses once per level).
 const MAX_DEPTH: usize = 64;
+/// Longest `${V#pat}`/`${V%pat}`/`${V/pat/rep}` pattern accepted: matching costs up to
+/// pattern × value, and real patterns are a few characters.
+const MAX_PATTERN: usize = 256;
 /// Size limit for the compiled regex of a `${V#pat}`/`${V%pat}`/`${V/pat/rep}` pattern.
 const REGEX_SIZE_LIMIT: usize = 4 << 20;
 
@@ -51,13 +54,7 @@ pub(crate) struct Lex {
 impl Lex {
     /// A lexer with all options off: what BuildKit uses for instruction words.
     pub fn new(escape: char) -> Lex {
-        Lex {
-            escape,
-            raw_quotes: false,
-            raw_escapes: false,
-            skip_quotes: false,
-            skip_unset: false,
-        }
+        Lex { escape, raw_quotes: false, raw_escapes: false, skip_quotes: false, skip_unset: false }
     }
 
     /// `ProcessWord`: expand `src` as one word (inner whitespace kept).
@@ -72,16 +69,8 @@ impl Lex {
     }
 
     fn process(&self, src: &str, env: &dyn Lookup) -> Result<(String, Vec<String>), String> {
-        let mut sh = Shell {
-            lex: *self,
-            env,
-            src,
-            pos: 0,
-            raw_escapes: self.raw_escapes,
-            depth: 0,
-        };
-        sh.stop_on(None, self.raw_escapes)
-            .map_err(|e| format!("failed to process {}: {e}", quote_short(src)))
+        let mut sh = Shell { lex: *self, env, src, pos: 0, raw_escapes: self.raw_escapes, depth: 0 };
+        sh.stop_on(None, self.raw_escapes).map_err(|e| format!("failed to process {}: {e}", quote_short(src)))
     }
 }
 
@@ -177,11 +166,7 @@ impl<'a> Shell<'a> {
     }
 
     /// `processStopOn`: read up to `stop` (consumed) or the end of input.
-    fn stop_on(
-        &mut self,
-        stop: Option<char>,
-        raw_escapes: bool,
-    ) -> Result<(String, Vec<String>), String> {
+    fn stop_on(&mut self, stop: Option<char>, raw_escapes: bool) -> Result<(String, Vec<String>), String> {
         let saved = std::mem::replace(&mut self.raw_escapes, raw_escapes);
         let r = self.stop_on_inner(stop);
         self.raw_escapes = saved;
@@ -201,11 +186,7 @@ impl<'a> Shell<'a> {
                 append(&mut result, &tmp)?;
                 words.add_string(&tmp);
             } else if !self.lex.skip_quotes && (ch == '\'' || ch == '"') {
-                let tmp = if ch == '\'' {
-                    self.single_quote()?
-                } else {
-                    self.double_quote()?
-                };
+                let tmp = if ch == '\'' { self.single_quote()? } else { self.double_quote()? };
                 append(&mut result, &tmp)?;
                 words.add_raw_string(&tmp);
             } else {
@@ -229,9 +210,7 @@ impl<'a> Shell<'a> {
             }
         }
         match stop {
-            Some(c) => Err(format!(
-                "unexpected end of statement while looking for matching {c}"
-            )),
+            Some(c) => Err(format!("unexpected end of statement while looking for matching {c}")),
             None => Ok((result, words.finish())),
         }
     }
@@ -246,10 +225,7 @@ impl<'a> Shell<'a> {
         loop {
             match self.bump() {
                 None => {
-                    return Err(
-                        "unexpected end of statement while looking for matching single-quote"
-                            .into(),
-                    );
+                    return Err("unexpected end of statement while looking for matching single-quote".into());
                 }
                 Some('\'') => {
                     if self.lex.raw_quotes {
@@ -272,10 +248,7 @@ impl<'a> Shell<'a> {
         loop {
             match self.peek() {
                 None => {
-                    return Err(
-                        "unexpected end of statement while looking for matching double-quote"
-                            .into(),
-                    );
+                    return Err("unexpected end of statement while looking for matching double-quote".into());
                 }
                 Some('"') => {
                     self.bump();
@@ -312,9 +285,7 @@ impl<'a> Shell<'a> {
     fn dollar(&mut self) -> Result<String, String> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(format!(
-                "variable substitutions nested more than {MAX_DEPTH} deep"
-            ));
+            return Err(format!("variable substitutions nested more than {MAX_DEPTH} deep"));
         }
         let r = self.dollar_inner();
         self.depth -= 1;
@@ -400,11 +371,7 @@ impl<'a> Shell<'a> {
                     Some(p) => (true, p),
                     None => (false, word.as_str()),
                 };
-                if ch == '%' {
-                    trim_suffix(pattern, value, greedy)
-                } else {
-                    trim_prefix(pattern, value, greedy)
-                }
+                if ch == '%' { trim_suffix(pattern, value, greedy) } else { trim_prefix(pattern, value, greedy) }
             }
             _ => Err(format!("unsupported modifier ({chs}) in substitution")),
         }
@@ -445,11 +412,7 @@ impl<'a> Shell<'a> {
             Ok(re.replace_all(value, replacement.as_str()).into_owned())
         } else {
             Ok(match re.find(value) {
-                Some(m) => format!(
-                    "{}{replacement}{}",
-                    &value[..m.start()],
-                    &value[m.end()..]
-                ),
+                Some(m) => format!("{}{replacement}{}", &value[..m.start()], &value[m.end()..]),
                 None => value.to_owned(),
             })
         }
@@ -484,6 +447,9 @@ impl<'a> Shell<'a> {
 /// BuildKit's `convertShellPatternToRegex`: `*` and `?` wildcards, `\` escapes; no
 /// bracket expressions.
 fn shell_pattern(pattern: &str, greedy: bool, anchored: bool) -> Result<Regex, String> {
+    if pattern.len() > MAX_PATTERN {
+        return Err(format!("pattern longer than {MAX_PATTERN} bytes"));
+    }
     let mut out = String::with_capacity(pattern.len() + 4);
     if anchored {
         out.push('^');
@@ -512,10 +478,7 @@ fn shell_pattern(pattern: &str, greedy: bool, anchored: bool) -> Result<Regex, S
             c => out.push_str(&regex::escape(c.encode_utf8(&mut buf))),
         }
     }
-    RegexBuilder::new(&out)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| e.to_string())
+    RegexBuilder::new(&out).size_limit(REGEX_SIZE_LIMIT).build().map_err(|e| e.to_string())
 }
 
 fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String, String> {
@@ -563,46 +526,30 @@ pub(crate) fn is_sep(c: char) -> bool {
 
 /// `parseStringsWhitespaceDelimited` on already-trimmed text.
 pub(crate) fn split_sep(s: &str) -> Vec<String> {
-    s.split(is_sep)
-        .filter(|w| !w.is_empty())
-        .map(str::to_owned)
-        .collect()
+    s.split(is_sep).filter(|w| !w.is_empty()).map(str::to_owned).collect()
 }
 
 /// `parseWords`: split on whitespace, but keep quoted runs together. Quotes and escapes are
 /// kept in the words; expansion removes them later.
 pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
-    #[derive(PartialEq)]
-    enum Phase {
-        Spaces,
-        Word,
-        Quote,
-    }
-    let chars: Vec<char> = rest.chars().collect();
-    let n = chars.len();
+    let mut it = rest.chars();
     let mut words = Vec::new();
     let mut word = String::new();
     let mut phase = Phase::Spaces;
     let mut quote = '\0';
     let mut blank_ok = false;
-    let mut pos = 0;
     loop {
-        let mut ch = if pos < n { chars[pos] } else { '\0' };
-        if phase == Phase::Spaces {
-            if pos == n {
-                break;
-            }
-            if ch.is_whitespace() {
-                pos += 1;
-                continue;
-            }
-            phase = Phase::Word;
-        }
-        if pos == n {
-            if blank_ok || !word.is_empty() {
+        let Some(mut ch) = it.next() else {
+            if phase != Phase::Spaces && (blank_ok || !word.is_empty()) {
                 words.push(word);
             }
             break;
+        };
+        if phase == Phase::Spaces {
+            if ch.is_whitespace() {
+                continue;
+            }
+            phase = Phase::Word;
         }
         if phase == Phase::Word {
             if ch.is_whitespace() {
@@ -611,7 +558,6 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
                     words.push(std::mem::take(&mut word));
                 }
                 blank_ok = false;
-                pos += 1;
                 continue;
             }
             if ch == '\'' || ch == '"' {
@@ -620,128 +566,116 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
                 phase = Phase::Quote;
             }
             if ch == escape {
-                if pos + 1 == n {
-                    pos += 1;
-                    continue; // an escape token at the very end is dropped
-                }
-                // Outside quotes the escape and the escaped character both stay.
+                // Outside quotes the escape and the escaped character both stay; an escape
+                // token at the very end is dropped.
+                let Some(next) = it.next() else {
+                    continue;
+                };
                 word.push(ch);
-                pos += 1;
-                ch = chars[pos];
+                ch = next;
             }
             word.push(ch);
-            pos += 1;
             continue;
         }
-        // Phase::Quote
+        // Phase::Quote: the escape token is special except inside single quotes.
         if ch == quote {
             phase = Phase::Word;
         }
         if ch == escape && quote != '\'' {
-            if pos + 1 == n {
+            let Some(next) = it.next() else {
                 phase = Phase::Word;
-                pos += 1;
                 continue;
-            }
-            pos += 1;
+            };
             word.push(ch);
-            ch = chars[pos];
+            ch = next;
         }
         word.push(ch);
-        pos += 1;
     }
     words
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Phase {
+    Spaces,
+    Word,
+    Quote,
 }
 
 /// `extractBuilderFlags`: take the leading `--flag[=value]` words off `line`. Returns the
 /// rest of the line (untrimmed) and the flags with quotes removed (always `\` escapes).
 pub(crate) fn extract_flags(line: &str) -> (&str, Vec<String>) {
-    #[derive(PartialEq)]
-    enum Phase {
-        Spaces,
-        Word,
-        Quote,
-    }
-    let chars: Vec<(usize, char)> = line.char_indices().collect();
-    let n = chars.len();
+    let mut it = line.char_indices().peekable();
     let mut words = Vec::new();
     let mut word = String::new();
     let mut phase = Phase::Spaces;
     let mut quote = '\0';
     let mut blank_ok = false;
-    let mut i = 0;
     loop {
-        let at_end = i == n;
-        let mut ch = if at_end { '\0' } else { chars[i].1 };
-        if phase == Phase::Spaces {
-            if at_end {
-                break;
-            }
-            if ch.is_whitespace() {
-                i += 1;
-                continue;
-            }
-            if ch != '-' || i + 1 == n || chars[i + 1].1 != '-' {
-                return (&line[chars[i].0..], words);
-            }
-            phase = Phase::Word;
-        }
-        if at_end {
-            if word != "--" && (blank_ok || !word.is_empty()) {
+        let Some((i, ch)) = it.next() else {
+            if phase != Phase::Spaces && word != "--" && (blank_ok || !word.is_empty()) {
                 words.push(word);
             }
             break;
-        }
-        if phase == Phase::Word {
-            if ch.is_whitespace() {
-                phase = Phase::Spaces;
-                if word == "--" {
-                    return (&line[chars[i].0..], words);
-                }
-                if blank_ok || !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                }
-                word.clear();
-                blank_ok = false;
-                i += 1;
-                continue;
-            }
-            if ch == '\'' || ch == '"' {
-                quote = ch;
-                blank_ok = true;
-                phase = Phase::Quote;
-                i += 1;
-                continue;
-            }
-            if ch == '\\' {
-                if i + 1 == n {
-                    i += 1;
+        };
+        match phase {
+            Phase::Spaces => {
+                if ch.is_whitespace() {
                     continue;
                 }
-                i += 1;
-                ch = chars[i].1;
-            }
-            word.push(ch);
-            i += 1;
-            continue;
-        }
-        // Phase::Quote
-        if ch == quote {
-            phase = Phase::Word;
-            i += 1;
-            continue;
-        }
-        if ch == '\\' {
-            if i + 1 == n {
+                // Only words starting with `--` are flags.
+                if ch != '-' || it.peek().map(|&(_, c)| c) != Some('-') {
+                    return (&line[i..], words);
+                }
                 phase = Phase::Word;
-                i += 1;
-                continue;
+                word.push(ch);
             }
-            i += 1;
-            ch = chars[i].1;
+            Phase::Word => {
+                if ch.is_whitespace() {
+                    phase = Phase::Spaces;
+                    if word == "--" {
+                        return (&line[i..], words);
+                    }
+                    if blank_ok || !word.is_empty() {
+                        words.push(std::mem::take(&mut word));
+                    }
+                    blank_ok = false;
+                    continue;
+                }
+                if ch == '\'' || ch == '"' {
+                    quote = ch;
+                    blank_ok = true;
+                    phase = Phase::Quote;
+                    continue;
+                }
+                let ch = if ch == '\\' {
+                    match it.next() {
+                        Some((_, c)) => c,
+                        None => continue,
+                    }
+                } else {
+                    ch
+                };
+                word.push(ch);
+            }
+            Phase::Quote => {
+                if ch == quote {
+                    phase = Phase::Word;
+                    continue;
+                }
+                let ch = if ch == '\\' {
+                    match it.next() {
+                        Some((_, c)) => c,
+                        None => {
+                            phase = Phase::Word;
+                            continue;
+                        }
+                    }
+                } else {
+                    ch
+                };
+                word.push(ch);
+            }
         }
-        word.push(ch);
-        i += 1;
     }
     ("", words)
 }
@@ -761,8 +695,7 @@ pub(crate) fn json_array(rest: &str) -> Result<Option<Vec<String>>, String> {
         .into_iter()
         .map(|v| match v {
             serde_json::Value::String(s) => Ok(s),
-            _ => Err("when using JSON array syntax, arrays must be comprised of strings only"
-                .to_owned()),
+            _ => Err("when using JSON array syntax, arrays must be comprised of strings only".to_owned()),
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
@@ -799,17 +732,11 @@ pub(crate) fn heredoc_word(src: &str) -> Result<Option<HeredocWord>, String> {
     lex.raw_quotes = true;
     let raw = lex.words(rest, &NoEnv)?;
     if raw.len() != 1 {
-        return Err(format!(
-            "internal lexing of heredoc produced inconsistent results: {rest}"
-        ));
+        return Err(format!("internal lexing of heredoc produced inconsistent results: {rest}"));
     }
     let quotes = |s: &str| s.chars().filter(|c| matches!(c, '\'' | '"')).count();
     let expand = quotes(&words[0]) == quotes(&raw[0]);
-    Ok(Some(HeredocWord {
-        name: words.into_iter().next().unwrap_or_default(),
-        expand,
-        chomp,
-    }))
+    Ok(Some(HeredocWord { name: words.into_iter().next().unwrap_or_default(), expand, chomp }))
 }
 
 /// `heredocsFromLine`: the heredocs a logical line opens, in order. A line that does not
@@ -818,12 +745,7 @@ pub(crate) fn heredocs_in_line(line: &str) -> Result<Vec<HeredocWord>, String> {
     if !line.contains("<<") {
         return Ok(Vec::new());
     }
-    let lex = Lex {
-        raw_quotes: true,
-        raw_escapes: true,
-        skip_unset: true,
-        ..Lex::new('\\')
-    };
+    let lex = Lex { raw_quotes: true, raw_escapes: true, skip_unset: true, ..Lex::new('\\') };
     let Ok(words) = lex.words(line, &NoEnv) else {
         return Ok(Vec::new());
     };
@@ -838,8 +760,5 @@ pub(crate) fn heredocs_in_line(line: &str) -> Result<Vec<HeredocWord>, String> {
 
 /// `ChompHeredocContent`: strip leading tabs from every line (`<<-`).
 pub(crate) fn chomp(content: &str) -> String {
-    content
-        .split_inclusive('\n')
-        .map(|l| l.trim_start_matches('\t'))
-        .collect()
+    content.split_inclusive('\n').map(|l| l.trim_start_matches('\t')).collect()
 }

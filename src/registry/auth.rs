@@ -56,10 +56,9 @@ impl Credential {
     /// The `Authorization: Basic …` value for this credential, if it is a user/password pair.
     pub(crate) fn basic_header(&self) -> Option<Secret> {
         match self {
-            Credential::Basic { username, password } => Some(Secret(format!(
-                "Basic {}",
-                B64.encode(format!("{username}:{}", password.expose()))
-            ))),
+            Credential::Basic { username, password } => {
+                Some(Secret(format!("Basic {}", B64.encode(format!("{username}:{}", password.expose())))))
+            }
             Credential::IdentityToken(_) => None,
         }
     }
@@ -78,7 +77,8 @@ pub fn lookup_credential(registry: &str) -> Result<Option<Credential>, RegistryE
         keys.push("https://index.docker.io/v1/".to_string());
         keys.push("index.docker.io".to_string());
     }
-    let sources: [(&str, fn(&str) -> Result<docker_credential::DockerCredential, E>); 2] = [
+    type Lookup = fn(&str) -> Result<docker_credential::DockerCredential, E>;
+    let sources: [(&str, Lookup); 2] = [
         ("docker config.json", docker_credential::get_credential),
         ("containers auth.json", docker_credential::get_podman_credential),
     ];
@@ -91,9 +91,7 @@ pub fn lookup_credential(registry: &str) -> Result<Option<Credential>, RegistryE
                         docker_credential::DockerCredential::UsernamePassword(u, p) => {
                             Credential::Basic { username: u, password: Secret(p) }
                         }
-                        docker_credential::DockerCredential::IdentityToken(t) => {
-                            Credential::IdentityToken(Secret(t))
-                        }
+                        docker_credential::DockerCredential::IdentityToken(t) => Credential::IdentityToken(Secret(t)),
                     }));
                 }
                 Err(E::NoCredentialConfigured | E::ConfigNotFound) => {}
@@ -228,9 +226,6 @@ mod tests {
         );
         assert_eq!(parse_challenge("Bearer service=x"), None);
         assert_eq!(parse_challenge("Negotiate"), None);
-        assert_eq!(
-            parse_params(r#"a="x\"y, z",b=2"#),
-            vec![("a".into(), "x\"y, z".into()), ("b".into(), "2".into())]
-        );
+        assert_eq!(parse_params(r#"a="x\"y, z",b=2"#), vec![("a".into(), "x\"y, z".into()), ("b".into(), "2".into())]);
     }
 }

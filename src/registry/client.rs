@@ -55,7 +55,7 @@ pub enum MountOutcome {
 struct AuthState {
     /// `None` until probed; `Some(None)` for an anonymous registry.
     challenge: Option<Option<Challenge>>,
-    /// Bearer tokens by space-joined sorted scope set.
+    /// `Bearer <token>` header values by space-joined sorted scope set, with their expiry.
     tokens: HashMap<String, (Secret, Instant)>,
 }
 
@@ -143,11 +143,7 @@ impl Client {
         let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
         let what = format!("GET manifest {}/{repo}:{reference}", self.registry);
         let resp = self.send(&what, &[pull_scope(repo)], true, &|| {
-            Ok(self
-                .http
-                .get(url.clone())
-                .header(header::ACCEPT, MANIFEST_ACCEPT)
-                .timeout(SMALL_REQUEST_TIMEOUT))
+            Ok(self.http.get(url.clone()).header(header::ACCEPT, MANIFEST_ACCEPT).timeout(SMALL_REQUEST_TIMEOUT))
         })?;
         if !resp.status().is_success() {
             return Err(self.status_error(&what, resp));
@@ -204,16 +200,15 @@ impl Client {
         let what = format!("upload blob {digest} ({size} bytes) to {}/{repo}", self.registry);
         let mut attempt = 0;
         loop {
-            let result = (|| {
-                let location = match session.take() {
-                    Some(u) => u,
-                    None => self.start_upload(repo)?,
-                };
-                match chunk_size {
-                    Some(c) if c > 0 && size > 0 => self.upload_chunks(&what, repo, digest, path, size, location, c),
-                    _ => self.upload_monolithic(&what, repo, digest, path, size, location),
-                }
-            })();
+            // Starting a session has its own retries; only the transfer itself is restarted here.
+            let location = match session.take() {
+                Some(u) => u,
+                None => self.start_upload(repo)?,
+            };
+            let result = match chunk_size {
+                Some(c) if c > 0 && size > 0 => self.upload_chunks(&what, repo, digest, path, size, location, c),
+                _ => self.upload_monolithic(&what, repo, digest, path, size, location),
+            };
             match result {
                 Err(e) if e.is_transient() && attempt < self.retries => {
                     let wait = backoff(attempt);
@@ -453,8 +448,9 @@ impl Client {
                     Some((t, exp)) if Instant::now() + TOKEN_MARGIN < *exp => t.clone(),
                     _ => {
                         let (token, exp) = self.fetch_token(&realm, service.as_deref(), &sorted)?;
-                        state.tokens.insert(key, (token.clone(), exp));
-                        Secret::new(format!("Bearer {}", token.expose()))
+                        let value = Secret::new(format!("Bearer {}", token.expose()));
+                        state.tokens.insert(key, (value.clone(), exp));
+                        value
                     }
                 }
             }
@@ -577,14 +573,17 @@ impl Client {
         if !resp.status().is_success() {
             return Err(self.status_error(&what, resp));
         }
-        let body = read_limited(resp, MAX_SMALL_BODY).map_err(|e| RegistryError::Io { what: what.clone(), source: e })?;
+        let body =
+            read_limited(resp, MAX_SMALL_BODY).map_err(|e| RegistryError::Io { what: what.clone(), source: e })?;
         let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
             what: what.clone(),
             reason: format!("token answer is not JSON: {e}"),
         })?;
-        let token = answer.token.or(answer.access_token).filter(|t| !t.is_empty()).ok_or_else(|| {
-            RegistryError::Protocol { what, reason: "token answer has no token".into() }
-        })?;
+        let token = answer
+            .token
+            .or(answer.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| RegistryError::Protocol { what, reason: "token answer has no token".into() })?;
         // The spec's default lifetime is 60 s.
         let expires = Instant::now() + Duration::from_secs(answer.expires_in.unwrap_or(60).max(60));
         Ok((Secret::new(token), expires))

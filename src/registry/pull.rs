@@ -153,17 +153,15 @@ fn parse_manifest(reference: &Reference, digest: &Digest, bytes: &[u8]) -> Resul
             reason: format!("unsupported schemaVersion {version:?} (only v2 schema 2 and OCI manifests)"),
         });
     }
-    serde_json::from_value(value).map_err(|e| RegistryError::Protocol { what, reason: format!("invalid manifest: {e}") })
+    serde_json::from_value(value)
+        .map_err(|e| RegistryError::Protocol { what, reason: format!("invalid manifest: {e}") })
 }
 
 /// The index entry for `want`: exact platform, then a compatible one, then the only entry of an index
 /// without platforms. Attestation entries (`vnd.docker.reference.type`) never count.
 fn select_platform<'a>(index: &'a Index, want: &Platform) -> Option<&'a Descriptor> {
-    let candidates: Vec<&Descriptor> = index
-        .manifests
-        .iter()
-        .filter(|d| !d.annotations.contains_key("vnd.docker.reference.type"))
-        .collect();
+    let candidates: Vec<&Descriptor> =
+        index.manifests.iter().filter(|d| !d.annotations.contains_key("vnd.docker.reference.type")).collect();
     let exact = candidates.iter().find(|d| d.platform.as_ref().is_some_and(|p| p == want));
     let loose = || candidates.iter().find(|d| d.platform.as_ref().is_some_and(|p| p.matches(want)));
     let single = || match candidates.as_slice() {

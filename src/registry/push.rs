@@ -147,11 +147,8 @@ pub fn push(
 fn load_job(store: &Store, tag: &str, target: &Reference) -> Result<Job, RegistryError> {
     let desc = store.resolve(tag)?.ok_or_else(|| RegistryError::NotInStore(tag.to_string()))?;
     let manifest_bytes = store.read_blob_bytes(&desc.digest, store::MAX_MANIFEST_SIZE)?;
-    let media_type = if desc.media_type.is_empty() {
-        store::MEDIA_OCI_MANIFEST.to_string()
-    } else {
-        desc.media_type.clone()
-    };
+    let media_type =
+        if desc.media_type.is_empty() { store::MEDIA_OCI_MANIFEST.to_string() } else { desc.media_type.clone() };
     if !store::is_manifest(&media_type) {
         return Err(RegistryError::Protocol {
             what: format!("pushing {tag}"),

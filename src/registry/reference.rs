@@ -32,10 +32,8 @@ pub struct Reference {
 impl Reference {
     /// Parse and normalize a reference; without tag and digest the tag is `latest`.
     pub fn parse(s: &str) -> Result<Reference, RegistryError> {
-        let bad = |reason: &str| RegistryError::InvalidReference {
-            reference: s.to_string(),
-            reason: reason.to_string(),
-        };
+        let bad =
+            |reason: &str| RegistryError::InvalidReference { reference: s.to_string(), reason: reason.to_string() };
         if s.is_empty() {
             return Err(bad("empty reference"));
         }
@@ -92,11 +90,7 @@ impl Reference {
 
     /// The host (and port) serving the distribution API: `registry-1.docker.io` for Docker Hub.
     pub fn api_host(&self) -> &str {
-        if self.registry == DOCKER_HUB {
-            DOCKER_HUB_API
-        } else {
-            &self.registry
-        }
+        if self.registry == DOCKER_HUB { DOCKER_HUB_API } else { &self.registry }
     }
 
     /// The repository path inside the registry: `library/debian`, `kolla/nova-api`.
@@ -175,9 +169,8 @@ fn is_domain(first: &str) -> bool {
 }
 
 fn parse_digest(d: &str) -> Result<Digest, String> {
-    let hex = d
-        .strip_prefix("sha256:")
-        .ok_or_else(|| format!("unsupported digest {d:?} (only sha256 is supported)"))?;
+    let hex =
+        d.strip_prefix("sha256:").ok_or_else(|| format!("unsupported digest {d:?} (only sha256 is supported)"))?;
     if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(format!("digest {d:?} is not sha256: followed by 64 lowercase hex digits"));
     }
@@ -192,9 +185,7 @@ fn validate_tag(t: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "invalid tag {t:?} (1-{MAX_TAG_LEN} of [A-Za-z0-9_.-], not starting with '.' or '-')"
-        ))
+        Err(format!("invalid tag {t:?} (1-{MAX_TAG_LEN} of [A-Za-z0-9_.-], not starting with '.' or '-')"))
     }
 }
 

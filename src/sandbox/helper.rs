@@ -1,8 +1,8 @@
 //! The `__sandbox-init` helper: a fresh, single-threaded process (so it may unshare and fork freely)
 //! that builds one container and runs one command in it.
 //!
-//! helper: reads the spec (fd 3), `unshare(NEWPID|NEWUTS|NEWIPC)`, prepares the scratch dir, forks
-//!   PID 1, waits for it, removes the scratch dir and exits with PID 1's status.
+//! helper: reads the spec and the scratch dir (fd 3), `unshare(NEWPID|NEWUTS|NEWIPC)`, fills the
+//!   scratch dir, forks PID 1, waits for it and exits with its status.
 //! PID 1: `unshare(NEWNS)` (its own mount namespace, so that `pivot_root` leaves the helper on the
 //!   host's root), builds the root, resolves the user, forks the command and reaps every process until
 //!   the command exits; then it exits with the command's status and the kernel kills the rest.
@@ -24,7 +24,7 @@ use rustix::thread::UnshareFlags;
 
 use super::mounts::{self, Scratch};
 use super::user;
-use super::{REPORT_FD, RunSpec, SETUP_FAILED, SPEC_FD, fd_is_open};
+use super::{HelperInput, REPORT_FD, RunSpec, SETUP_FAILED, SPEC_FD, fd_is_open};
 
 /// Docker's default `PATH` for a container whose environment has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -69,21 +69,17 @@ fn helper(mut spec_file: File, report: &File) -> Result<i32, StepError> {
     let mut json = Vec::new();
     spec_file.read_to_end(&mut json).map_err(StepError::at("read spec"))?;
     drop(spec_file);
-    let spec: RunSpec = serde_json::from_slice(&json).map_err(StepError::at("parse spec"))?;
+    let HelperInput { spec, scratch } = serde_json::from_slice(&json).map_err(StepError::at("parse spec"))?;
     // SAFETY: this process is single-threaded (nothing has spawned a thread), so no other thread
     // can be confused by the new namespaces.
     unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC) }
         .map_err(StepError::at("unshare pid/uts/ipc namespaces"))?;
-    let scratch = Scratch::prepare(&spec)?;
+    let scratch = Scratch::prepare(&spec, scratch)?;
     // SAFETY: single-threaded process, so the child may do anything after fork.
     match unsafe { libc::fork() } {
         -1 => Err(StepError::at("fork pid 1")(std::io::Error::last_os_error())),
         0 => pid1(&spec, &scratch, report),
-        pid => {
-            let status = wait_for(pid_of(pid))?;
-            drop(scratch);
-            Ok(exit_code(status))
-        }
+        pid => Ok(exit_code(wait_for(pid_of(pid))?)),
     }
 }
 
@@ -102,10 +98,7 @@ fn wait_for(pid: Pid) -> Result<WaitStatus, StepError> {
 }
 
 fn exit_code(status: WaitStatus) -> i32 {
-    status
-        .exit_status()
-        .or_else(|| status.terminating_signal().map(|s| 128 + s))
-        .unwrap_or(SETUP_FAILED)
+    super::shell_code(status.exit_status(), status.terminating_signal())
 }
 
 /// PID 1 of the new pid namespace. Never returns.
@@ -130,8 +123,7 @@ fn pid1_setup(spec: &RunSpec, scratch: &Scratch) -> Result<Exec, StepError> {
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .map_err(StepError::at("set parent-death signal"))?;
     // SAFETY: single-threaded process.
-    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }
-        .map_err(StepError::at("unshare mount namespace"))?;
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }.map_err(StepError::at("unshare mount namespace"))?;
     mounts::setup_root(spec, scratch)?;
     if !spec.hostname.is_empty() {
         rustix::system::sethostname(spec.hostname.as_bytes())
@@ -184,12 +176,7 @@ impl Exec {
         if !has(&env, "HOME") {
             env.push(format!("HOME={}", user.home));
         }
-        let path = env
-            .iter()
-            .rev()
-            .find_map(|e| e.strip_prefix("PATH="))
-            .unwrap_or(DEFAULT_PATH)
-            .to_owned();
+        let path = env.iter().rev().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH).to_owned();
         std::fs::create_dir_all(&spec.cwd)
             .map_err(StepError::at(format_args!("create working directory {}", spec.cwd)))?;
         let prog = &spec.argv[0];
@@ -242,10 +229,8 @@ impl Exec {
     /// Like `execvpe`: the first candidate that exists wins; returns only on failure, with the most
     /// telling error.
     fn execve(&self) -> StepError {
-        let argv: Vec<*const libc::c_char> =
-            self.argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
-        let envp: Vec<*const libc::c_char> =
-            self.env.iter().map(|e| e.as_ptr()).chain([std::ptr::null()]).collect();
+        let argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+        let envp: Vec<*const libc::c_char> = self.env.iter().map(|e| e.as_ptr()).chain([std::ptr::null()]).collect();
         let mut best = libc::ENOENT;
         for path in &self.candidates {
             // SAFETY: NUL-terminated arrays of pointers into CStrings that outlive the call.
@@ -257,7 +242,7 @@ impl Exec {
         }
         let prog = self.argv[0].to_string_lossy();
         match best {
-            libc::ENOENT if self.candidates.len() > 1 => {
+            libc::ENOENT if !prog.contains('/') => {
                 StepError(format!("exec {prog:?}: executable file not found in $PATH"))
             }
             e => StepError::at(format_args!("exec {prog:?}"))(std::io::Error::from_raw_os_error(e)),

@@ -121,6 +121,14 @@ pub enum SandboxError {
     Output(#[source] io::Error),
 }
 
+/// What [`run`] sends the helper on fd 3.
+#[derive(Serialize, Deserialize)]
+struct HelperInput {
+    spec: RunSpec,
+    /// An empty directory for the helper's mount point, shim layer and /etc files (see `mounts.rs`).
+    scratch: PathBuf,
+}
+
 static HELPER_EXE: OnceLock<PathBuf> = OnceLock::new();
 
 /// Use `exe` instead of `/proc/self/exe` as the helper program: for programs (such as integration
@@ -177,10 +185,13 @@ fn selftest(spec: OsString) -> ! {
 /// that spawned the helper), so call this from a thread that outlives the run.
 pub fn run(spec: &RunSpec, output: &mut dyn Write) -> Result<i32, SandboxError> {
     userns::log_warning_once();
-    let spec = checked(spec)?;
-    let json =
-        serde_json::to_vec(&spec).map_err(|e| SandboxError::InvalidSpec(format!("encoding: {e}")))?;
     let io_err = |step| move |source| SandboxError::Io { step, source };
+    // Ours to remove (when dropped, after the helper), even if the helper gets killed.
+    let scratch =
+        tempfile::Builder::new().prefix("kolla-oci-run-").tempdir().map_err(io_err("creating a scratch dir"))?;
+    let input = HelperInput { spec: checked(spec)?, scratch: scratch.path().to_owned() };
+    let json = serde_json::to_vec(&input).map_err(|e| SandboxError::InvalidSpec(format!("encoding: {e}")))?;
+    let spec = &input.spec;
     let (spec_r, spec_w) = pipe().map_err(io_err("creating the spec pipe"))?;
     let (report_r, report_w) = pipe().map_err(io_err("creating the report pipe"))?;
     let (out_r, out_w) = pipe().map_err(io_err("creating the output pipe"))?;
@@ -188,17 +199,12 @@ pub fn run(spec: &RunSpec, output: &mut dyn Write) -> Result<i32, SandboxError> 
 
     let exe = helper_exe();
     let mut cmd = Command::new(exe);
-    cmd.arg(HELPER_ARG)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(out_w2));
+    cmd.arg(HELPER_ARG).stdin(Stdio::null()).stdout(Stdio::from(out_w)).stderr(Stdio::from(out_w2));
     let fds = [(spec_r.as_raw_fd(), SPEC_FD), (report_w.as_raw_fd(), REPORT_FD)];
     // SAFETY: the hook only makes async-signal-safe syscalls (fcntl, dup2, prctl).
     unsafe { cmd.pre_exec(move || child_setup(&fds)) };
     debug!(argv = ?spec.argv, user = %spec.user, cwd = %spec.cwd, layers = spec.lowerdirs.len(), "sandbox run");
-    let mut child = cmd
-        .spawn()
-        .map_err(|source| SandboxError::Spawn { exe: exe.to_owned(), source })?;
+    let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn { exe: exe.to_owned(), source })?;
     drop(cmd); // our copies of the output pipe's write end
     drop((spec_r, report_w));
 
@@ -220,9 +226,7 @@ pub fn run(spec: &RunSpec, output: &mut dyn Write) -> Result<i32, SandboxError> 
     }
     let status = child.wait().map_err(io_err("waiting for the helper"))?;
     let mut report = String::new();
-    File::from(report_r)
-        .read_to_string(&mut report)
-        .map_err(io_err("reading the helper's report"))?;
+    File::from(report_r).read_to_string(&mut report).map_err(io_err("reading the helper's report"))?;
     if !report.trim().is_empty() {
         return Err(SandboxError::Setup(report.trim().to_owned()));
     }
@@ -238,18 +242,19 @@ fn kill(mut child: std::process::Child, err: SandboxError) -> SandboxError {
 }
 
 fn exit_code(status: ExitStatus) -> i32 {
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(SETUP_FAILED)
+    shell_code(status.code(), status.signal())
+}
+
+/// A shell's `$?`: the exit code, or 128 + the signal that killed the process.
+fn shell_code(code: Option<i32>, signal: Option<i32>) -> i32 {
+    code.or(signal.map(|s| 128 + s)).unwrap_or(SETUP_FAILED)
 }
 
 /// Checks the spec and makes its host paths absolute and canonical (the helper runs elsewhere).
 fn checked(spec: &RunSpec) -> Result<RunSpec, SandboxError> {
     let invalid = |msg: String| SandboxError::InvalidSpec(msg);
-    let canon = |what: &str, p: &Path| {
-        std::fs::canonicalize(p).map_err(|e| invalid(format!("{what} {}: {e}", p.display())))
-    };
+    let canon =
+        |what: &str, p: &Path| std::fs::canonicalize(p).map_err(|e| invalid(format!("{what} {}: {e}", p.display())));
     if spec.argv.is_empty() {
         return Err(invalid("argv is empty".into()));
     }

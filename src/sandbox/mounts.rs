@@ -23,10 +23,9 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{CWD, Mode, OFlags};
 use rustix::io::Errno;
 use rustix::mount::{
-    FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags,
-    OpenTreeFlags, UnmountFlags,
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags, OpenTreeFlags,
+    UnmountFlags,
 };
-use tempfile::TempDir;
 
 use super::RunSpec;
 use super::helper::StepError;
@@ -39,19 +38,17 @@ const ETC_FILES: [&str; 3] = ["resolv.conf", "hosts", "hostname"];
 const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Host-side scratch directory of one run: the overlay's mount point, the shim layer and the
-/// generated /etc files. Created by the helper before forking PID 1, removed when dropped.
+/// generated /etc files. Filled by the helper before forking PID 1; the caller of `run` owns (and
+/// removes) the directory, so that it goes even when the helper is killed.
 pub(super) struct Scratch {
-    dir: TempDir,
+    dir: PathBuf,
     /// `false` when the image's `/etc` is not a directory: then the /etc files are left alone.
     etc_files: bool,
 }
 
 impl Scratch {
-    pub(super) fn prepare(spec: &RunSpec) -> Result<Scratch, StepError> {
-        let dir = tempfile::Builder::new()
-            .prefix("kolla-oci-run-")
-            .tempdir()
-            .map_err(StepError::at("create scratch dir"))?;
+    /// Fills the empty directory `dir`.
+    pub(super) fn prepare(spec: &RunSpec, dir: PathBuf) -> Result<Scratch, StepError> {
         let scratch = Scratch { dir, etc_files: false };
         for d in [scratch.root(), scratch.shim(), scratch.files()] {
             make_dir(&d, 0o755)?;
@@ -90,17 +87,17 @@ impl Scratch {
 
     /// The overlay's mount point.
     fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
+        self.dir.join("root")
     }
 
     /// The top lowerdir that supplies the mount points.
     fn shim(&self) -> PathBuf {
-        self.dir.path().join("shim")
+        self.dir.join("shim")
     }
 
     /// The generated `/etc` files.
     fn files(&self) -> PathBuf {
-        self.dir.path().join("files")
+        self.dir.join("files")
     }
 }
 
@@ -131,9 +128,8 @@ fn image_entry(lowerdirs: &[PathBuf], name: &str) -> Option<Metadata> {
         let p = lower.join(name);
         let Ok(m) = fs::symlink_metadata(&p) else { continue };
         let char_whiteout = m.file_type().is_char_device() && m.rdev() == 0;
-        let xattr_whiteout = m.is_file()
-            && m.len() == 0
-            && xattr::get(&p, "user.overlay.whiteout").ok().flatten().is_some();
+        let xattr_whiteout =
+            m.is_file() && m.len() == 0 && xattr::get(&p, "user.overlay.whiteout").ok().flatten().is_some();
         return (!char_whiteout && !xattr_whiteout).then_some(m);
     }
     None
@@ -210,9 +206,8 @@ pub(super) fn setup_root(spec: &RunSpec, scratch: &Scratch) -> Result<(), StepEr
 fn mount_overlay(spec: &RunSpec, shim: &Path) -> Result<OwnedFd, StepError> {
     let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
         .map_err(StepError::at("mount overlay: fsopen"))?;
-    let fail = |what: &dyn std::fmt::Display, e: Errno| {
-        StepError(format!("mount overlay: {what}: {e}{}", kernel_log(&fs)))
-    };
+    let fail =
+        |what: &dyn std::fmt::Display, e: Errno| StepError(format!("mount overlay: {what}: {e}{}", kernel_log(&fs)));
     let layers = std::iter::once(shim).chain(spec.lowerdirs.iter().map(PathBuf::as_path));
     let dirs = layers
         .map(|l| ("lowerdir+", l))
@@ -225,8 +220,7 @@ fn mount_overlay(spec: &RunSpec, shim: &Path) -> Result<OwnedFd, StepError> {
         rustix::mount::fsconfig_set_string(&fs, key, "off").map_err(|e| fail(&format_args!("{key}=off"), e))?;
     }
     rustix::mount::fsconfig_create(&fs).map_err(|e| fail(&"create", e))?;
-    rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
-        .map_err(|e| fail(&"fsmount", e))
+    rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).map_err(|e| fail(&"fsmount", e))
 }
 
 /// `fsconfig` strings are limited to 256 bytes; longer paths go in as `O_PATH` fds.
@@ -296,7 +290,8 @@ fn attach(mount: &impl AsFd, target: &Path, flags: MoveMountFlags) -> Result<(),
 /// A tmpfs `/dev` with the host's harmless devices, a private devpts and `/dev/shm`.
 fn mount_dev(devs: Vec<(&str, OwnedFd)>) -> Result<(), StepError> {
     let tmpfs = |target: &str, flags, data: &std::ffi::CStr| {
-        rustix::mount::mount("tmpfs", target, "tmpfs", flags, data).map_err(StepError::at(format_args!("mount {target}")))
+        rustix::mount::mount("tmpfs", target, "tmpfs", flags, data)
+            .map_err(StepError::at(format_args!("mount {target}")))
     };
     tmpfs("/dev", MountFlags::NOSUID | MountFlags::NOEXEC, c"mode=755,size=65536k")?;
     for (name, fd) in devs {

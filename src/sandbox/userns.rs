@@ -83,9 +83,8 @@ fn child() {
 
 fn parent() {
     if let Err(reason) = try_parent() {
-        let _ = WARNING.set(format!(
-            "no user namespace ({reason}): running without one, so RUN steps cannot be sandboxed"
-        ));
+        let _ =
+            WARNING.set(format!("no user namespace ({reason}): running without one, so RUN steps cannot be sandboxed"));
     }
 }
 
@@ -177,7 +176,8 @@ impl MapPlan {
             }
         };
         let write = |file: &str, content: String| {
-            std::fs::write(format!("/proc/{pid}/{file}"), content).map_err(|e| format!("writing /proc/{pid}/{file}: {e}"))
+            std::fs::write(format!("/proc/{pid}/{file}"), content)
+                .map_err(|e| format!("writing /proc/{pid}/{file}: {e}"))
         };
         write("uid_map", format!("0 {} 1\n", self.uid))?;
         write("setgroups", "deny".into())?;

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use layers::{Digest, HashingWriter};
 use rayon::prelude::*;
 
-use super::{Descriptor, Store, StoreError, is_index, is_manifest, is_nondistributable};
+use super::{Descriptor, DocKind, Store, StoreError, is_nondistributable};
 
 /// One inconsistency found by [`Store::fsck`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -230,7 +230,11 @@ impl Walk<'_> {
     }
 
     fn bad_doc(&mut self, desc: &Descriptor, from: &str, e: StoreError) {
-        self.problems.push(FsckProblem::BadDocument { digest: desc.digest, referenced_by: from.to_owned(), reason: e.to_string() });
+        self.problems.push(FsckProblem::BadDocument {
+            digest: desc.digest,
+            referenced_by: from.to_owned(),
+            reason: e.to_string(),
+        });
     }
 
     /// Visit a manifest or index descriptor and everything below it.
@@ -239,29 +243,28 @@ impl Walk<'_> {
             return;
         }
         let here = format!("manifest {}", desc.digest);
-        let as_index = is_index(&desc.media_type)
-            || (!is_manifest(&desc.media_type) && self.store.looks_like_index(desc).unwrap_or(false));
-        if as_index {
-            if depth >= super::MAX_INDEX_DEPTH {
-                self.problems.push(FsckProblem::BadDocument {
+        match self.store.doc_kind(desc) {
+            Ok(DocKind::Manifest) => {}
+            Ok(DocKind::Other) => return, // some other artifact: presence is all we can check
+            Err(e) => return self.bad_doc(desc, from, e),
+            Ok(DocKind::Index) if depth >= super::MAX_INDEX_DEPTH => {
+                return self.problems.push(FsckProblem::BadDocument {
                     digest: desc.digest,
                     referenced_by: from.to_owned(),
                     reason: "index nesting too deep".into(),
                 });
+            }
+            Ok(DocKind::Index) => {
+                match self.store.read_index(desc) {
+                    Ok(index) => {
+                        for child in &index.manifests {
+                            self.visit(child, &format!("index {}", desc.digest), depth + 1);
+                        }
+                    }
+                    Err(e) => self.bad_doc(desc, from, e),
+                }
                 return;
             }
-            match self.store.read_index(desc) {
-                Ok(index) => {
-                    for child in &index.manifests {
-                        self.visit(child, &format!("index {}", desc.digest), depth + 1);
-                    }
-                }
-                Err(e) => self.bad_doc(desc, from, e),
-            }
-            return;
-        }
-        if !is_manifest(&desc.media_type) && !desc.media_type.ends_with("+json") && !desc.media_type.is_empty() {
-            return; // some other artifact: presence is all we can check
         }
         let manifest = match self.store.read_manifest(desc) {
             Ok(m) => m,
@@ -359,8 +362,7 @@ pub(super) fn fsck(store: &Store) -> Result<FsckReport, StoreError> {
     }
     let present: BTreeMap<Digest, u64> = files.iter().map(|b| (b.digest, b.size)).collect();
     let reachable = walk(store, &present, &corrupt, &mut report);
-    report.unreferenced =
-        files.iter().filter(|b| !reachable.contains(&b.digest)).map(|b| (b.digest, b.size)).collect();
+    report.unreferenced = files.iter().filter(|b| !reachable.contains(&b.digest)).map(|b| (b.digest, b.size)).collect();
     Ok(report)
 }
 
@@ -371,10 +373,8 @@ pub(super) fn gc(store: &Store, min_age: Duration) -> Result<GcReport, StoreErro
     let files = list_blobs(store, &mut scratch)?;
     let present: BTreeMap<Digest, u64> = files.iter().map(|b| (b.digest, b.size)).collect();
     let reachable = walk(store, &present, &BTreeSet::new(), &mut scratch);
-    if let Some(p) = scratch
-        .problems
-        .iter()
-        .find(|p| matches!(p, FsckProblem::BadLayout { .. } | FsckProblem::BadDocument { .. }))
+    if let Some(p) =
+        scratch.problems.iter().find(|p| matches!(p, FsckProblem::BadLayout { .. } | FsckProblem::BadDocument { .. }))
     {
         return Err(StoreError::Layout { path: store.root().to_path_buf(), reason: format!("gc refused: {p}") });
     }

@@ -131,8 +131,8 @@ pub enum StoreError {
     NoPlatform {
         /// The index blob.
         digest: Digest,
-        /// The platform asked for.
-        want: Platform,
+        /// The platform asked for (`os/arch[/variant]`).
+        want: String,
         /// The platforms listed.
         available: String,
     },
@@ -217,8 +217,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// Mark an existing blob as recently used, so that [`Store::gc`]'s grace period protects it while the
 /// caller goes on to reference it. Best effort: a read-only store still works.
 fn touch(path: &Path) {
-    if let Err(e) = File::options().write(true).open(path).and_then(|f| f.set_modified(std::time::SystemTime::now()))
-    {
+    if let Err(e) = File::options().write(true).open(path).and_then(|f| f.set_modified(std::time::SystemTime::now())) {
         tracing::debug!("cannot update mtime of {}: {e}", path.display());
     }
 }
@@ -396,7 +395,8 @@ impl Store {
     fn temp_file(&self, prefix: &str) -> Result<(File, tempfile::TempPath)> {
         let dir = self.tmp_dir();
         for _ in 0..8 {
-            let (file, path) = tempfile::Builder::new().prefix(prefix).tempfile_in(&dir).map_err(io_err(&dir))?.into_parts();
+            let (file, path) =
+                tempfile::Builder::new().prefix(prefix).tempfile_in(&dir).map_err(io_err(&dir))?.into_parts();
             file.lock().map_err(io_err(&*path))?;
             // A cleaner may have removed it between creation and our lock: then it has no name any more.
             if file.metadata().map_err(io_err(&*path))?.nlink() > 0 {
@@ -449,7 +449,11 @@ impl Store {
     /// Start writing a blob of unknown digest (e.g. a layer being compressed). No lock needed.
     pub fn blob_writer(&self) -> Result<BlobWriter> {
         let (file, temp) = self.temp_file("blob-")?;
-        Ok(BlobWriter { out: HashingWriter::new(BufWriter::with_capacity(256 << 10, file)), temp, blobs: self.blobs_dir() })
+        Ok(BlobWriter {
+            out: HashingWriter::new(BufWriter::with_capacity(256 << 10, file)),
+            temp,
+            blobs: self.blobs_dir(),
+        })
     }
 
     /// Copy `r` into a blob. When `expected` is given and already present, `r` is not read at all.
@@ -467,7 +471,8 @@ impl Store {
 
     /// Store `v` as a canonical-JSON blob.
     pub fn put_json<T: Serialize + ?Sized>(&self, v: &T) -> Result<(Digest, u64)> {
-        let bytes = try_canonical_json(v).map_err(|source| StoreError::Json { what: "value to store".into(), source })?;
+        let bytes =
+            try_canonical_json(v).map_err(|source| StoreError::Json { what: "value to store".into(), source })?;
         self.put_bytes(&bytes)
     }
 
@@ -568,9 +573,14 @@ impl Store {
     fn read_json(&self, desc: &Descriptor, max: u64) -> Result<serde_json::Value> {
         let bytes = self.read_blob_bytes(&desc.digest, max)?;
         if bytes.len() as u64 != desc.size {
-            return Err(StoreError::SizeMismatch { digest: desc.digest, expected: desc.size, actual: bytes.len() as u64 });
+            return Err(StoreError::SizeMismatch {
+                digest: desc.digest,
+                expected: desc.size,
+                actual: bytes.len() as u64,
+            });
         }
-        serde_json::from_slice(&bytes).map_err(|source| StoreError::Json { what: format!("blob {}", desc.digest), source })
+        serde_json::from_slice(&bytes)
+            .map_err(|source| StoreError::Json { what: format!("blob {}", desc.digest), source })
     }
 
     /// Parse a manifest blob (OCI or Docker v2 schema 2).
@@ -582,10 +592,13 @@ impl Store {
     /// Parse an index / manifest-list blob.
     pub fn read_index(&self, desc: &Descriptor) -> Result<Index> {
         let value = self.read_json(desc, MAX_MANIFEST_SIZE)?;
-        let index: Index =
-            serde_json::from_value(value).map_err(|source| StoreError::Json { what: format!("index {}", desc.digest), source })?;
+        let index: Index = serde_json::from_value(value)
+            .map_err(|source| StoreError::Json { what: format!("index {}", desc.digest), source })?;
         if index.schema_version != 2 {
-            return Err(StoreError::Unsupported { digest: desc.digest, what: format!("index schemaVersion {}", index.schema_version) });
+            return Err(StoreError::Unsupported {
+                digest: desc.digest,
+                what: format!("index schemaVersion {}", index.schema_version),
+            });
         }
         Ok(index)
     }
@@ -593,7 +606,8 @@ impl Store {
     /// Parse an image config blob.
     pub fn read_config(&self, desc: &Descriptor) -> Result<ImageConfig> {
         let value = self.read_json(desc, MAX_CONFIG_SIZE)?;
-        serde_json::from_value(value).map_err(|source| StoreError::Json { what: format!("config {}", desc.digest), source })
+        serde_json::from_value(value)
+            .map_err(|source| StoreError::Json { what: format!("config {}", desc.digest), source })
     }
 
     /// The image tagged `name`; a tag that points at an index yields the manifest for the host platform.
@@ -614,11 +628,8 @@ impl Store {
 
     /// Follow indexes down to the manifest for `platform`.
     fn select_manifest(&self, desc: &Descriptor, platform: &Platform, depth: usize) -> Result<Descriptor> {
-        if is_manifest(&desc.media_type) {
-            return Ok(desc.clone());
-        }
-        if !is_index(&desc.media_type) && !self.looks_like_index(desc)? {
-            // Unknown label: let the manifest parser decide.
+        if self.doc_kind(desc)? != DocKind::Index {
+            // A manifest, or something the manifest parser will refuse with a precise error.
             return Ok(desc.clone());
         }
         if depth >= MAX_INDEX_DEPTH {
@@ -640,7 +651,7 @@ impl Store {
             Some(chosen) => self.select_manifest(chosen, platform, depth + 1),
             None => Err(StoreError::NoPlatform {
                 digest: desc.digest,
-                want: platform.clone(),
+                want: platform.to_string(),
                 available: candidates
                     .iter()
                     .map(|d| d.platform.as_ref().map_or_else(|| "unspecified".to_owned(), Platform::to_string))
@@ -650,11 +661,26 @@ impl Store {
         }
     }
 
-    /// For a descriptor with an unexpected media type: does the blob hold an index?
-    fn looks_like_index(&self, desc: &Descriptor) -> Result<bool> {
+    /// What kind of document `desc` designates: by media type, else (unknown or empty label, as some
+    /// registries serve) by sniffing the JSON for `manifests` or `config` + `layers`.
+    fn doc_kind(&self, desc: &Descriptor) -> Result<DocKind> {
+        if is_manifest(&desc.media_type) {
+            return Ok(DocKind::Manifest);
+        }
+        if is_index(&desc.media_type) {
+            return Ok(DocKind::Index);
+        }
+        if !desc.media_type.is_empty() && !desc.media_type.ends_with("json") {
+            return Ok(DocKind::Other);
+        }
         let value = self.read_json(desc, MAX_MANIFEST_SIZE)?;
-        let media_type = value.get("mediaType").and_then(|m| m.as_str());
-        Ok(media_type.is_some_and(is_index) || (media_type.is_none() && value.get("manifests").is_some()))
+        Ok(if value.get("manifests").is_some() {
+            DocKind::Index
+        } else if value.get("config").is_some() && value.get("layers").is_some() {
+            DocKind::Manifest
+        } else {
+            DocKind::Other
+        })
     }
 
     /// Write `config` and an OCI manifest over it and `layers` (which must already be in the store, one per
@@ -709,10 +735,18 @@ impl Store {
     }
 }
 
+/// The kinds of blob a descriptor from `index.json` or an index may designate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DocKind {
+    Manifest,
+    Index,
+    Other,
+}
+
 /// Check the `oci-layout` file.
 fn check_oci_layout(path: &Path, bytes: &[u8]) -> Result<()> {
-    let v: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|source| StoreError::Json { what: path.display().to_string(), source })?;
+    let v: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|source| StoreError::Json { what: path.display().to_string(), source })?;
     match v.get("imageLayoutVersion").and_then(|v| v.as_str()) {
         Some(ver) if ver.starts_with("1.0.") => Ok(()),
         other => Err(StoreError::Layout { path: path.to_path_buf(), reason: format!("imageLayoutVersion {other:?}") }),

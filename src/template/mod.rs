@@ -31,8 +31,8 @@ use repos::{Mode, RepoContext, Repos};
 /// The template file kolla looks for in each image directory.
 pub const TEMPLATE_NAME: &str = "Dockerfile.j2";
 
-/// Instructions one image's render may execute. The largest upstream template (`base`) needs
-/// well under 1% of this; a template stuck in a loop exhausts it in a fraction of a second.
+/// Instructions one image's render may execute. The largest upstream template (`base`) uses
+/// about 4,500 (kolla 23.0.0); a template stuck in a loop exhausts this in well under a second.
 const FUEL: u64 = 20_000_000;
 
 /// Errors while preparing the work dir or rendering. Each names the file (and line) at fault.
@@ -145,6 +145,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TemplateError + '_ {
     move |source| TemplateError::Io { path: path.to_path_buf(), source }
 }
 
+/// Remove `path` if it is a symlink, so that what is written there next lands in the work dir
+/// and never where a stale link points.
+fn unlink_symlink(path: &Path) -> Result<(), TemplateError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(path).map_err(io_err(path)),
+        _ => Ok(()),
+    }
+}
+
 /// Copy `src` into `dst` recursively, overwriting files (Python `copytree(dirs_exist_ok=True)`:
 /// symlinks in the source are followed, modification times kept). A symlink already in the
 /// destination is replaced, never written through.
@@ -156,10 +165,8 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<(), TemplateError> {
         })?;
         let rel = entry.path().strip_prefix(src).expect("walkdir yields paths under its root");
         let target = dst.join(rel);
+        unlink_symlink(&target)?;
         let existing = std::fs::symlink_metadata(&target).ok();
-        if existing.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
-            std::fs::remove_file(&target).map_err(io_err(&target))?;
-        }
         if entry.file_type().is_dir() {
             if existing.as_ref().is_some_and(|m| m.is_file()) {
                 std::fs::remove_file(&target).map_err(io_err(&target))?;
@@ -259,7 +266,8 @@ fn environment(root: &Path, repos: Arc<Repos>, override_tpl: Option<(String, Str
     });
     let r = repos.clone();
     env.add_function("handle_repos", move |state: &State, names: Value, mode: String| -> Result<String, Error> {
-        if names.kind() != minijinja::value::ValueKind::Seq {
+        // Python checks for a list; `a + b` of two lists is a lazy iterable in minijinja.
+        if !matches!(names.kind(), minijinja::value::ValueKind::Seq | minijinja::value::ValueKind::Iterable) {
             return Err(Error::new(ErrorKind::InvalidOperation, "handle_repos: first argument should be a list of repositories"));
         }
         let names = strings(&names, "handle_repos")?;
@@ -281,19 +289,26 @@ fn environment(root: &Path, repos: Arc<Repos>, override_tpl: Option<(String, Str
 }
 
 /// The merged `--template-override` files: the first verbatim, each later one with its
-/// `{% extends %}` line removed and appended (kolla's `_merge_overrides`). Also returns where
-/// each file's lines start in the merged text, to map error lines back to files.
-fn merge_overrides(files: &[PathBuf]) -> Result<(String, Vec<(usize, PathBuf)>), TemplateError> {
-    let extends = regex::Regex::new(r".*\{%.*extends.*\n").expect("static regex");
+/// `{% extends %}` lines removed and appended (kolla's `_merge_overrides`: a line holding `{%`
+/// then `extends` is dropped with its newline). Also returns, for each merged line, the file
+/// and line it came from, to report errors in the right file.
+fn merge_overrides(files: &[PathBuf]) -> Result<(String, Vec<(PathBuf, usize)>), TemplateError> {
+    let extends = regex::Regex::new(r"\{%.*extends").expect("static regex");
     let mut merged = String::new();
-    let mut starts = Vec::new();
+    let mut line_map = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let text = std::fs::read_to_string(f).map_err(io_err(f))?;
-        let text = if i == 0 { text } else { extends.replace_all(&text, "").into_owned() };
-        starts.push((merged.matches('\n').count() + 1, f.clone()));
-        merged.push_str(&text);
+        for (n, chunk) in text.split_inclusive('\n').enumerate() {
+            if i > 0 && chunk.ends_with('\n') && extends.is_match(chunk) {
+                continue;
+            }
+            if merged.is_empty() || merged.ends_with('\n') {
+                line_map.push((f.clone(), n + 1));
+            }
+            merged.push_str(chunk);
+        }
     }
-    Ok((merged, starts))
+    Ok((merged, line_map))
 }
 
 /// Name of the override template inside the environment (cannot clash with a tree path).
@@ -301,7 +316,7 @@ const OVERRIDE_TEMPLATE: &str = "<template-override>";
 
 /// Where to report a minijinja error: the template file and line (override lines mapped back
 /// to the override file they came from).
-fn render_error(e: &Error, root: &Path, override_starts: &[(usize, PathBuf)], fallback: &str) -> TemplateError {
+fn render_error(e: &Error, root: &Path, override_lines: &[(PathBuf, usize)], fallback: &str) -> TemplateError {
     // The innermost error with a location is the most precise (e.g. inside macros.j2).
     let mut best: &Error = e;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
@@ -312,26 +327,20 @@ fn render_error(e: &Error, root: &Path, override_starts: &[(usize, PathBuf)], fa
         cur = s.source();
     }
     let name = best.name().unwrap_or(fallback);
-    let mut line = best.line();
-    let file = if name == OVERRIDE_TEMPLATE {
-        let (start, file) = override_starts
-            .iter()
-            .rev()
-            .find(|(start, _)| line.is_some_and(|l| l >= *start))
-            .or(override_starts.first())
-            .cloned()
-            .unwrap_or((1, PathBuf::from(OVERRIDE_TEMPLATE)));
-        line = line.map(|l| l + 1 - start);
-        file
+    let (file, line) = if name == OVERRIDE_TEMPLATE {
+        match best.line().and_then(|l| override_lines.get(l.wrapping_sub(1))) {
+            Some((file, line)) => (file.clone(), Some(*line)),
+            None => (override_lines.first().map_or_else(|| PathBuf::from(name), |(f, _)| f.clone()), None),
+        }
     } else {
-        root.join(name)
+        (root.join(name), best.line())
     };
     let mut message = match best.detail() {
         Some(d) => format!("{}: {d}", best.kind()),
         None => best.kind().to_string(),
     };
-    if !std::ptr::eq(best, e) {
-        message = format!("{message} (rendering {fallback})");
+    if name != fallback {
+        message = format!("{message} (while rendering {fallback})");
     }
     TemplateError::Render { file, line, message }
 }
@@ -392,7 +401,7 @@ fn insert_pip_args(content: String, cfg: &KollaConfig) -> String {
     }
     let mut lines: Vec<&str> = content.split('\n').collect();
     let is_from = |l: &str| {
-        l.len() > 4 && l[..4].eq_ignore_ascii_case("FROM") && l[4..].starts_with(|c: char| c.is_whitespace())
+        l.get(..4).is_some_and(|k| k.eq_ignore_ascii_case("FROM")) && l[4..].starts_with(char::is_whitespace)
     };
     if let Some(i) = lines.iter().position(|l| is_from(l)) {
         for (n, a) in args.iter().enumerate() {
@@ -406,12 +415,14 @@ fn insert_pip_args(content: String, cfg: &KollaConfig) -> String {
 /// (which is always created, as kolla does).
 fn copy_patches(image_dir: &Path, name: &str, patches_path: Option<&Path>) -> Result<(), TemplateError> {
     let dest = image_dir.join("patches");
+    unlink_symlink(&dest)?;
     std::fs::create_dir_all(&dest).map_err(io_err(&dest))?;
     let Some(src) = patches_path.map(|p| p.join(name)).filter(|p| p.is_dir()) else { return Ok(()) };
     let series = src.join("series");
     if !series.is_file() {
         return Ok(());
     }
+    unlink_symlink(&dest.join("series"))?;
     std::fs::copy(&series, dest.join("series")).map_err(io_err(&series))?;
     let text = std::fs::read_to_string(&series).map_err(io_err(&series))?;
     for entry in text.lines().filter(|l| !l.starts_with('#')).map(str::trim).filter(|l| !l.is_empty()) {
@@ -422,9 +433,13 @@ fn copy_patches(image_dir: &Path, name: &str, patches_path: Option<&Path>) -> Re
         let from = src.join(rel);
         if from.is_file() {
             let to = dest.join(rel);
-            if let Some(parent) = to.parent() {
-                std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+            let mut dir = dest.clone();
+            for c in rel.parent().into_iter().flat_map(Path::components) {
+                dir.push(c);
+                unlink_symlink(&dir)?;
+                std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
             }
+            unlink_symlink(&to)?;
             std::fs::copy(&from, &to).map_err(io_err(&from))?;
         }
     }
@@ -456,6 +471,7 @@ pub fn render_all(cfg: &KollaConfig) -> Result<RenderedTree, TemplateError> {
         if let Some(src) = src {
             let base = root.join("base");
             std::fs::create_dir_all(&base).map_err(io_err(&base))?;
+            unlink_symlink(&base.join(name))?;
             std::fs::copy(src, base.join(name)).map_err(io_err(src))?;
         }
     }
@@ -477,13 +493,13 @@ pub fn render_all(cfg: &KollaConfig) -> Result<RenderedTree, TemplateError> {
 
     let override_path = (!cfg.repos_yaml.is_empty()).then(|| PathBuf::from(&cfg.repos_yaml));
     let repos = Arc::new(Repos::load(cfg.default_repos_yaml.as_deref(), override_path.as_deref())?);
-    let (override_tpl, override_starts) = if cfg.template_overrides.is_empty() {
+    let (override_tpl, override_lines) = if cfg.template_overrides.is_empty() {
         (None, Vec::new())
     } else {
-        let (text, starts) = merge_overrides(&cfg.template_overrides)?;
-        (Some((OVERRIDE_TEMPLATE.to_string(), text)), starts)
+        let (text, lines) = merge_overrides(&cfg.template_overrides)?;
+        (Some((OVERRIDE_TEMPLATE.to_string(), text)), lines)
     };
-    let env = environment(&root, repos, override_tpl).map_err(|e| render_error(&e, &root, &override_starts, "override"))?;
+    let env = environment(&root, repos, override_tpl).map_err(|e| render_error(&e, &root, &override_lines, "override"))?;
     let base = base_context(cfg);
 
     let images = dirs
@@ -493,7 +509,7 @@ pub fn render_all(cfg: &KollaConfig) -> Result<RenderedTree, TemplateError> {
             let tpl_name = format!("{rel}/{TEMPLATE_NAME}");
             let mut ctx = base.clone();
             ctx.insert("image_name".into(), Value::from(name.as_str()));
-            let template = if override_starts.is_empty() {
+            let template = if cfg.template_overrides.is_empty() {
                 env.get_template(&tpl_name)
             } else {
                 ctx.insert("parent_template".into(), Value::from(tpl_name.as_str()));
@@ -501,10 +517,11 @@ pub fn render_all(cfg: &KollaConfig) -> Result<RenderedTree, TemplateError> {
             };
             let rendered = template
                 .and_then(|t| t.render(Value::from(ctx)))
-                .map_err(|e| render_error(&e, &root, &override_starts, &tpl_name))?;
+                .map_err(|e| render_error(&e, &root, &override_lines, &tpl_name))?;
             let dockerfile = insert_pip_args(rendered, cfg);
             let context_dir = root.join(rel);
             let out = context_dir.join("Dockerfile");
+            unlink_symlink(&out)?;
             std::fs::write(&out, &dockerfile).map_err(io_err(&out))?;
             copy_patches(&context_dir, &name, cfg.patches_path.as_deref())?;
             tracing::debug!(template = %tpl_name, "rendered");

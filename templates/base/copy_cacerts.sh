@@ -10,14 +10,29 @@
 # only when something changed.
 #
 # KOLLA_TEST_ROOT (tests only): operate below that directory instead of /, and
-# skip the trust store rebuild (it would touch the real system). Refused when
-# invoked through sudo by a non-root user.
+# skip the trust store rebuild (it would touch the real system). Refused when a
+# non-root user invokes us through sudo.
 set -o errexit -o nounset -o pipefail
+
+# True when we run as root on behalf of a non-root user (through sudo):
+# SUDO_UID can be forged by the caller (sudoers' setenv), the real uid of our
+# parent (sudo keeps the caller's) cannot; unreadable counts as unprivileged.
+invoked_by_unprivileged_sudo() {
+    local parent_uid
+    if [[ -n "${SUDO_UID:-}" && "${SUDO_UID}" != 0 ]]; then
+        return 0
+    fi
+    if [[ ${EUID} != 0 ]]; then
+        return 1
+    fi
+    parent_uid=$(awk '$1 == "Uid:" { print $2 }' "/proc/${PPID}/status" 2>/dev/null) || true
+    [[ "${parent_uid}" != 0 ]]
+}
 
 root=""
 if [[ -n "${KOLLA_TEST_ROOT:-}" ]]; then
-    if [[ -n "${SUDO_UID:-}" && "${SUDO_UID}" != 0 ]]; then
-        echo "kolla_copy_cacerts: KOLLA_TEST_ROOT is refused under sudo" >&2
+    if invoked_by_unprivileged_sudo; then
+        echo "kolla_copy_cacerts: KOLLA_TEST_ROOT is for tests and is refused under sudo" >&2
         exit 1
     fi
     root=${KOLLA_TEST_ROOT%/}

@@ -52,14 +52,16 @@ config file must match its source in content, mode and owner.
 Environment:
 KOLLA_CONFIG_STRATEGY  COPY_ALWAYS or COPY_ONCE (not needed with --check).
 KOLLA_CONFIG_FILE      use this config file instead (.yaml/.yml: YAML, else
-                       JSON). When invoked through sudo by a non-root user it
+                       JSON). When a non-root user invokes us through sudo it
                        must lie in /var/lib/kolla/config_files/.
 KOLLA_TEST_ROOT        for tests only: the directory that stands for "/" for
                        every path of the config, /run_command, /configured and
                        /etc/kolla/defaults (user and group names still come
-                       from the real system). Refused when invoked through sudo
-                       by a non-root user, so a service cannot use it to make
-                       root copy files of its choosing.
+                       from the real system). Refused when a non-root user
+                       invokes us through sudo (SUDO_UID, or the real uid of
+                       our parent, which sudo keeps as the caller's), so a
+                       service cannot use it to make root copy files of its
+                       choosing.
 
 Exit status: 0 done, or nothing to do under COPY_ONCE; 1 invalid config or
 environment, missing required source, or a --check mismatch; 2 anything else
@@ -124,9 +126,25 @@ class BadTarget(Failure):
 
 
 def invoked_by_unprivileged_sudo():
-    """True when a non-root user runs us through sudo (sudo sets SUDO_UID)."""
+    """True when we run as root on behalf of a non-root user (through sudo).
+
+    sudo sets SUDO_UID, but sudoers' ``setenv`` lets the caller pass a forged
+    one on the command line; the real uid of our parent cannot be forged (sudo
+    keeps the caller's). When it cannot be read, assume the worst.
+    """
     uid = os.environ.get("SUDO_UID")
-    return uid is not None and uid != "0"
+    if uid is not None and uid != "0":
+        return True
+    if os.geteuid() != 0:
+        return False
+    try:
+        with open(f"/proc/{os.getppid()}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return line.split()[1] != "0"
+    except OSError:
+        pass
+    return True
 
 
 class Root:

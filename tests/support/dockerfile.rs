@@ -37,21 +37,14 @@ pub fn one(line: &str) -> Kind {
 
 /// Build-argument map from pairs.
 pub fn args(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 /// Parse and expand every instruction in order; returns the expander for scope queries.
 pub fn expand_all(text: &str, build_args: &[(&str, &str)]) -> (Vec<Instruction>, Expander) {
     let df = parse(text);
     let mut ex = Expander::new(args(build_args));
-    let out = df
-        .instructions
-        .iter()
-        .map(|i| ex.expand(i).unwrap_or_else(|e| panic!("expand failed: {e}")))
-        .collect();
+    let out = df.instructions.iter().map(|i| ex.expand(i).unwrap_or_else(|e| panic!("expand failed: {e}"))).collect();
     (out, ex)
 }
 
@@ -81,10 +74,7 @@ pub fn strs(v: &[&str]) -> Vec<String> {
 /// Assert `err` renders as `PATH:line: …` and its message contains `needle`.
 pub fn assert_err_at(err: &DockerfileError, line: usize, needle: &str) {
     let s = err.to_string();
-    assert!(
-        s.starts_with(&format!("{PATH}:{line}: ")),
-        "error {s:?} is not at {PATH}:{line}"
-    );
+    assert!(s.starts_with(&format!("{PATH}:{line}: ")), "error {s:?} is not at {PATH}:{line}");
     assert_eq!(err.line(), line, "{s}");
     assert!(s.contains(needle), "error {s:?} does not mention {needle:?}");
 }

@@ -161,7 +161,58 @@ pub struct Proxy {
     pub port: u16,
     events: Arc<Mutex<Vec<Event>>>,
     corrupt: Arc<Mutex<Option<String>>>,
+    bearer: Arc<Mutex<Option<Bearer>>>,
+    faults: Arc<Mutex<Faults>>,
     stop: Arc<AtomicBool>,
+}
+
+/// Injected failures: the next `count` requests with this method get `status` (with `Retry-After: 0`).
+#[derive(Default)]
+struct Faults {
+    method: String,
+    status: u16,
+    count: usize,
+}
+
+/// Token-auth mode of the proxy: it plays the registry's token service (`/token`) and demands a Bearer
+/// token with the right scopes on every `/v2/` request, as Docker Hub or Harbor do.
+#[derive(Default)]
+struct Bearer {
+    user: String,
+    password: String,
+    /// token → granted scopes
+    tokens: BTreeMap<String, Vec<String>>,
+    /// scope sets asked for, in order
+    requests: Vec<Vec<String>>,
+}
+
+/// The scopes a distribution API request needs.
+fn required_scopes(method: &str, path: &str, query: &str) -> Vec<String> {
+    let Some(rest) = path.strip_prefix("/v2/") else { return Vec::new() };
+    let name = ["/blobs/", "/manifests/", "/tags/"].iter().find_map(|m| rest.split_once(m).map(|(n, _)| n));
+    let Some(name) = name else { return Vec::new() };
+    let action = if method == "GET" || method == "HEAD" { "pull" } else { "pull,push" };
+    let mut scopes = vec![format!("repository:{name}:{action}")];
+    let ev = Event {
+        method: String::new(),
+        path: String::new(),
+        query: query.to_string(),
+        status: 0,
+        request_bytes: 0,
+        response_bytes: 0,
+    };
+    if let (Some(_), Some(from)) = (ev.param("mount"), ev.param("from")) {
+        scopes.push(format!("repository:{from}:pull"));
+    }
+    scopes
+}
+
+/// Does a granted scope list cover `need` (`repository:n:pull,push` needs both actions)?
+fn covers(granted: &[String], need: &str) -> bool {
+    let (res, actions) = need.rsplit_once(':').unwrap();
+    actions.split(',').all(|a| {
+        granted.iter().any(|g| g.rsplit_once(':').is_some_and(|(gr, ga)| gr == res && ga.split(',').any(|x| x == a)))
+    })
 }
 
 impl Proxy {
@@ -171,21 +222,40 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let events = Arc::new(Mutex::new(Vec::new()));
         let corrupt = Arc::new(Mutex::new(None));
+        let bearer: Arc<Mutex<Option<Bearer>>> = Arc::new(Mutex::new(None));
+        let faults = Arc::new(Mutex::new(Faults::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (ev, co, st) = (events.clone(), corrupt.clone(), stop.clone());
+        let (ev, co, be, fa, st) = (events.clone(), corrupt.clone(), bearer.clone(), faults.clone(), stop.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if st.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (ev, co) = (ev.clone(), co.clone());
+                let (ev, co, be, fa) = (ev.clone(), co.clone(), be.clone(), fa.clone());
                 std::thread::spawn(move || {
-                    let _ = serve_connection(conn, upstream_port, &ev, &co);
+                    let _ = serve_connection(conn, port, upstream_port, &ev, &co, &be, &fa);
                 });
             }
         });
-        Proxy { port, events, corrupt, stop }
+        Proxy { port, events, corrupt, bearer, faults, stop }
+    }
+
+    /// Answer the next `count` requests of `method` with `status` and `Retry-After: 0`, without
+    /// forwarding them.
+    pub fn fail_next(&self, method: &str, status: u16, count: usize) {
+        *self.faults.lock().unwrap() = Faults { method: method.into(), status, count };
+    }
+
+    /// Demand Bearer tokens from now on; `/token` hands them out for Basic `user:password`.
+    pub fn require_bearer(&self, user: &str, password: &str) {
+        *self.bearer.lock().unwrap() =
+            Some(Bearer { user: user.into(), password: password.into(), ..Bearer::default() });
+    }
+
+    /// The scope sets requested from `/token` so far.
+    pub fn token_requests(&self) -> Vec<Vec<String>> {
+        self.bearer.lock().unwrap().as_ref().map(|b| b.requests.clone()).unwrap_or_default()
     }
 
     /// `127.0.0.1:PORT`.
@@ -395,11 +465,114 @@ fn relay_body(
     }
 }
 
+/// Answer a request locally (token service or a 401), after draining its body.
+fn answer_locally(
+    client_r: &mut impl BufRead,
+    client_w: &mut impl Write,
+    req: &Head,
+    status: &str,
+    extra_headers: &str,
+    body: &str,
+) -> std::io::Result<u64> {
+    let (n, _) = relay_body(client_r, &mut std::io::sink(), req, false, false)?;
+    // A HEAD answer announces its length but carries no body.
+    let sent = if req.first.starts_with("HEAD ") { "" } else { body };
+    write!(
+        client_w,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}\r\n{sent}",
+        body.len()
+    )?;
+    client_w.flush()?;
+    Ok(n)
+}
+
+/// Token-auth handling: `Some(status)` when the request was answered here (token or 401).
+#[allow(clippy::too_many_arguments)]
+fn bearer_gate(
+    bearer: &Mutex<Option<Bearer>>,
+    own_port: u16,
+    req: &Head,
+    method: &str,
+    path: &str,
+    query: &str,
+    client_r: &mut impl BufRead,
+    client_w: &mut impl Write,
+) -> std::io::Result<Option<(u16, u64)>> {
+    use base64::Engine as _;
+    let mut guard = bearer.lock().unwrap();
+    let Some(b) = guard.as_mut() else { return Ok(None) };
+    if path == "/token" {
+        let ev = Event {
+            method: String::new(),
+            path: String::new(),
+            query: query.to_string(),
+            status: 0,
+            request_bytes: 0,
+            response_bytes: 0,
+        };
+        let scopes: Vec<String> =
+            query.split('&').filter_map(|kv| kv.strip_prefix("scope=")).map(percent_decode).collect();
+        let expected =
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", b.user, b.password)));
+        if req.get("authorization") != Some(expected.as_str())
+            || ev.param("service").as_deref() != Some("test-registry")
+        {
+            let n = answer_locally(
+                client_r,
+                client_w,
+                req,
+                "401 Unauthorized",
+                "",
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#,
+            )?;
+            return Ok(Some((401, n)));
+        }
+        let token = format!("tok{}", b.tokens.len());
+        b.tokens.insert(token.clone(), scopes.clone());
+        b.requests.push(scopes);
+        let n = answer_locally(
+            client_r,
+            client_w,
+            req,
+            "200 OK",
+            "",
+            &format!(r#"{{"token":"{token}","expires_in":300}}"#),
+        )?;
+        return Ok(Some((200, n)));
+    }
+    let granted =
+        req.get("authorization").and_then(|a| a.strip_prefix("Bearer ")).and_then(|t| b.tokens.get(t)).cloned();
+    let need = required_scopes(method, path, query);
+    let ok = match &granted {
+        Some(g) => need.iter().all(|n| covers(g, n)),
+        None => false,
+    };
+    if ok {
+        return Ok(None);
+    }
+    let scope_param = need.first().map(|s| format!(",scope=\"{s}\"")).unwrap_or_default();
+    let challenge = format!(
+        "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{own_port}/token\",service=\"test-registry\"{scope_param}\r\n"
+    );
+    let n = answer_locally(
+        client_r,
+        client_w,
+        req,
+        "401 Unauthorized",
+        &challenge,
+        r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+    )?;
+    Ok(Some((401, n)))
+}
+
 fn serve_connection(
     client: TcpStream,
+    own_port: u16,
     upstream_port: u16,
     events: &Mutex<Vec<Event>>,
     corrupt: &Mutex<Option<String>>,
+    bearer: &Mutex<Option<Bearer>>,
+    faults: &Mutex<Faults>,
 ) -> std::io::Result<()> {
     let upstream = TcpStream::connect(("127.0.0.1", upstream_port))?;
     let mut client_w = client.try_clone()?;
@@ -414,6 +587,29 @@ fn serve_connection(
             Some((p, q)) => (p.to_string(), q.to_string()),
             None => (target.clone(), String::new()),
         };
+        let fault = {
+            let mut f = faults.lock().unwrap();
+            (f.count > 0 && f.method == method).then(|| {
+                f.count -= 1;
+                f.status
+            })
+        };
+        if let Some(status) = fault {
+            let line = format!("{status} Injected");
+            let body = r#"{"errors":[{"code":"UNAVAILABLE","message":"injected failure"}]}"#;
+            let request_bytes = answer_locally(&mut client_r, &mut client_w, &req, &line, "Retry-After: 0\r\n", body)?;
+            events.lock().unwrap().push(Event { method, path, query, status, request_bytes, response_bytes: 0 });
+            continue;
+        }
+        if let Some((status, request_bytes)) =
+            bearer_gate(bearer, own_port, &req, &method, &path, &query, &mut client_r, &mut client_w)?
+        {
+            events.lock().unwrap().push(Event { method, path, query, status, request_bytes, response_bytes: 0 });
+            if req.closes() {
+                break;
+            }
+            continue;
+        }
         up_w.write_all(&req.raw)?;
         let (request_bytes, _) = relay_body(&mut client_r, &mut up_w, &req, false, false)?;
         up_w.flush()?;
@@ -469,7 +665,10 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// Write a layer made of `files` (name, bytes) into the store.
-pub fn put_layer(store: &kolla_oci::store::Store, files: &[(&str, Vec<u8>)]) -> (kolla_oci::store::Descriptor, layers::Digest) {
+pub fn put_layer(
+    store: &kolla_oci::store::Store,
+    files: &[(&str, Vec<u8>)],
+) -> (kolla_oci::store::Descriptor, layers::Digest) {
     let tree = tempfile::tempdir().unwrap();
     for (name, bytes) in files {
         let p = tree.path().join(name);
@@ -529,7 +728,9 @@ pub fn run_ok(cmd: &mut Command) -> String {
 
 /// `skopeo inspect --raw`-independent digest of a pushed image, as skopeo reports it.
 pub fn skopeo_digest(image: &str, extra: &[&str]) -> String {
-    let out = run_ok(Command::new("skopeo").arg("inspect").arg("--tls-verify=false").args(extra).arg(format!("docker://{image}")));
+    let out = run_ok(
+        Command::new("skopeo").arg("inspect").arg("--tls-verify=false").args(extra).arg(format!("docker://{image}")),
+    );
     let v: serde_json::Value = serde_json::from_str(&out).expect("skopeo inspect prints JSON");
     v["Digest"].as_str().expect("Digest in skopeo inspect output").to_string()
 }

@@ -36,11 +36,8 @@ pub fn busybox_rootfs(dir: &Path) {
         }
     }
     fs::create_dir_all(dir.join("etc")).unwrap();
-    fs::write(
-        dir.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nkolla:x:42400:42400::/var/lib/kolla:/bin/sh\n",
-    )
-    .unwrap();
+    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nkolla:x:42400:42400::/var/lib/kolla:/bin/sh\n")
+        .unwrap();
     fs::write(dir.join("etc/group"), "root:x:0:\nkolla:x:42400:\nextra:x:42401:kolla\n").unwrap();
     fs::create_dir_all(dir.join("tmp")).unwrap();
     fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();

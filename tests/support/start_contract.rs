@@ -68,8 +68,7 @@ impl Root {
 
     /// Content of a file at a container path.
     pub fn read(&self, container_path: &str) -> String {
-        fs::read_to_string(self.path(container_path))
-            .unwrap_or_else(|e| panic!("reading {container_path}: {e}"))
+        fs::read_to_string(self.path(container_path)).unwrap_or_else(|e| panic!("reading {container_path}: {e}"))
     }
 
     /// Whether anything (even a dangling link) is at a container path.
@@ -79,17 +78,14 @@ impl Root {
 
     /// `(mode & 0o7777, uid, gid)` of a container path, not following a final symlink.
     pub fn props(&self, container_path: &str) -> (u32, u32, u32) {
-        let m = fs::symlink_metadata(self.path(container_path))
-            .unwrap_or_else(|e| panic!("stat {container_path}: {e}"));
+        let m =
+            fs::symlink_metadata(self.path(container_path)).unwrap_or_else(|e| panic!("stat {container_path}: {e}"));
         (m.mode() & 0o7777, m.uid(), m.gid())
     }
 
     /// Write `/var/lib/kolla/config_files/config.json`.
     pub fn config(&self, config: &serde_json::Value) {
-        self.write(
-            "/var/lib/kolla/config_files/config.json",
-            &serde_json::to_string_pretty(config).unwrap(),
-        );
+        self.write("/var/lib/kolla/config_files/config.json", &serde_json::to_string_pretty(config).unwrap());
     }
 
     /// Run the real `kolla_set_configs` against this root.
@@ -121,9 +117,7 @@ pub struct Run {
 impl Run {
     /// Run a command to completion; failing to start it (python3 or bash missing) fails the test.
     pub fn of(cmd: &mut Command) -> Run {
-        let out: Output = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is it installed?): {e}"));
+        let out: Output = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?} (is it installed?): {e}"));
         Run {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -133,13 +127,7 @@ impl Run {
 
     /// Assert the exit status, showing the output when it differs.
     pub fn expect_code(&self, code: i32) -> &Run {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "unexpected exit status\nstdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
+        assert_eq!(self.code, Some(code), "unexpected exit status\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         self
     }
 

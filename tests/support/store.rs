@@ -85,10 +85,8 @@ pub fn config_for(diff_ids: &[Digest]) -> ImageConfig {
     };
     config.config.cmd = Some(vec!["/bin/sh".into()]);
     config.config.env = vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()];
-    config.history = diff_ids
-        .iter()
-        .map(|d| History { created_by: Some(format!("layer {d}")), ..History::default() })
-        .collect();
+    config.history =
+        diff_ids.iter().map(|d| History { created_by: Some(format!("layer {d}")), ..History::default() }).collect();
     config
 }
 
@@ -140,10 +138,8 @@ pub fn wait_for_file(path: &Path) {
 
 /// Names of the regular files directly in `dir`, sorted.
 pub fn list(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     v.sort();
     v
 }

@@ -34,12 +34,7 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Node> {
     let mut inodes: HashMap<u64, String> = HashMap::new();
     for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let e = e.unwrap();
-        let rel = e
-            .path()
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+        let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
         let md = fs::symlink_metadata(e.path()).unwrap();
         let ft = md.file_type();
         let kind = if ft.is_dir() {
@@ -57,12 +52,8 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Node> {
         } else {
             's'
         };
-        let link_group = (kind != 'd' && md.nlink() > 1).then(|| {
-            inodes
-                .entry(md.ino())
-                .or_insert_with(|| rel.clone())
-                .clone()
-        });
+        let link_group =
+            (kind != 'd' && md.nlink() > 1).then(|| inodes.entry(md.ino()).or_insert_with(|| rel.clone()).clone());
         let mut xattrs = BTreeMap::new();
         if let Ok(names) = xattr::list(e.path()) {
             for n in names {
@@ -84,18 +75,8 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Node> {
                 gid: md.gid(),
                 mtime: md.mtime(),
                 content: (kind == 'f').then(|| Digest::of_bytes(&fs::read(e.path()).unwrap())),
-                target: (kind == 'l').then(|| {
-                    fs::read_link(e.path())
-                        .unwrap()
-                        .as_os_str()
-                        .as_bytes()
-                        .to_vec()
-                }),
-                rdev: if kind == 'c' || kind == 'b' {
-                    md.rdev()
-                } else {
-                    0
-                },
+                target: (kind == 'l').then(|| fs::read_link(e.path()).unwrap().as_os_str().as_bytes().to_vec()),
+                rdev: if kind == 'c' || kind == 'b' { md.rdev() } else { 0 },
                 xattrs,
                 link_group,
             },
@@ -117,18 +98,12 @@ pub fn assert_same_tree(what: &str, got: &BTreeMap<String, Node>, want: &BTreeMa
     for k in got.keys().filter(|k| !want.contains_key(*k)) {
         diffs.push(format!("unexpected {k}"));
     }
-    assert!(
-        diffs.is_empty(),
-        "{what}: trees differ:\n{}",
-        diffs.join("\n")
-    );
+    assert!(diffs.is_empty(), "{what}: trees differ:\n{}", diffs.join("\n"));
 }
 
 /// Runs a command, panicking with its output when it fails or cannot start.
 pub fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (is the tool installed?): {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?} (is the tool installed?): {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\n{}\n{}",
@@ -142,22 +117,12 @@ pub fn run(cmd: &mut Command) -> Vec<u8> {
 /// Mounts an overlay (with `userxattr`); `upper` = None mounts read-only from the lowers.
 /// Panics with the reason when mounting is impossible (the tests need root).
 pub fn mount_overlay(lowers: &[&Path], upper: Option<(&Path, &Path)>, target: &Path) -> Mounted {
-    let lower = lowers
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(":");
+    let lower = lowers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
     let mut opts = format!("lowerdir={lower},userxattr");
     if let Some((up, work)) = upper {
-        opts.push_str(&format!(
-            ",upperdir={},workdir={}",
-            up.display(),
-            work.display()
-        ));
+        opts.push_str(&format!(",upperdir={},workdir={}", up.display(), work.display()));
     }
-    run(Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o", &opts])
-        .arg(target));
+    run(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(target));
     Mounted(target.to_path_buf())
 }
 
@@ -192,23 +157,12 @@ impl RawTar {
     }
 
     /// Like `entry` but with a declared size that may differ from the data given.
-    pub fn entry_sized(
-        &mut self,
-        kind: EntryType,
-        name: &[u8],
-        link: &[u8],
-        size: u64,
-        data: &[u8],
-    ) -> &mut Self {
+    pub fn entry_sized(&mut self, kind: EntryType, name: &[u8], link: &[u8], size: u64, data: &[u8]) -> &mut Self {
         let mut h = tar::Header::new_ustar();
         set(&mut h.as_old_mut().name, name);
         set(&mut h.as_old_mut().linkname, link);
         h.set_entry_type(kind);
-        h.set_mode(if kind == EntryType::Directory {
-            0o755
-        } else {
-            0o644
-        });
+        h.set_mode(if kind == EntryType::Directory { 0o755 } else { 0o644 });
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(1_600_000_000);
@@ -236,15 +190,18 @@ impl RawTar {
         self.entry(EntryType::Link, name.as_bytes(), target.as_bytes(), b"")
     }
 
+    /// A device header with uid/gid/mtime fields (and the device numbers of a FIFO) left empty
+    /// (NUL), as some tools write them: they must read as 0.
     pub fn device(&mut self, kind: EntryType, name: &str, major: u32, minor: u32) -> &mut Self {
         let mut h = tar::Header::new_ustar();
         set(&mut h.as_old_mut().name, name.as_bytes());
         h.set_entry_type(kind);
         h.set_mode(0o600);
         h.set_size(0);
-        h.set_mtime(1_600_000_000);
-        h.set_device_major(major).unwrap();
-        h.set_device_minor(minor).unwrap();
+        if kind != EntryType::Fifo {
+            h.set_device_major(major).unwrap();
+            h.set_device_minor(minor).unwrap();
+        }
         h.set_cksum();
         self.0.extend_from_slice(h.as_bytes());
         self
@@ -313,37 +270,16 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 /// Sets a file's mtime (seconds) without following symlinks.
 pub fn set_mtime(p: &Path, secs: i64) {
     let t = rustix::fs::Timestamps {
-        last_access: rustix::fs::Timespec {
-            tv_sec: secs,
-            tv_nsec: 0,
-        },
-        last_modification: rustix::fs::Timespec {
-            tv_sec: secs,
-            tv_nsec: 0,
-        },
+        last_access: rustix::fs::Timespec { tv_sec: secs, tv_nsec: 0 },
+        last_modification: rustix::fs::Timespec { tv_sec: secs, tv_nsec: 0 },
     };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        p,
-        &t,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .unwrap();
+    rustix::fs::utimensat(rustix::fs::CWD, p, &t, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).unwrap();
 }
 
 /// Deterministic pseudo-random bytes (xorshift), `text` = limited to a small alphabet.
 pub fn pseudo_random(len: usize, seed: u64, text: bool) -> Vec<u8> {
     let mut x = seed | 1;
-    let words: &[&[u8]] = &[
-        b"layer ",
-        b"image ",
-        b"kolla ",
-        b"tar\n",
-        b"overlay ",
-        b"digest ",
-        b"nova ",
-        b"{}\n",
-    ];
+    let words: &[&[u8]] = &[b"layer ", b"image ", b"kolla ", b"tar\n", b"overlay ", b"digest ", b"nova ", b"{}\n"];
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
         x ^= x << 13;

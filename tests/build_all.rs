@@ -1,0 +1,186 @@
+//! `kolla-oci build --all` on the bundled Kolla-shaped tree, end to end: cold build checked by skopeo and
+//! umoci, shared base layers stored once, the step cache (no-op rebuild, one changed leaf), a failing
+//! branch, and `kolla-oci run` of a service image with Kolla's `config.json` start contract.
+//!
+//! One test function: the phases share one store, because the cold build is the expensive part.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kolla-oci");
+const TAG: &str = "2026.2-debian-bookworm";
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Env {
+    fn kolla(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("KOLLA_OCI_STORE", self.dir.join("state"))
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .unwrap()
+    }
+
+    /// `build --all` with extra args; returns (exit ok, summary JSON).
+    fn build_all(&self, name: &str, extra: &[&str]) -> (bool, serde_json::Value) {
+        let summary = self.dir.join(format!("{name}.json"));
+        let logs = self.dir.join(format!("logs-{name}"));
+        let mut args = vec!["build", "--all", "--threads", "4", "--summary-json-file", summary.to_str().unwrap()];
+        args.extend(["--logs-dir", logs.to_str().unwrap()]);
+        args.extend(extra);
+        let out = self.kolla(&args);
+        let text = fs::read_to_string(&summary).unwrap_or_else(|e| {
+            panic!("no summary ({e}); kolla-oci said:\n{}", String::from_utf8_lossy(&out.stderr))
+        });
+        if !out.status.success() {
+            eprintln!("build --all {name}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        (out.status.success(), serde_json::from_str(&text).unwrap())
+    }
+
+    fn layout(&self) -> PathBuf {
+        self.dir.join("state/oci")
+    }
+
+    /// Manifest digest of every tag in the store.
+    fn digests(&self) -> BTreeMap<String, String> {
+        let index: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(self.layout().join("index.json")).unwrap()).unwrap();
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let name = m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap().to_owned();
+                (name, m["digest"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    }
+
+    fn manifest(&self, tag: &str) -> serde_json::Value {
+        let digest = &self.digests()[tag];
+        let path = self.layout().join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+        serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+    }
+}
+
+fn names(v: &serde_json::Value) -> BTreeSet<String> {
+    v.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_owned()).collect()
+}
+
+fn run_ok(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e} (tests/setup.sh installs it)"));
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A `--docker-dir` tree that replaces one image's template by the bundled one plus `extra` lines.
+fn override_tree(dir: &Path, rel: &str, extra: &str) -> PathBuf {
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates").join(rel).join("Dockerfile.j2");
+    let mut text = fs::read_to_string(&bundled).unwrap();
+    text.push_str(extra);
+    let tree = dir.join(format!("override-{}", rel.replace('/', "-")));
+    fs::create_dir_all(tree.join(rel)).unwrap();
+    fs::write(tree.join(rel).join("Dockerfile.j2"), text).unwrap();
+    tree
+}
+
+#[test]
+fn build_all_of_the_bundled_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Env { dir: tmp.path().to_path_buf(), _tmp: tmp };
+
+    // Cold build of every image.
+    let (ok, cold) = env.build_all("cold", &[]);
+    assert!(ok, "cold build failed: {cold}");
+    let built = names(&cold["built"]);
+    assert!(built.len() >= 10, "at least 10 images: {built:?}");
+    assert!(cold["failed"].as_array().unwrap().is_empty());
+    assert!(cold["layers_built"].as_u64().unwrap() > 10);
+
+    // Other people's tools accept every image.
+    let digests = env.digests();
+    for name in &built {
+        let tag = format!("kolla/{name}:{TAG}");
+        let image = format!("oci:{}:{tag}", env.layout().display());
+        let inspect: serde_json::Value = serde_json::from_str(&run_ok("skopeo", &["inspect", &image])).unwrap();
+        assert_eq!(inspect["Digest"].as_str(), digests.get(&tag).map(String::as_str), "{tag}");
+        let bundle = env.dir.join(format!("bundle-{name}"));
+        run_ok("umoci", &["unpack", "--image", &format!("{}:{tag}", env.layout().display()), bundle.to_str().unwrap()]);
+        assert!(bundle.join("rootfs/usr/local/bin/kolla_start").exists(), "{name} has the start contract");
+        fs::remove_dir_all(&bundle).unwrap();
+    }
+
+    // Every image starts with base's layers, the very same blobs; the store holds each blob once.
+    let base_layers = env.manifest(&format!("kolla/base:{TAG}"))["layers"].as_array().unwrap().clone();
+    let mut image_bytes = 0u64;
+    for name in &built {
+        let m = env.manifest(&format!("kolla/{name}:{TAG}"));
+        let layers = m["layers"].as_array().unwrap();
+        assert_eq!(&layers[..base_layers.len()], &base_layers[..], "{name} must reuse base's layers");
+        image_bytes += layers.iter().map(|l| l["size"].as_u64().unwrap()).sum::<u64>();
+    }
+    let blobs = env.layout().join("blobs/sha256");
+    let store_bytes: u64 = fs::read_dir(&blobs).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    let unique: BTreeSet<String> = fs::read_dir(&blobs).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(unique.len(), fs::read_dir(&blobs).unwrap().count());
+    assert!(store_bytes < image_bytes / 2, "shared layers are stored once: store {store_bytes} vs images {image_bytes}");
+    let fsck = env.kolla(&["fsck"]);
+    assert!(fsck.status.success(), "fsck: {}", String::from_utf8_lossy(&fsck.stdout));
+
+    // No-op rebuild: nothing to do, same digests.
+    let (ok, noop) = env.build_all("noop", &[]);
+    assert!(ok);
+    assert_eq!(noop["layers_built"], 0, "a rebuild with nothing changed builds no layer");
+    assert_eq!(env.digests(), digests);
+
+    // One changed leaf template: exactly that image changes.
+    let tree = override_tree(&env.dir, "keystone/keystone-ssh", "\nLABEL changed=\"yes\"\n");
+    let (ok, leaf) = env.build_all("leaf", &["--docker-dir", tree.to_str().unwrap()]);
+    assert!(ok, "{leaf}");
+    let after = env.digests();
+    let changed: Vec<&String> = after.iter().filter(|(t, d)| digests.get(*t) != Some(d)).map(|(t, _)| t).collect();
+    assert_eq!(changed, vec![&format!("kolla/keystone-ssh:{TAG}")]);
+    assert_eq!(leaf["layers_built"], 0, "a LABEL change makes no layer");
+
+    // A failing RUN in one service base: its services fail as parent_error, the other branch builds.
+    let tree = override_tree(&env.dir, "heat/heat-base", "\nRUN echo heat-base is broken; exit 42\n");
+    let (ok, broken) = env.build_all("broken", &["--docker-dir", tree.to_str().unwrap()]);
+    assert!(!ok, "a failed image must give a non-zero exit");
+    let failed: BTreeMap<String, String> = broken["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["name"].as_str().unwrap().to_owned(), f["status"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(failed.get("heat-base").map(String::as_str), Some("error"), "{broken}");
+    for svc in ["heat-api", "heat-engine"] {
+        assert_eq!(failed.get(svc).map(String::as_str), Some("parent_error"), "{broken}");
+    }
+    assert!(names(&broken["built"]).contains("keystone"), "the other branch builds: {broken}");
+    let log = fs::read_to_string(env.dir.join("logs-broken/000_FAILED_heat-base.log")).unwrap();
+    assert!(log.contains("heat-base is broken") && log.contains("42"), "{log}");
+
+    // kolla-oci run with Kolla's config.json: files copied with owner and mode, then the command runs.
+    let cfg = env.dir.join("config_files");
+    fs::create_dir_all(&cfg).unwrap();
+    fs::write(cfg.join("keystone.conf"), "[DEFAULT]\ndebug = true\n").unwrap();
+    fs::write(
+        cfg.join("config.json"),
+        r#"{"command": "stat -c %U:%G:%a:%s /etc/keystone/keystone.conf",
+            "config_files": [{"source": "/var/lib/kolla/config_files/keystone.conf",
+                              "dest": "/etc/keystone/keystone.conf", "owner": "keystone", "perm": "0600"}]}"#,
+    )
+    .unwrap();
+    let volume = format!("{}:/var/lib/kolla/config_files:ro", cfg.display());
+    let out = env.kolla(&["run", "-e", "KOLLA_CONFIG_STRATEGY=COPY_ALWAYS", "-v", &volume, &format!("kolla/keystone:{TAG}")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "run failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.lines().any(|l| l.trim() == "keystone:keystone:600:25"), "{stdout}");
+}

@@ -1,0 +1,185 @@
+//! Shared helpers of the `template_*` and `graph_*` tests: fixture trees, option parsing, the
+//! kolla 23.0.0 reference installation, and output comparison.
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use clap::Parser;
+use kolla_oci::config::{BuildArgs, KollaConfig};
+
+/// The kolla release the conformance tests compare against.
+pub const KOLLA_VERSION: &str = "23.0.0";
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: BuildArgs,
+}
+
+/// Parse `kolla-oci build` options.
+pub fn args(argv: &[&str]) -> BuildArgs {
+    Cli::try_parse_from(std::iter::once("build").chain(argv.iter().copied()))
+        .unwrap_or_else(|e| panic!("bad test arguments {argv:?}: {e}"))
+        .args
+}
+
+/// Resolve options with no config file except those named by `--config-file`.
+pub fn config(argv: &[&str]) -> KollaConfig {
+    let a = args(argv);
+    if a.config_file.is_empty() {
+        KollaConfig::resolve(&a, &Default::default()).expect("resolve options")
+    } else {
+        KollaConfig::from_args(&a).expect("resolve options")
+    }
+}
+
+/// Write `files` (relative path, content) under `root`.
+pub fn write_tree(root: &Path, files: &[(&str, &str)]) {
+    for (rel, content) in files {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+    }
+}
+
+/// A template whose parent is the image `parent` of the tree.
+pub fn child_of(parent: &str) -> String {
+    format!("FROM {{{{ namespace }}}}/{{{{ image_prefix }}}}{parent}:{{{{ tag }}}}\nLABEL name=\"{{{{ image_name }}}}\"\n")
+}
+
+/// A small Kolla-shaped tree: base → openstack-base → nova-base → nova-api / nova-compute,
+/// openstack-base → glance-api, base → cron.
+pub fn small_tree(root: &Path) {
+    write_tree(
+        root,
+        &[
+            ("base/Dockerfile.j2", "FROM {{ base_image }}:{{ base_distro_tag }}\nLABEL name=\"{{ image_name }}\"\n"),
+            ("openstack-base/Dockerfile.j2", &child_of("base")),
+            ("nova/nova-base/Dockerfile.j2", &child_of("openstack-base")),
+            ("nova/nova-api/Dockerfile.j2", &child_of("nova-base")),
+            ("nova/nova-compute/Dockerfile.j2", &child_of("nova-base")),
+            ("glance/glance-api/Dockerfile.j2", &child_of("openstack-base")),
+            ("cron/Dockerfile.j2", &child_of("base")),
+            ("cron/extend_start.sh", "#!/bin/sh\n"),
+        ],
+    );
+}
+
+/// Run a command and return its output whatever the status.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Run a command; panic with its output unless it succeeds. Returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// `kolla-oci build` with a private store and HOME (no user config files).
+pub fn kolla_oci_build(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kolla-oci"));
+    cmd.env("HOME", home).env_remove("KOLLA_OCI_TEMPLATE_TREE").arg("--store").arg(home.join("store")).arg("build");
+    cmd
+}
+
+/// Cargo's target directory (where the reference venv is cached).
+pub fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target/tmp has a parent").to_path_buf()
+}
+
+/// The kolla 23.0.0 reference: a Python 3.11 venv with `kolla==23.0.0` and the `docker` SDK
+/// (kolla-build refuses to start without it, even for `--template-only`), created once and
+/// cached in `target/kolla-venv-23.0.0`. Returns the venv directory.
+pub fn kolla_venv() -> PathBuf {
+    let venv = target_dir().join(format!("kolla-venv-{KOLLA_VERSION}"));
+    let marker = venv.join(".kolla-oci-complete");
+    let lock_path = target_dir().join(format!("kolla-venv-{KOLLA_VERSION}.lock"));
+    let lock = std::fs::File::create(&lock_path).expect("create venv lock file");
+    lock.lock().expect("lock the venv");
+    if !marker.is_file() {
+        let python = std::env::var("KOLLA_OCI_TEST_PYTHON").unwrap_or_else(|_| "python3.11".into());
+        if venv.exists() {
+            std::fs::remove_dir_all(&venv).expect("remove a partial venv");
+        }
+        let out = run(Command::new(&python).args(["-m", "venv"]).arg(&venv));
+        assert!(
+            out.status.success(),
+            "cannot create the kolla reference venv with `{python} -m venv` (install python3.11 and \
+             python3-venv, see tests/setup.sh): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        run_ok(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "--disable-pip-version-check"])
+                .arg(format!("kolla=={KOLLA_VERSION}"))
+                .arg("docker"),
+        );
+        std::fs::write(&marker, KOLLA_VERSION).unwrap();
+    }
+    drop(lock);
+    venv
+}
+
+/// The template tree of the reference installation (`kolla/docker` inside site-packages).
+pub fn kolla_tree(venv: &Path) -> PathBuf {
+    let tree = venv.join("lib/python3.11/site-packages/kolla/docker");
+    assert!(tree.join("base/Dockerfile.j2").is_file(), "no kolla template tree at {}", tree.display());
+    tree
+}
+
+/// Every regular file under `root`, as sorted relative paths.
+pub fn files_under(root: &Path) -> Vec<String> {
+    let mut out: Vec<String> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Compare every `Dockerfile` of two work dirs byte for byte, print `N identical, M different`
+/// (and a diff of the first few), and fail on any difference, on a Dockerfile present on one
+/// side only, or on any difference in the rest of the copied tree.
+pub fn assert_same_output(reference: &Path, ours: &Path, what: &str) {
+    let ref_files = files_under(reference);
+    let our_files = files_under(ours);
+    let dockerfiles: Vec<&String> = ref_files.iter().filter(|f| f.ends_with("/Dockerfile")).collect();
+    assert!(dockerfiles.len() > 100, "{what}: kolla-build rendered only {} Dockerfiles", dockerfiles.len());
+    let (mut same, mut different) = (0, Vec::new());
+    for f in &dockerfiles {
+        let a = std::fs::read(reference.join(f)).unwrap();
+        match std::fs::read(ours.join(f)) {
+            Ok(b) if a == b => same += 1,
+            _ => different.push((*f).clone()),
+        }
+    }
+    println!("{what}: {same} identical, {} different (of {} Dockerfiles)", different.len(), dockerfiles.len());
+    for f in different.iter().take(3) {
+        let out = run(Command::new("diff").arg("-u").arg(reference.join(f)).arg(ours.join(f)));
+        println!("--- {f}\n{}", String::from_utf8_lossy(&out.stdout));
+    }
+    assert!(different.is_empty(), "{what}: {} Dockerfiles differ: {:?}", different.len(), different);
+    let only_ref: Vec<&String> = ref_files.iter().filter(|f| !our_files.contains(f)).collect();
+    let only_ours: Vec<&String> = our_files.iter().filter(|f| !ref_files.contains(f)).collect();
+    assert!(
+        only_ref.is_empty() && only_ours.is_empty(),
+        "{what}: file sets differ: only in kolla-build's output {only_ref:?}, only in ours {only_ours:?}"
+    );
+    let changed: Vec<&String> = ref_files
+        .iter()
+        .filter(|f| std::fs::read(reference.join(f)).unwrap() != std::fs::read(ours.join(f)).unwrap())
+        .collect();
+    assert!(changed.is_empty(), "{what}: copied context files differ: {changed:?}");
+}

@@ -1,0 +1,226 @@
+//! Rendering behaviour beyond byte conformance: the work dir (`--docker-dir` merging, context
+//! files, `patches/`, removal of unselected images, temporary dirs), errors that name the file
+//! and line, bounded execution of a looping template, and path safety.
+
+#[path = "support/template.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use kolla_oci::template::{TemplateError, render_all};
+use support::{config, kolla_oci_build, run, run_ok, small_tree, write_tree};
+
+fn opts<'a>(tree: &'a str, work: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["--template-tree", tree, "--work-dir", work];
+    v.extend_from_slice(extra);
+    v
+}
+
+#[test]
+fn docker_dirs_merge_over_the_tree_and_context_files_are_copied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, extra, work) = (tmp.path().join("tree"), tmp.path().join("extra"), tmp.path().join("work"));
+    small_tree(&tree);
+    write_tree(
+        &extra,
+        &[
+            ("cron/Dockerfile.j2", "FROM {{ namespace }}/base:{{ tag }}\nRUN echo overridden {{ image_name }}\n"),
+            ("mine/mine-svc/Dockerfile.j2", "FROM {{ namespace }}/cron:{{ tag }}\nCOPY app /app\n"),
+            ("mine/mine-svc/app", "payload"),
+        ],
+    );
+    let (t, w, e) = (tree.to_str().unwrap(), work.to_str().unwrap(), extra.to_str().unwrap());
+    let cfg = config(&opts(t, w, &["-D", e]));
+    let rendered = render_all(&cfg).unwrap();
+    assert_eq!(rendered.images.len(), 8);
+    let cron = rendered.image("cron").unwrap();
+    assert_eq!(cron.dockerfile, "FROM kolla/base:2026.2-debian-bookworm\nRUN echo overridden cron");
+    assert_eq!(std::fs::read_to_string(work.join("docker/cron/Dockerfile")).unwrap(), cron.dockerfile);
+    assert_eq!(cron.context_dir, work.join("docker/cron"));
+    assert_eq!(std::fs::read_to_string(cron.context_dir.join("extend_start.sh")).unwrap(), "#!/bin/sh\n");
+    assert!(cron.context_dir.join("patches").is_dir(), "every image gets a patches/ dir");
+    let svc = rendered.image("mine-svc").unwrap();
+    assert_eq!(svc.rel_path, "mine/mine-svc");
+    assert_eq!(std::fs::read_to_string(svc.context_dir.join("app")).unwrap(), "payload");
+    // the source trees are untouched
+    assert!(!tree.join("cron/Dockerfile").exists() && !tree.join("cron/patches").exists());
+}
+
+#[test]
+fn template_only_keeps_selected_images_and_kolla_context() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    small_tree(&tree);
+    write_tree(
+        &tree,
+        &[(
+            "base/Dockerfile.j2",
+            "FROM {{ base_image }}:{{ base_distro_tag }}\nLABEL v=\"{{ kolla_version }}\" d=\"{{ supported_distro_name }}\"\n\
+             ENV P={{ env.KOLLA_OCI_TEST_VAR }} U={{ users.nova.uid }}:{{ users.hacluster.group }}\n",
+        )],
+    );
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let work = tmp.path().join("work");
+    run_ok(
+        kolla_oci_build(&home)
+            .env("KOLLA_OCI_TEST_VAR", "from-env")
+            .arg("--template-tree")
+            .arg(&tree)
+            .arg("--work-dir")
+            .arg(&work)
+            .args(["--template-only", "glance"]),
+    );
+    let docker = work.join("docker");
+    for kept in ["base", "openstack-base", "glance/glance-api"] {
+        assert!(docker.join(kept).join("Dockerfile").is_file(), "{kept} kept");
+    }
+    for removed in ["cron", "nova/nova-api", "nova/nova-base", "nova/nova-compute"] {
+        assert!(!docker.join(removed).exists(), "{removed} removed");
+    }
+    assert!(docker.join("nova").is_dir(), "like kolla, only image directories are removed");
+    let base = std::fs::read_to_string(docker.join("base/Dockerfile")).unwrap();
+    assert_eq!(
+        base,
+        "FROM debian:bookworm\nLABEL v=\"23.0.0\" d=\"Debian GNU/Linux 12 (bookworm)\"\nENV P=from-env U=42436:haclient"
+    );
+}
+
+#[test]
+fn temporary_work_dir_is_removed_unless_persisted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    small_tree(&tree);
+    let cfg = config(&["--template-tree", tree.to_str().unwrap()]);
+    let rendered = render_all(&cfg).unwrap();
+    let root = rendered.root.clone();
+    assert!(root.join("cron/Dockerfile").is_file());
+    drop(rendered);
+    assert!(!root.exists(), "temporary work dir removed on drop");
+    let mut rendered = render_all(&cfg).unwrap();
+    let kept = rendered.persist();
+    drop(rendered);
+    assert!(kept.join("cron/Dockerfile").is_file());
+    std::fs::remove_dir_all(kept.parent().unwrap()).unwrap();
+}
+
+fn render_error(files: &[(&str, &str)], extra: &[&str]) -> TemplateError {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    small_tree(&tree);
+    write_tree(&tree, files);
+    let work = tmp.path().join("w");
+    let mut o = opts(tree.to_str().unwrap(), work.to_str().unwrap(), &[]);
+    o.extend_from_slice(extra);
+    render_all(&config(&o)).expect_err("render must fail")
+}
+
+#[test]
+fn errors_name_file_line_and_problem() {
+    let e = render_error(&[("cron/Dockerfile.j2", "FROM x\nRUN a\n{% if %}\n")], &[]).to_string();
+    assert!(e.contains("cron/Dockerfile.j2:3") && e.contains("syntax error"), "{e}");
+
+    let e = render_error(&[("cron/Dockerfile.j2", "FROM x\n\nRUN {{ no_such_thing.attr }}\n")], &[]).to_string();
+    assert!(e.contains("cron/Dockerfile.j2:3") && e.contains("no_such_thing"), "{e}");
+
+    let e = render_error(&[("cron/Dockerfile.j2", "FROM x\n{{ raise_error('cron is broken') }}\n")], &[]).to_string();
+    assert!(e.contains("cron/Dockerfile.j2:2") && e.contains("cron is broken"), "{e}");
+
+    // a macro failing inside macros.j2 is reported there, with the image being rendered
+    let e = render_error(
+        &[
+            ("macros.j2", "{% macro user(name) %}\n{{ raise_error('no user ' + name) }}\n{% endmacro %}\n"),
+            ("cron/Dockerfile.j2", "FROM x\n{% import \"macros.j2\" as macros with context %}\n{{ macros.user('zz') }}\n"),
+        ],
+        &[],
+    )
+    .to_string();
+    assert!(e.contains("macros.j2:2") && e.contains("no user zz") && e.contains("cron/Dockerfile.j2"), "{e}");
+
+    // an override's error points into the override file that holds the line
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two) = (tmp.path().join("one.j2"), tmp.path().join("two.j2"));
+    std::fs::write(&one, "{% extends parent_template %}\n{% block footer %}x{% endblock %}\n").unwrap();
+    std::fs::write(&two, "{% extends parent_template %}\n{% set a = 1 %}\n{{ broken.attr }}\n").unwrap();
+    let e = render_error(
+        &[],
+        &["--template-override", one.to_str().unwrap(), "--template-override", two.to_str().unwrap()],
+    )
+    .to_string();
+    // two.j2 loses its extends line when merged: `{{ broken.attr }}` is its line 3
+    assert!(e.contains("two.j2:3") && e.contains("broken"), "{e}");
+
+    let e = render_error(&[("other/nova-api/Dockerfile.j2", "FROM x\n")], &[]);
+    assert!(matches!(e, TemplateError::DuplicateImage { ref name, .. } if name == "nova-api"), "{e}");
+}
+
+#[test]
+fn looping_template_fails_quickly() {
+    let start = Instant::now();
+    let e = render_error(
+        &[(
+            "cron/Dockerfile.j2",
+            "FROM x\n{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}\n",
+        )],
+        &[],
+    )
+    .to_string();
+    assert!(e.contains("cron/Dockerfile.j2") && e.contains("fuel"), "{e}");
+    assert!(start.elapsed() < Duration::from_secs(60), "took {:?}", start.elapsed());
+}
+
+#[test]
+fn patches_are_copied_and_confined() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    small_tree(&tree);
+    let patches = tmp.path().join("patches");
+    write_tree(
+        &patches,
+        &[("cron/series", "# comment\nfix.patch\n\nmissing.patch\n"), ("cron/fix.patch", "--- a\n+++ b\n")],
+    );
+    let work = tmp.path().join("w");
+    let (t, w, p) = (tree.to_str().unwrap(), work.to_str().unwrap(), patches.to_str().unwrap());
+    render_all(&config(&opts(t, w, &["--patches-path", p]))).unwrap();
+    let dest = work.join("docker/cron/patches");
+    assert_eq!(std::fs::read_to_string(dest.join("fix.patch")).unwrap(), "--- a\n+++ b\n");
+    assert!(dest.join("series").is_file() && !dest.join("missing.patch").exists());
+
+    std::fs::write(patches.join("cron/series"), "../../../etc/passwd\n").unwrap();
+    let e = render_all(&config(&opts(t, tmp.path().join("w2").to_str().unwrap(), &["--patches-path", p])))
+        .unwrap_err();
+    assert!(matches!(e, TemplateError::UnsafePatch { .. }), "{e}");
+}
+
+#[test]
+fn symlinks_in_an_existing_work_dir_are_replaced_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    small_tree(&tree);
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, "do not touch").unwrap();
+    let work = tmp.path().join("w");
+    std::fs::create_dir_all(work.join("docker/cron")).unwrap();
+    std::os::unix::fs::symlink(&victim, work.join("docker/cron/extend_start.sh")).unwrap();
+    std::os::unix::fs::symlink(&victim, work.join("docker/cron/Dockerfile")).unwrap();
+    render_all(&config(&opts(tree.to_str().unwrap(), work.to_str().unwrap(), &[]))).unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "do not touch");
+    let meta = std::fs::symlink_metadata(work.join("docker/cron/extend_start.sh")).unwrap();
+    assert!(meta.is_file());
+    assert_eq!(std::fs::read_to_string(work.join("docker/cron/extend_start.sh")).unwrap(), "#!/bin/sh\n");
+}
+
+#[test]
+fn cli_rejects_bad_options_with_their_origin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let conf = tmp.path().join("k.conf");
+    std::fs::write(&conf, "[DEFAULT]\n\nbase = plan9\n").unwrap();
+    let out = run(kolla_oci_build(&home).arg("--config-file").arg(&conf).arg("--list-images"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("base") && err.contains("plan9") && err.contains("k.conf:3"), "{err}");
+    let out = run(kolla_oci_build(&home).args(["--template-tree", "/nonexistent/tree", "--list-images"]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/tree"));
+}
