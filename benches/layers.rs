@@ -115,6 +115,7 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("gzip_pipeline_L6");
     // Iterations take about a second: the same count per sample, not 1..10 × k.
     g.sampling_mode(SamplingMode::Flat);
+    g.measurement_time(Duration::from_secs(15));
     g.throughput(Throughput::Bytes(tar.len() as u64));
     for threads in [1, 2] {
         g.bench_function(format!("{threads}_threads"), |b| {
@@ -129,6 +130,7 @@ fn benches(c: &mut Criterion) {
     let (_tmp, tree, bytes) = realistic_tree();
     let mut g = c.benchmark_group("tree_to_layer");
     g.sampling_mode(SamplingMode::Flat);
+    g.measurement_time(Duration::from_secs(12));
     g.throughput(Throughput::Bytes(bytes));
     for (name, comp) in [("none", Compression::None), ("gzip6", Compression::Gzip { level: 6 })] {
         g.bench_function(name, |b| {

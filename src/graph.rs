@@ -155,7 +155,8 @@ impl Graph {
                     2 => break,
                     1 => {
                         let from = path.iter().position(|&p| p == i).unwrap_or(0);
-                        let mut names: Vec<String> = path[from..].iter().map(|&p: &usize| self.nodes[p].name.clone()).collect();
+                        let mut names: Vec<String> =
+                            path[from..].iter().map(|&p: &usize| self.nodes[p].name.clone()).collect();
                         names.push(self.nodes[i].name.clone());
                         return Err(GraphError::Cycle(names));
                     }
@@ -293,13 +294,10 @@ pub fn select_with(
     skip_existing: Option<&dyn Fn(&str) -> bool>,
 ) -> Result<Selection, GraphError> {
     let n = graph.nodes.len();
-    let mut status = vec![Status::Unmatched; n];
-    for i in 0..n {
-        let bad = |j: usize| unbuildable.contains(&graph.nodes[j].name.as_str());
-        if bad(i) || graph.ancestors(i).any(bad) {
-            status[i] = Status::Unbuildable;
-        }
-    }
+    let bad = |j: usize| unbuildable.contains(&graph.nodes[j].name.as_str());
+    let mut status: Vec<Status> = (0..n)
+        .map(|i| if bad(i) || graph.ancestors(i).any(bad) { Status::Unbuildable } else { Status::Unmatched })
+        .collect();
     if filter.is_empty() {
         for s in status.iter_mut().filter(|s| **s != Status::Unbuildable) {
             *s = Status::Matched;
@@ -317,17 +315,16 @@ pub fn select_with(
             }
         }
     }
-    for i in 0..n {
-        if status[i] != Status::Matched {
+    for (st, node) in status.iter_mut().zip(&graph.nodes) {
+        if *st != Status::Matched {
             continue;
         }
-        let node = &graph.nodes[i];
         if skip_existing.is_some_and(|exists| exists(&node.canonical_name)) {
             tracing::debug!(image = %node.name, "skipping existing image");
-            status[i] = Status::Skipped;
+            *st = Status::Skipped;
         } else if skip_parents && !node.children.is_empty() {
             tracing::debug!(image = %node.name, "skipping parent image");
-            status[i] = Status::Skipped;
+            *st = Status::Skipped;
         }
     }
     Ok(Selection { status })

@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Render the Kolla template tree and build the selected images (kolla-build compatible options).
-    Build(cmd::build::Args),
+    Build(Box<cmd::build::Args>),
     /// Build one Dockerfile with its context into the store.
     BuildFile(cmd::build_file::Args),
     /// Run an image's entrypoint or command in the rootless sandbox.
@@ -44,10 +44,12 @@ fn main() -> std::process::ExitCode {
     // Must run before any thread exists: a threaded process cannot enter a new user namespace.
     kolla_oci::sandbox::early_init();
     let cli = Cli::parse();
-    cmd::init_logging(&cli.log_level);
+    // kolla-build's `-d/--debug` raises our own log level (config files are read later).
+    let debug = matches!(&cli.command, Command::Build(a) if a.debug_requested());
+    cmd::init_logging(&if debug { format!("{},kolla_oci=debug", cli.log_level) } else { cli.log_level.clone() });
     let ctx = cmd::Context { store_dir: cli.store };
     let result = match cli.command {
-        Command::Build(a) => cmd::build::run(&ctx, a),
+        Command::Build(a) => cmd::build::run(&ctx, *a),
         Command::BuildFile(a) => cmd::build_file::run(&ctx, a),
         Command::Run(a) => cmd::run::run(&ctx, a),
         Command::Images => cmd::images::run(&ctx),

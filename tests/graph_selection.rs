@@ -32,8 +32,11 @@ fn matched(g: &Graph, sel: &graph::Selection) -> Vec<String> {
 fn parents_come_from_rendered_from_lines() {
     let tmp = tempfile::tempdir().unwrap();
     small_tree(&tmp.path().join("tree"));
-    let (g, _) =
-        graph_of(&tmp.path().join("tree"), &tmp.path().join("w"), &["--registry", "r:5000", "--image-name-prefix", "p-"]);
+    let (g, _) = graph_of(
+        &tmp.path().join("tree"),
+        &tmp.path().join("w"),
+        &["--registry", "r:5000", "--image-name-prefix", "p-"],
+    );
     let parent = |n: &str| g.parent(g.find(n).unwrap()).map(|p| g.nodes[p].name.clone());
     assert_eq!(parent("base"), None, "FROM debian:bookworm is external: a root");
     assert_eq!(g.nodes[g.find("base").unwrap()].from, "debian:bookworm");
@@ -139,7 +142,8 @@ fn missing_parent_and_cycle_are_errors_naming_the_images() {
     let tree = tmp.path().join("missing");
     small_tree(&tree);
     write_tree(&tree, &[("nova/nova-conductor/Dockerfile.j2", &child_of("nova-bsae"))]);
-    let cfg = config(&["--template-tree", tree.to_str().unwrap(), "--work-dir", tmp.path().join("w").to_str().unwrap()]);
+    let cfg =
+        config(&["--template-tree", tree.to_str().unwrap(), "--work-dir", tmp.path().join("w").to_str().unwrap()]);
     let rendered = render_all(&cfg).unwrap();
     match Graph::from_rendered(&rendered, &cfg) {
         Err(e @ GraphError::MissingParent { .. }) => {
@@ -152,7 +156,8 @@ fn missing_parent_and_cycle_are_errors_naming_the_images() {
     let tree = tmp.path().join("cycle");
     small_tree(&tree);
     write_tree(&tree, &[("a/Dockerfile.j2", &child_of("b")), ("b/Dockerfile.j2", &child_of("a"))]);
-    let cfg = config(&["--template-tree", tree.to_str().unwrap(), "--work-dir", tmp.path().join("w2").to_str().unwrap()]);
+    let cfg =
+        config(&["--template-tree", tree.to_str().unwrap(), "--work-dir", tmp.path().join("w2").to_str().unwrap()]);
     let rendered = render_all(&cfg).unwrap();
     match Graph::from_rendered(&rendered, &cfg) {
         Err(GraphError::Cycle(names)) => {

@@ -155,6 +155,24 @@ fn stacked_lowerdirs_merge_top_first() {
 }
 
 #[test]
+fn a_layer_repeated_in_the_stack_is_mounted_once() {
+    support::init();
+    let f = Fixture::new();
+    let bottom = f.lower();
+    let same = f.path().join("same");
+    fs::create_dir_all(&same).unwrap();
+    fs::write(same.join("x"), "same\n").unwrap();
+    let middle = f.path().join("middle");
+    fs::create_dir_all(&middle).unwrap();
+    fs::write(middle.join("x"), "middle\n").unwrap();
+    // An image whose first and third layers are identical (same diff_id, same extracted dir).
+    let mut spec = f.spec("cat /x");
+    spec.lowerdirs = vec![same.clone(), middle, same, bottom];
+    let (code, out) = run(&spec);
+    assert_eq!((code, out.as_str()), (0, "same\n"));
+}
+
+#[test]
 fn sixty_lowerdirs_with_long_paths() {
     support::init();
     let f = Fixture::new();

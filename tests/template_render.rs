@@ -130,7 +130,10 @@ fn errors_name_file_line_and_problem() {
     let e = render_error(
         &[
             ("macros.j2", "{% macro user(name) %}\n{{ raise_error('no user ' + name) }}\n{% endmacro %}\n"),
-            ("cron/Dockerfile.j2", "FROM x\n{% import \"macros.j2\" as macros with context %}\n{{ macros.user('zz') }}\n"),
+            (
+                "cron/Dockerfile.j2",
+                "FROM x\n{% import \"macros.j2\" as macros with context %}\n{{ macros.user('zz') }}\n",
+            ),
         ],
         &[],
     )
@@ -187,8 +190,7 @@ fn patches_are_copied_and_confined() {
     assert!(dest.join("series").is_file() && !dest.join("missing.patch").exists());
 
     std::fs::write(patches.join("cron/series"), "../../../etc/passwd\n").unwrap();
-    let e = render_all(&config(&opts(t, tmp.path().join("w2").to_str().unwrap(), &["--patches-path", p])))
-        .unwrap_err();
+    let e = render_all(&config(&opts(t, tmp.path().join("w2").to_str().unwrap(), &["--patches-path", p]))).unwrap_err();
     assert!(matches!(e, TemplateError::UnsafePatch { .. }), "{e}");
 }
 

@@ -10,8 +10,8 @@
 //! `path`/`linkpath`. No sparse entries. Sockets are skipped.
 //!
 //! File reading is not parallelised: with the compressor running on the pool, the walking
-//! thread is not the bottleneck (`benches/layers.rs` measures `tree/none` against
-//! `tree/gzip`).
+//! thread is not the bottleneck (`benches/layers.rs`: `tree_to_layer/none` runs ~10× faster than
+//! `tree_to_layer/gzip6`).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -145,11 +145,11 @@ impl Walker<'_> {
                 Ok(())
             })
         } else if ft.is_file() {
-            let mut f = File::options()
-                .read(true)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(abs)
-                .map_err(|e| err("open", e))?;
+            // NOFOLLOW | NONBLOCK: a file swapped for a symlink or a FIFO since the lstat must
+            // neither be followed nor block the walk.
+            let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+            let mut f =
+                File::options().read(true).custom_flags(flags.bits() as i32).open(abs).map_err(|e| err("open", e))?;
             let data: (&mut dyn Read, u64) = (&mut f, md.len());
             tw.entry(EntryType::Regular, rel, &meta, None, &xattrs.kept, Some(data))
         } else if ft.is_symlink() {

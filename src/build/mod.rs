@@ -80,7 +80,7 @@ impl BuildOptions {
 pub fn host_ca_bundle() -> Option<PathBuf> {
     ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "CURL_CA_BUNDLE"]
         .iter()
-        .filter_map(|v| std::env::var_os(v))
+        .filter_map(std::env::var_os)
         .map(PathBuf::from)
         .find(|p| p.is_file())
 }

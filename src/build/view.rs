@@ -193,7 +193,7 @@ mod tests {
         fs::create_dir_all(top.join("etc")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &top.join("etc/gone"),
+            top.join("etc/gone"),
             rustix::fs::FileType::CharacterDevice,
             rustix::fs::Mode::empty(),
             0,

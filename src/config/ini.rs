@@ -32,20 +32,14 @@ pub struct IniData {
 }
 
 fn normalize_section(name: &str) -> String {
-    if name == "DEFAULT" {
-        name.to_string()
-    } else {
-        name.to_lowercase()
-    }
+    if name == "DEFAULT" { name.to_string() } else { name.to_lowercase() }
 }
 
 impl IniData {
     /// Parse `path` and merge it on top of what was read before.
     pub fn read_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
         self.parse_str(path, &text)
     }
 
@@ -115,11 +109,7 @@ impl IniData {
 
     /// All values of `section.key` (oldest first), empty if unset.
     pub fn get_all(&self, section: &str, key: &str) -> &[Entry] {
-        self.sections
-            .get(&normalize_section(section))
-            .and_then(|s| s.get(key))
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        self.sections.get(&normalize_section(section)).and_then(|s| s.get(key)).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// The last value of `section.key`.

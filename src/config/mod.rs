@@ -29,8 +29,22 @@ pub const DEFAULT_PROFILES: &[(&str, &[&str])] = &[
     (
         "infra",
         &[
-            "cron", "etcd", "fluentd", "haproxy", "hacluster", "keepalived", "kolla-toolbox", "letsencrypt", "mariadb",
-            "memcached", "opensearch", "openvswitch", "proxysql", "rabbitmq", "tgtd", "valkey",
+            "cron",
+            "etcd",
+            "fluentd",
+            "haproxy",
+            "hacluster",
+            "keepalived",
+            "kolla-toolbox",
+            "letsencrypt",
+            "mariadb",
+            "memcached",
+            "opensearch",
+            "openvswitch",
+            "proxysql",
+            "rabbitmq",
+            "tgtd",
+            "valkey",
         ],
     ),
     (
@@ -40,15 +54,43 @@ pub const DEFAULT_PROFILES: &[(&str, &[&str])] = &[
     (
         "aux",
         &[
-            "aodh", "blazar", "cloudkitty", "designate", "gnocchi", "ironic", "kerbside", "magnum", "manila", "masakari",
-            "mistral", "octavia", "tacker", "trove", "valkey",
+            "aodh",
+            "blazar",
+            "cloudkitty",
+            "designate",
+            "gnocchi",
+            "ironic",
+            "kerbside",
+            "magnum",
+            "manila",
+            "masakari",
+            "mistral",
+            "octavia",
+            "tacker",
+            "trove",
+            "valkey",
         ],
     ),
     (
         "default",
         &[
-            "cron", "kolla-toolbox", "fluentd", "glance", "haproxy", "heat", "horizon", "keepalived", "keystone", "mariadb",
-            "memcached", "neutron", "nova-", "placement", "proxysql", "openvswitch", "rabbitmq",
+            "cron",
+            "kolla-toolbox",
+            "fluentd",
+            "glance",
+            "haproxy",
+            "heat",
+            "horizon",
+            "keepalived",
+            "keystone",
+            "mariadb",
+            "memcached",
+            "neutron",
+            "nova-",
+            "placement",
+            "proxysql",
+            "openvswitch",
+            "rabbitmq",
         ],
     ),
 ];
@@ -745,10 +787,8 @@ impl Resolver<'_> {
 
     /// The raw (uninterpolated) value: command line, then files, then group defaults.
     fn raw(&self, group: &str, name: &str) -> Option<String> {
-        if group == "DEFAULT" {
-            if let Some(v) = self.cli.get(name).and_then(|v| v.last()) {
-                return Some(v.clone());
-            }
+        if let Some(v) = self.cli.get(name).and_then(|v| v.last()).filter(|_| group == "DEFAULT") {
+            return Some(v.clone());
         }
         if let Some(e) = self.ini.get_last(group, name) {
             return Some(e.value.clone());
@@ -792,9 +832,8 @@ impl Resolver<'_> {
 
     /// kolla-build's derived defaults (`base_tag`, `tag`, branches, arch) and static ones.
     fn default_of(&self, name: &str, depth: usize) -> Result<Option<String>, ConfigError> {
-        let get = |n: &str| -> Result<String, ConfigError> {
-            Ok(self.get_at("DEFAULT", n, depth + 1)?.unwrap_or_default())
-        };
+        let get =
+            |n: &str| -> Result<String, ConfigError> { Ok(self.get_at("DEFAULT", n, depth + 1)?.unwrap_or_default()) };
         let base_row = |base: &str| BASES.iter().find(|b| b.0 == base);
         let v = match name {
             "base_tag" => base_row(&get("base")?).map(|b| b.2.to_string()),
@@ -850,7 +889,9 @@ impl Resolver<'_> {
 
     fn boolean_in(&self, group: &str, name: &str) -> Result<Option<bool>, ConfigError> {
         let Some(v) = self.get(group, name)? else { return Ok(None) };
-        parse_bool(&v).map(Some).ok_or_else(|| self.err(group, name, &v, "not a boolean (true/false, yes/no, on/off, 1/0)"))
+        parse_bool(&v)
+            .map(Some)
+            .ok_or_else(|| self.err(group, name, &v, "not a boolean (true/false, yes/no, on/off, 1/0)"))
     }
 
     fn boolean(&self, name: &str) -> Result<bool, ConfigError> {

@@ -34,7 +34,7 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 pub(super) struct StepError(pub String);
 
 impl StepError {
-    /// `map_err` adapter: `.map_err(step("mount proc"))`.
+    /// `map_err` adapter: `.map_err(StepError::at("mount /proc"))`.
     pub(super) fn at<E: Display>(what: impl Display) -> impl FnOnce(E) -> StepError {
         move |e| StepError(format!("{what}: {e}"))
     }

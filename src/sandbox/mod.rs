@@ -7,11 +7,12 @@
 //!    podman/buildah model; see `userns.rs`). From then on the whole program is "root" and sees the image's
 //!    real ids (a file chowned to 42400 stays 42400), so nothing else translates uids. As root: nothing to do.
 //! 2. [`run`] starts `/proc/self/exe __sandbox-init`, a fresh single-threaded helper (`helper.rs`), hands it
-//!    the [`RunSpec`] as JSON on fd 3 and reads setup errors back from fd 4; the command's stdout and
-//!    stderr come back on one pipe. The helper creates pid/uts/ipc namespaces and forks PID 1, which
-//!    creates a mount namespace, builds the root (`mounts.rs`: overlayfs, /proc, /dev, /sys, resolv.conf,
-//!    hosts, hostname, binds, `pivot_root`) and forks the command. PID 1 reaps everything and exits with
-//!    the command's status, which the helper hands on.
+//!    the [`RunSpec`] and a scratch dir (which `run` removes afterwards) as JSON on fd 3, and reads setup
+//!    errors back from fd 4; the command's stdout and stderr come back on one pipe. The helper creates
+//!    pid/uts/ipc namespaces and forks PID 1, which creates a mount namespace, builds the root
+//!    (`mounts.rs`: overlayfs, /proc, /dev, /sys, resolv.conf, hosts, hostname, binds, `pivot_root`) and
+//!    forks the command. PID 1 reaps everything and exits with the command's status, which the helper
+//!    hands on.
 //!
 //! The overlay's upper dir then holds exactly the command's changes, in overlayfs' `userxattr` format
 //! (a deleted lower file is a `c 0:0` device, a replaced lower dir carries `user.overlay.opaque=y`),
@@ -259,8 +260,16 @@ fn checked(spec: &RunSpec) -> Result<RunSpec, SandboxError> {
         return Err(invalid("argv is empty".into()));
     }
     let mut out = spec.clone();
-    for l in &mut out.lowerdirs {
-        *l = canon("lowerdir", l)?;
+    // An image may hold the same layer twice (two steps with identical changes). overlayfs refuses a
+    // repeated lowerdir (ELOOP), and the lower copy is fully shadowed by the upper one — every path
+    // and whiteout it has, the upper copy has too — so keeping only the topmost gives the same view.
+    let mut seen = std::collections::HashSet::new();
+    out.lowerdirs.clear();
+    for l in &spec.lowerdirs {
+        let l = canon("lowerdir", l)?;
+        if seen.insert(l.clone()) {
+            out.lowerdirs.push(l);
+        }
     }
     out.upperdir = canon("upperdir", &spec.upperdir)?;
     out.workdir = canon("workdir", &spec.workdir)?;

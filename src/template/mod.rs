@@ -177,7 +177,8 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<(), TemplateError> {
                 std::fs::remove_dir_all(&target).map_err(io_err(&target))?;
             }
             std::fs::copy(entry.path(), &target).map_err(io_err(entry.path()))?;
-            let meta = entry.metadata().map_err(|e| TemplateError::Io { path: entry.path().into(), source: e.into() })?;
+            let meta =
+                entry.metadata().map_err(|e| TemplateError::Io { path: entry.path().into(), source: e.into() })?;
             let mtime = filetime::FileTime::from_last_modification_time(&meta);
             filetime::set_file_mtime(&target, mtime).map_err(io_err(&target))?;
         }
@@ -253,7 +254,11 @@ fn strings(v: &Value, what: &str) -> Result<Vec<String>, Error> {
 }
 
 /// The minijinja environment: Jinja2 defaults plus kolla's filter and globals.
-fn environment(root: &Path, repos: Arc<Repos>, override_tpl: Option<(String, String)>) -> Result<Environment<'static>, Error> {
+fn environment(
+    root: &Path,
+    repos: Arc<Repos>,
+    override_tpl: Option<(String, String)>,
+) -> Result<Environment<'static>, Error> {
     let mut env = Environment::new();
     env.set_loader(minijinja::path_loader(root));
     env.set_auto_escape_callback(|_| AutoEscape::None);
@@ -268,7 +273,10 @@ fn environment(root: &Path, repos: Arc<Repos>, override_tpl: Option<(String, Str
     env.add_function("handle_repos", move |state: &State, names: Value, mode: String| -> Result<String, Error> {
         // Python checks for a list; `a + b` of two lists is a lazy iterable in minijinja.
         if !matches!(names.kind(), minijinja::value::ValueKind::Seq | minijinja::value::ValueKind::Iterable) {
-            return Err(Error::new(ErrorKind::InvalidOperation, "handle_repos: first argument should be a list of repositories"));
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                "handle_repos: first argument should be a list of repositories",
+            ));
         }
         let names = strings(&names, "handle_repos")?;
         let mode = match mode.as_str() {
@@ -400,9 +408,8 @@ fn insert_pip_args(content: String, cfg: &KollaConfig) -> String {
         return content;
     }
     let mut lines: Vec<&str> = content.split('\n').collect();
-    let is_from = |l: &str| {
-        l.get(..4).is_some_and(|k| k.eq_ignore_ascii_case("FROM")) && l[4..].starts_with(char::is_whitespace)
-    };
+    let is_from =
+        |l: &str| l.get(..4).is_some_and(|k| k.eq_ignore_ascii_case("FROM")) && l[4..].starts_with(char::is_whitespace);
     if let Some(i) = lines.iter().position(|l| is_from(l)) {
         for (n, a) in args.iter().enumerate() {
             lines.insert(i + 1 + n, a);
@@ -499,7 +506,8 @@ pub fn render_all(cfg: &KollaConfig) -> Result<RenderedTree, TemplateError> {
         let (text, lines) = merge_overrides(&cfg.template_overrides)?;
         (Some((OVERRIDE_TEMPLATE.to_string(), text)), lines)
     };
-    let env = environment(&root, repos, override_tpl).map_err(|e| render_error(&e, &root, &override_lines, "override"))?;
+    let env =
+        environment(&root, repos, override_tpl).map_err(|e| render_error(&e, &root, &override_lines, "override"))?;
     let base = base_context(cfg);
 
     let images = dirs

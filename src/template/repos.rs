@@ -313,9 +313,7 @@ impl Repos {
                 let own = format!("{repo}.repo");
                 let group = field(info, "file_group")
                     .filter(|s| !s.is_empty())
-                    .or_else(|| {
-                        default_list.iter().find(|(n, _)| n == repo).and_then(|(_, d)| field(d, "file_group"))
-                    })
+                    .or_else(|| default_list.iter().find(|(n, _)| n == repo).and_then(|(_, d)| field(d, "file_group")))
                     .filter(|s| !s.is_empty())
                     .unwrap_or_else(|| own.clone());
                 if group != own {
@@ -428,7 +426,10 @@ mod tests {
         let r = Repos::load(Some(&p), None).unwrap();
         let c = ctx("deb", "debian");
         let out = r.handle(&["debian".into(), "a".into(), "b".into()], Mode::Enable, &c).unwrap();
-        assert!(out.starts_with("RUN mkdir -p /tmp/kolla-repos-backup && cp /etc/apt/sources.list.d/a.sources"), "{out}");
+        assert!(
+            out.starts_with("RUN mkdir -p /tmp/kolla-repos-backup && cp /etc/apt/sources.list.d/a.sources"),
+            "{out}"
+        );
         assert!(out.contains("echo 'Suites: s-hibiscus'"), "{out}");
         assert!(out.ends_with("echo 'Trusted: yes' >>/etc/apt/sources.list.d/b.sources && echo 'Architectures: amd64' >>/etc/apt/sources.list.d/b.sources"), "{out}");
         assert_eq!(r.handle(&["debian".into()], Mode::Enable, &c).unwrap(), "");

@@ -46,7 +46,9 @@ pub fn write_tree(root: &Path, files: &[(&str, &str)]) {
 
 /// A template whose parent is the image `parent` of the tree.
 pub fn child_of(parent: &str) -> String {
-    format!("FROM {{{{ namespace }}}}/{{{{ image_prefix }}}}{parent}:{{{{ tag }}}}\nLABEL name=\"{{{{ image_name }}}}\"\n")
+    format!(
+        "FROM {{{{ namespace }}}}/{{{{ image_prefix }}}}{parent}:{{{{ tag }}}}\nLABEL name=\"{{{{ image_name }}}}\"\n"
+    )
 }
 
 /// A small Kolla-shaped tree: base → openstack-base → nova-base → nova-api / nova-compute,

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Issue #5 figures, one run: cold `build --all` of the bundled tree; no-op rebuild of the whole tree against
+# buildah's cached rebuild of one image (the base image's Dockerfile, `buildah bud --layers`, same base image);
+# one changed leaf; store bytes against the sum of the images' sizes.
+# Usage: benches/build-all.sh   (as root or with subuids; tests/setup.sh installs the tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q
+BIN=$PWD/target/release/kolla-oci
+W=$(mktemp -d /tmp/kolla-oci-bench-all.XXXXXX)
+trap 'buildah rm --all >/dev/null 2>&1 || true; rm -rf "$W"' EXIT
+export KOLLA_OCI_STORE=$W/state
+now() { date +%s.%N; }
+secs() { echo "$2 - $1" | bc; }
+
+t0=$(now); "$BIN" build --all --logs-dir "$W/logs" >/dev/null 2>"$W/cold.err"; t1=$(now)
+printf 'cold build --all:            %8.2f s\n' "$(secs "$t0" "$t1")"
+
+best=999
+for _ in 1 2 3; do
+    t0=$(now); "$BIN" build --all --summary-json-file "$W/noop.json" >/dev/null 2>&1; t1=$(now)
+    best=$(printf '%s\n%s\n' "$best" "$(secs "$t0" "$t1")" | sort -g | head -1)
+done
+printf 'no-op rebuild, whole tree:   %8.3f s  (layers built: %s)\n' "$best" \
+    "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["layers_built"])' "$W/noop.json")"
+
+# buildah: cached rebuild of one image, the base Dockerfile rendered by us, on the same debian:bookworm.
+"$BIN" build base --template-only --work-dir "$W/wd" >/dev/null 2>&1
+skopeo copy -q oci:"$W/state/oci":debian:bookworm containers-storage:docker.io/library/debian:bookworm
+buildah bud -q --layers --isolation chroot --storage-driver overlay -t bench-base "$W/wd/docker/base" >/dev/null 2>&1
+best=999
+for _ in 1 2 3; do
+    t0=$(now); buildah bud -q --layers --isolation chroot --storage-driver overlay -t bench-base "$W/wd/docker/base" >/dev/null 2>&1; t1=$(now)
+    best=$(printf '%s\n%s\n' "$best" "$(secs "$t0" "$t1")" | sort -g | head -1)
+done
+printf 'buildah cached rebuild, base: %7.3f s\n' "$best"
+
+mkdir -p "$W/override/keystone/keystone-ssh"
+cp templates/keystone/keystone-ssh/Dockerfile.j2 "$W/override/keystone/keystone-ssh/"
+echo 'RUN echo changed > /etc/kolla-bench' >> "$W/override/keystone/keystone-ssh/Dockerfile.j2"
+t0=$(now); "$BIN" build --all --docker-dir "$W/override" --summary-json-file "$W/leaf.json" >/dev/null 2>&1; t1=$(now)
+printf 'one changed leaf:            %8.2f s  (layers built: %s)\n' "$(secs "$t0" "$t1")" \
+    "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["layers_built"])' "$W/leaf.json")"
+
+store=$(du -sb "$W/state/oci/blobs" | cut -f1)
+images=$(python3 - "$W/state/oci" <<'PY'
+import json, os, sys
+root = sys.argv[1]
+blob = lambda d: os.path.join(root, "blobs", "sha256", d.split(":")[1])
+total = 0
+for m in json.load(open(os.path.join(root, "index.json")))["manifests"]:
+    man = json.load(open(blob(m["digest"])))
+    total += man["config"]["size"] + sum(l["size"] for l in man["layers"])
+print(total)
+PY
+)
+printf 'store bytes %d vs sum of image sizes %d: %.1fx smaller\n' "$store" "$images" "$(echo "$images / $store" | bc -l)"
