@@ -63,7 +63,14 @@ impl Fixture {
         let src = dir.join("archive-src");
         fs::create_dir_all(src.join("sub")).unwrap();
         fs::write(src.join("sub/a.txt"), "from the archive\n").unwrap();
-        let st = Command::new("tar").arg("-czf").arg(ctx.join("files.tar.gz")).arg("-C").arg(&src).arg("sub").status().unwrap();
+        let st = Command::new("tar")
+            .arg("-czf")
+            .arg(ctx.join("files.tar.gz"))
+            .arg("-C")
+            .arg(&src)
+            .arg("sub")
+            .status()
+            .unwrap();
         assert!(st.success());
         Fixture { _tmp: tmp, dir }
     }
@@ -249,10 +256,8 @@ fn rootless_build_gives_the_same_digest_as_root() {
     let as_root = f.build_all("state-root");
     let user = rootless_user();
     let subuid = fs::read_to_string("/etc/subuid").unwrap();
-    let base: u32 = subuid
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{user}:"))?.split(':').next()?.parse().ok())
-        .unwrap();
+    let base: u32 =
+        subuid.lines().find_map(|l| l.strip_prefix(&format!("{user}:"))?.split(':').next()?.parse().ok()).unwrap();
     // The binary must be reachable by the user: copy it next to the fixture.
     let bin = f.dir.join("kolla-oci");
     fs::copy(BIN, &bin).unwrap();
@@ -263,7 +268,14 @@ fn rootless_build_gives_the_same_digest_as_root() {
     let c = ctx.to_str().unwrap();
     let run = |args: &[&str]| {
         let out = Command::new("runuser")
-            .args(["-u", user, "--", "env", &format!("KOLLA_OCI_STORE={}", state.display()), "SOURCE_DATE_EPOCH=1700000000"])
+            .args([
+                "-u",
+                user,
+                "--",
+                "env",
+                &format!("KOLLA_OCI_STORE={}", state.display()),
+                "SOURCE_DATE_EPOCH=1700000000",
+            ])
             .arg(&bin)
             .args(args)
             .current_dir(&f.dir)

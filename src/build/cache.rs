@@ -65,12 +65,26 @@ impl StepCache {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Record the result of step `key` (temp file + fsync + rename: never half-written).
+    /// Record the result of step `key` (temp file + fsync + rename: never half-written). The temp file is
+    /// locked while written, so that a killed writer's leftover can be told from a live one
+    /// (see [`super::Workspace::open`]).
     pub fn put(&self, key: &Digest, step: &CachedStep) -> std::io::Result<()> {
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        let mut tmp = self.locked_temp_file()?;
         tmp.write_all(&crate::store::canonical_json(step))?;
         tmp.as_file().sync_all()?;
         tmp.persist(self.dir.join(format!("{}.json", key.hex())))?;
         Ok(())
+    }
+
+    fn locked_temp_file(&self) -> std::io::Result<tempfile::NamedTempFile> {
+        for _ in 0..8 {
+            let tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+            tmp.as_file().lock()?;
+            // A cleaner may have removed it between creation and our lock: then it has no link any more.
+            if std::os::unix::fs::MetadataExt::nlink(&tmp.as_file().metadata()?) > 0 {
+                return Ok(tmp);
+            }
+        }
+        Err(std::io::Error::other("temp files keep disappearing"))
     }
 }

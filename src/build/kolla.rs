@@ -17,7 +17,7 @@ pub fn build_options(cfg: &KollaConfig) -> BuildOptions {
             CompressionKind::Gzip => layers::Compression::Gzip { level: 6 },
             CompressionKind::Zstd => layers::Compression::Zstd { level: 3 },
         },
-        build_args: cfg.build_args.clone(),
+        build_args: cfg.effective_build_args(),
         cache: cfg.cache,
         pull: cfg.pull,
         insecure_registries: cfg.insecure_registries.clone(),
@@ -70,7 +70,12 @@ pub fn build_selection(
 
 /// Push the images `summary` lists as built to where their canonical names point
 /// (`[registry/]namespace/[prefix]name:tag`).
-pub fn push_built(ws: &Workspace, cfg: &KollaConfig, graph: &Graph, summary: &Summary) -> Result<PushReport, RegistryError> {
+pub fn push_built(
+    ws: &Workspace,
+    cfg: &KollaConfig,
+    graph: &Graph,
+    summary: &Summary,
+) -> Result<PushReport, RegistryError> {
     let mut images = Vec::new();
     for b in &summary.built {
         if let Some(i) = graph.find(&b.name) {

@@ -7,15 +7,57 @@
 //! <state>/cache/<key hex>.json  step cache: which layer (if any) a step produced
 //! <state>/tmp/                  run and staging dirs; removed when done
 //! ```
+//!
+//! Each dir in `tmp/` (and each temp file of the step cache) is `flock`ed by the process using it, so
+//! that [`Workspace::open`] can remove the ones a killed process left behind (a RUN's upper dir may be
+//! large) without touching those of another build running on the same state directory.
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use layers::{ApplyOptions, Digest, WhiteoutMode};
 
 use super::BuildError;
 use crate::store::{Descriptor, Store};
+
+/// A private directory under `<state>/tmp` (see [`Workspace::temp_dir`]).
+pub(crate) struct ScratchDir {
+    // Fields drop in order: the directory is removed while the lock is still held.
+    dir: tempfile::TempDir,
+    _lock: fs::File,
+}
+
+impl ScratchDir {
+    /// Where it is.
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Remove the entries of `dir` chosen by `pick` that no live process holds locked: temp dirs and files
+/// that killed builds left behind.
+fn remove_unlocked(dir: &Path, pick: impl Fn(&fs::DirEntry) -> bool) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten().filter(|e| pick(e)) {
+        let path = entry.path();
+        let Ok(held) = fs::File::open(&path) else { continue };
+        if held.try_lock().is_err() {
+            continue; // in use by a running build
+        }
+        // Remove only what we locked, not a newer entry that took its name.
+        let meta = match (held.metadata(), fs::symlink_metadata(&path)) {
+            (Ok(a), Ok(b)) if a.ino() == b.ino() && a.dev() == b.dev() => a,
+            _ => continue,
+        };
+        let removed = if meta.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+        match removed {
+            Ok(()) => tracing::debug!("removed stale temp entry {}", path.display()),
+            Err(e) => tracing::warn!("cannot remove stale temp entry {}: {e}", path.display()),
+        }
+    }
+}
 
 /// The state directory of a build (see the module docs).
 #[derive(Debug, Clone)]
@@ -32,6 +74,8 @@ impl Workspace {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(|e| BuildError::io(&p, "create directory", e))?;
         }
+        remove_unlocked(&dir.join("tmp"), |e| e.file_type().is_ok_and(|t| t.is_dir()));
+        remove_unlocked(&dir.join("cache"), |e| e.file_name().as_encoded_bytes().starts_with(b".tmp"));
         Ok(Workspace { store, dir: dir.to_path_buf() })
     }
 
@@ -45,13 +89,26 @@ impl Workspace {
         self.dir.join("cache")
     }
 
-    /// A fresh private directory under `<state>/tmp`, removed when the guard drops.
-    pub(crate) fn temp_dir(&self, prefix: &str) -> Result<tempfile::TempDir, BuildError> {
+    /// A fresh private directory under `<state>/tmp`, locked while it lives, removed when the guard drops.
+    pub(crate) fn temp_dir(&self, prefix: &str) -> Result<ScratchDir, BuildError> {
         let parent = self.dir.join("tmp");
-        tempfile::Builder::new()
-            .prefix(prefix)
-            .tempdir_in(&parent)
-            .map_err(|e| BuildError::io(&parent, "create temp dir", e))
+        for _ in 0..8 {
+            let dir = tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir_in(&parent)
+                .map_err(|e| BuildError::io(&parent, "create temp dir", e))?;
+            let lock = match fs::File::open(dir.path()) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // taken by a cleaner
+                Err(e) => return Err(BuildError::io(dir.path(), "open temp dir", e)),
+            };
+            lock.lock().map_err(|e| BuildError::io(dir.path(), "lock temp dir", e))?;
+            // A cleaner may have removed it between creation and our lock: then it has no link any more.
+            if lock.metadata().map_err(|e| BuildError::io(dir.path(), "stat temp dir", e))?.nlink() > 0 {
+                return Ok(ScratchDir { dir, _lock: lock });
+            }
+        }
+        Err(BuildError::io(&parent, "create temp dir", io::Error::other("temp dirs keep disappearing")))
     }
 
     /// The extracted directory of the layer with this diff_id (it may not exist yet).

@@ -61,7 +61,13 @@ pub struct Run {
 impl Run {
     /// Panic with its output unless it succeeded; returns `self` for chaining.
     pub fn ok(self) -> Run {
-        assert!(self.status.success(), "kolla-oci failed ({}):\nstdout: {}\nstderr: {}", self.status, self.stdout, self.stderr);
+        assert!(
+            self.status.success(),
+            "kolla-oci failed ({}):\nstdout: {}\nstderr: {}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
         self
     }
 
@@ -398,7 +404,10 @@ impl Bench {
     /// `kolla-oci build-file -f <dockerfile> <ctx> -t <tag>` to completion (2 min at most).
     pub fn build_file(&self, state: &str, dockerfile: &Path, tag: &str) -> Run {
         let (f, c) = (dockerfile.to_str().unwrap(), self.ctx());
-        run_bounded(&mut self.kolla(state, &["build-file", "-f", f, c.to_str().unwrap(), "-t", tag]), Duration::from_secs(120))
+        run_bounded(
+            &mut self.kolla(state, &["build-file", "-f", f, c.to_str().unwrap(), "-t", tag]),
+            Duration::from_secs(120),
+        )
     }
 
     /// The arguments of `build --all` of the bench's tree.

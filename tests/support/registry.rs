@@ -1,6 +1,7 @@
 //! Test support for the registry client: Debian's real `docker-registry` on a free loopback port with its
 //! own config in a temp dir, and a counting HTTP/1.1 proxy in front of it (per-request method, path,
-//! status and body bytes; optionally corrupting one blob's bytes on GET).
+//! status and body bytes; optionally corrupting one blob's bytes on GET, and injecting faults: error
+//! statuses with `Retry-After`, connection resets mid-upload, slow answers, throttled uploads).
 #![allow(dead_code)] // each test file uses a different part of this helper
 
 use std::collections::BTreeMap;
@@ -166,12 +167,24 @@ pub struct Proxy {
     stop: Arc<AtomicBool>,
 }
 
-/// Injected failures: the next `count` requests with this method get `status` (with `Retry-After: 0`).
+/// Injected failures: the next `count` requests with this method get `status` (with `Retry-After: 0`
+/// unless [`Proxy::set_retry_after`] says otherwise). The other knobs are set by the `Proxy` methods that
+/// name them.
 #[derive(Default)]
 struct Faults {
     method: String,
     status: u16,
     count: usize,
+    /// `Retry-After` seconds of injected failures.
+    retry_after: u64,
+    /// Request bodies are relayed upstream at this many bytes per second.
+    throttle: Option<u64>,
+    /// The next `reset_count` uploads (PUT/PATCH with a body) are cut after `reset_after` body bytes.
+    reset_after: u64,
+    reset_count: usize,
+    /// The next `delay_count` upstream answers are held back this long.
+    delay: Duration,
+    delay_count: usize,
 }
 
 /// Token-auth mode of the proxy: it plays the registry's token service (`/token`) and demands a Bearer
@@ -182,6 +195,8 @@ struct Bearer {
     password: String,
     /// token → granted scopes
     tokens: BTreeMap<String, Vec<String>>,
+    /// Appended to every token handed out (so tests can search their output for it).
+    salt: String,
     /// scope sets asked for, in order
     requests: Vec<Vec<String>>,
 }
@@ -244,7 +259,43 @@ impl Proxy {
     /// Answer the next `count` requests of `method` with `status` and `Retry-After: 0`, without
     /// forwarding them.
     pub fn fail_next(&self, method: &str, status: u16, count: usize) {
-        *self.faults.lock().unwrap() = Faults { method: method.into(), status, count };
+        let mut f = self.faults.lock().unwrap();
+        (f.method, f.status, f.count) = (method.into(), status, count);
+    }
+
+    /// The `Retry-After` seconds sent with the failures of [`Proxy::fail_next`] (default 0).
+    pub fn set_retry_after(&self, secs: u64) {
+        self.faults.lock().unwrap().retry_after = secs;
+    }
+
+    /// Relay request bodies upstream at `bytes_per_sec` (None: full speed).
+    pub fn throttle_request_bodies(&self, bytes_per_sec: Option<u64>) {
+        self.faults.lock().unwrap().throttle = bytes_per_sec;
+    }
+
+    /// Cut the connection (both sides) of the next `count` uploads — PUT or PATCH requests with a body —
+    /// once `after_bytes` of the body have gone upstream: a connection reset mid-upload. Each is recorded
+    /// as an event with status 0.
+    pub fn reset_uploads(&self, after_bytes: u64, count: usize) {
+        let mut f = self.faults.lock().unwrap();
+        (f.reset_after, f.reset_count) = (after_bytes, count);
+    }
+
+    /// Hold each of the next `count` upstream answers back for `delay` before relaying it.
+    pub fn delay_answers(&self, delay: Duration, count: usize) {
+        let mut f = self.faults.lock().unwrap();
+        (f.delay, f.delay_count) = (delay, count);
+    }
+
+    /// Like [`Proxy::require_bearer`], with `salt` appended to every token handed out.
+    pub fn require_bearer_salted(&self, user: &str, password: &str, salt: &str) {
+        *self.bearer.lock().unwrap() =
+            Some(Bearer { user: user.into(), password: password.into(), salt: salt.into(), ..Bearer::default() });
+    }
+
+    /// Every token handed out so far.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.bearer.lock().unwrap().as_ref().map(|b| b.tokens.keys().cloned().collect()).unwrap_or_default()
     }
 
     /// Demand Bearer tokens from now on; `/token` hands them out for Basic `user:password`.
@@ -527,7 +578,7 @@ fn bearer_gate(
             )?;
             return Ok(Some((401, n)));
         }
-        let token = format!("tok{}", b.tokens.len());
+        let token = format!("tok{}{}", b.tokens.len(), b.salt);
         b.tokens.insert(token.clone(), scopes.clone());
         b.requests.push(scopes);
         let n = answer_locally(
@@ -597,7 +648,8 @@ fn serve_connection(
         if let Some(status) = fault {
             let line = format!("{status} Injected");
             let body = r#"{"errors":[{"code":"UNAVAILABLE","message":"injected failure"}]}"#;
-            let request_bytes = answer_locally(&mut client_r, &mut client_w, &req, &line, "Retry-After: 0\r\n", body)?;
+            let retry_after = format!("Retry-After: {}\r\n", faults.lock().unwrap().retry_after);
+            let request_bytes = answer_locally(&mut client_r, &mut client_w, &req, &line, &retry_after, body)?;
             events.lock().unwrap().push(Event { method, path, query, status, request_bytes, response_bytes: 0 });
             continue;
         }
@@ -611,13 +663,65 @@ fn serve_connection(
             continue;
         }
         up_w.write_all(&req.raw)?;
-        let (request_bytes, _) = relay_body(&mut client_r, &mut up_w, &req, false, false)?;
+        let has_body = req.chunked() || req.content_length().is_some_and(|n| n > 0);
+        let (throttle, reset) = {
+            let mut f = faults.lock().unwrap();
+            let reset = (has_body && (method == "PUT" || method == "PATCH") && f.reset_count > 0).then(|| {
+                f.reset_count -= 1;
+                f.reset_after
+            });
+            (f.throttle, reset)
+        };
+        if let Some(after) = reset {
+            // A connection reset mid-upload: part of the body goes upstream, then both sides are cut.
+            let limit = req.content_length().map_or(after, |n| n.min(after));
+            let sent = std::io::copy(&mut (&mut client_r).take(limit), &mut up_w)?;
+            events.lock().unwrap().push(Event {
+                method,
+                path,
+                query,
+                status: 0,
+                request_bytes: sent,
+                response_bytes: 0,
+            });
+            let _ = client_w.shutdown(Shutdown::Both);
+            let _ = up_w.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        let mut counted = Metered { inner: &mut up_w, bytes: 0, rate: throttle, start: Instant::now() };
+        let relayed = relay_body(&mut client_r, &mut counted, &req, false, false);
+        let sent = counted.bytes;
+        let request_bytes = match relayed {
+            Ok((n, _)) => n,
+            Err(e) => {
+                // The client went away mid-body (killed, or gave up): record the interrupted request.
+                events.lock().unwrap().push(Event {
+                    method,
+                    path,
+                    query,
+                    status: 0,
+                    request_bytes: sent,
+                    response_bytes: 0,
+                });
+                return Err(e);
+            }
+        };
         up_w.flush()?;
         let corrupt_this = method == "GET"
             && corrupt.lock().unwrap().as_deref().is_some_and(|d| path.ends_with(&format!("/blobs/{d}")));
+        let delay = {
+            let mut f = faults.lock().unwrap();
+            (f.delay_count > 0).then(|| {
+                f.delay_count -= 1;
+                f.delay
+            })
+        };
         // Forward interim 1xx answers, then the final one.
         let resp = loop {
             let Some(resp) = read_head(&mut up_r)? else { return Ok(()) };
+            if let Some(d) = delay {
+                std::thread::sleep(d); // a slow registry: the answer is ready but arrives late
+            }
             client_w.write_all(&resp.raw)?;
             if resp.first.split_whitespace().nth(1).is_some_and(|s| s.starts_with('1')) {
                 continue;
@@ -637,6 +741,34 @@ fn serve_connection(
     let _ = client_w.shutdown(Shutdown::Both);
     let _ = up_w.shutdown(Shutdown::Both);
     Ok(())
+}
+
+/// A writer that counts what it passes on and, given a rate, paces it to that many bytes per second.
+struct Metered<'a, W: Write> {
+    inner: &'a mut W,
+    bytes: u64,
+    rate: Option<u64>,
+    start: Instant,
+}
+
+impl<W: Write> Write for Metered<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // Small writes keep the pacing smooth.
+        let buf = if self.rate.is_some() { &buf[..buf.len().min(16 << 10)] } else { buf };
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        if let Some(rate) = self.rate.filter(|r| *r > 0) {
+            let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(self.start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// One image of the fixture set.
