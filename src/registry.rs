@@ -49,6 +49,8 @@ pub enum RegistryError {
         status: u16,
         /// The registry's `{"errors":[…]}` codes and messages, or the start of the body.
         detail: String,
+        /// The answer's `Retry-After`, honoured by retries that happen above [`Client::send`].
+        retry_after: Option<std::time::Duration>,
     },
     /// 401/403 even after authenticating.
     #[error("{what}: UNAUTHORIZED (HTTP {status}): {detail}")]

@@ -53,7 +53,7 @@ pub(crate) fn bootstrap_debian(
     let file = std::fs::File::open(&tar).map_err(|e| BuildError::io(&tar, "open", e))?;
     let mut w = store.blob_writer()?;
     let info = layers::compress_tar(BufReader::with_capacity(1 << 20, file), opts.compression, opts.threads, &mut w)
-        .map_err(|e| BuildError::Layer { what: format!("compressing the {from} rootfs"), source: e })?;
+        .map_err(|e| BuildError::Layer { what: format!("compressing the {from} rootfs"), error: e })?;
     w.commit(Some(&info.digest))?;
     let layer = Descriptor::new(info.media_type, info.digest, info.size);
     ws.ensure_layer_dir(&layer, &info.diff_id)?;

@@ -147,7 +147,8 @@ pub(crate) fn stage(
         if meta.is_dir() {
             make_parents(view, stage, &dest_rel.join("x"))?;
             copy_tree(src, &stage.join(&dest_rel), opts)?;
-        } else if opts.extract_archives && is_tar_archive(src)? {
+        } else if opts.extract_archives && meta.is_file() && is_tar_archive(src)? {
+            // Only regular files are sniffed: opening a FIFO would block until someone writes to it.
             make_parents(view, stage, &dest_rel.join("x"))?;
             extract(src, &stage.join(&dest_rel))?;
         } else {
@@ -256,6 +257,6 @@ fn extract(archive: &Path, dir: &Path) -> Result<(), BuildError> {
     let f = fs::File::open(archive).map_err(|e| BuildError::io(archive, "open archive", e))?;
     let opts = ApplyOptions { whiteouts: WhiteoutMode::Apply, same_owner: true };
     layers::apply_layer(io::BufReader::new(f), dir, &opts)
-        .map_err(|e| BuildError::Layer { what: format!("extracting {}", archive.display()), source: e })?;
+        .map_err(|e| BuildError::Layer { what: format!("extracting {}", archive.display()), error: e })?;
     Ok(())
 }

@@ -101,7 +101,7 @@ pub fn build_image(
     for raw in &df.instructions {
         let ins = ex.expand(raw)?;
         let at =
-            |e: BuildError| BuildError::At { path: req.dockerfile.to_path_buf(), line: ins.line, source: Box::new(e) };
+            |e: BuildError| BuildError::At { path: req.dockerfile.to_path_buf(), line: ins.line, error: Box::new(e) };
         if let Kind::From(from) = &ins.kind {
             let state = from_image(ws, &from.image, opts).map_err(at)?;
             ex.set_base_env(&state.config.config.env);
@@ -343,7 +343,7 @@ impl Step<'_> {
         let tree =
             TreeOptions { source_date_epoch: self.opts.source_date_epoch, overlay_upper, threads: self.opts.threads };
         let info = layers::write_layer(dir, &tree, self.opts.compression, &mut w)
-            .map_err(|e| BuildError::Layer { what: format!("layer of {:?}", ins.original), source: e })?;
+            .map_err(|e| BuildError::Layer { what: format!("layer of {:?}", ins.original), error: e })?;
         let result = if info.entries == 0 {
             drop(w);
             self.history(st, ins, true);

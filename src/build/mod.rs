@@ -109,25 +109,27 @@ fn rfc3339(secs: i64) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// A filesystem operation failed.
-    #[error("{op} {}: {source}", path.display())]
+    // The cause is part of the message and deliberately not exposed as `source()`: the CLI prints the
+    // whole chain, which would repeat it.
+    #[error("{op} {}: {error}", path.display())]
     Io {
         /// The path involved.
         path: PathBuf,
         /// What we were doing.
         op: &'static str,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Making or applying a layer failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Layer {
         /// Which layer.
         what: String,
         /// The layer engine's error.
-        source: layers::LayerError,
+        error: layers::LayerError,
     },
     /// The Dockerfile could not be parsed or expanded (the message has `path:line`).
     #[error(transparent)]
@@ -168,21 +170,21 @@ pub enum BuildError {
         reason: String,
     },
     /// An error of one instruction, located in its Dockerfile.
-    #[error("{}:{line}: {source}", path.display())]
+    #[error("{}:{line}: {error}", path.display())]
     At {
         /// The Dockerfile.
         path: PathBuf,
         /// The instruction's first line.
         line: usize,
         /// What went wrong.
-        source: Box<BuildError>,
+        error: Box<BuildError>,
     },
 }
 
 impl BuildError {
     /// An I/O error on `path`.
     pub(crate) fn io(path: &Path, op: &'static str, source: std::io::Error) -> BuildError {
-        BuildError::Io { path: path.to_path_buf(), op, source }
+        BuildError::Io { path: path.to_path_buf(), op, error: source }
     }
 }
 

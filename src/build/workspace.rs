@@ -145,7 +145,7 @@ impl Workspace {
         let blob = self.store.open_blob(&layer.digest)?;
         let opts = ApplyOptions { whiteouts: WhiteoutMode::Overlay, same_owner: true };
         layers::apply_layer(io::BufReader::with_capacity(1 << 20, blob), &root, &opts)
-            .map_err(|e| BuildError::Layer { what: format!("extracting layer {}", layer.digest), source: e })?;
+            .map_err(|e| BuildError::Layer { what: format!("extracting layer {}", layer.digest), error: e })?;
         self.adopt_layer_dir(&root, diff_id)
     }
 }

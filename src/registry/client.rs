@@ -211,7 +211,11 @@ impl Client {
             };
             match result {
                 Err(e) if e.is_transient() && attempt < self.retries => {
-                    let wait = backoff(attempt);
+                    let hinted = match &e {
+                        RegistryError::Status { retry_after, .. } => *retry_after,
+                        _ => None,
+                    };
+                    let wait = hinted.unwrap_or_else(|| backoff(attempt));
                     warn!(error = %e, attempt = attempt + 1, of = self.retries, ?wait, "retrying blob upload");
                     std::thread::sleep(wait);
                     attempt += 1;
@@ -344,6 +348,7 @@ impl Client {
     /// Turn an unexpected answer into an error carrying the registry's `{"errors":[…]}` envelope.
     pub fn status_error(&self, what: &str, resp: Response) -> RegistryError {
         let status = resp.status();
+        let retry_after = retry_after(resp.headers());
         let body = read_limited(resp, 64 << 10).unwrap_or_default();
         let detail = error_detail(&body);
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
@@ -358,7 +363,7 @@ impl Client {
                 detail: format!("{detail}{hint}"),
             }
         } else {
-            RegistryError::Status { what: what.to_string(), status: status.as_u16(), detail }
+            RegistryError::Status { what: what.to_string(), status: status.as_u16(), detail, retry_after }
         }
     }
 

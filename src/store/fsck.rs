@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use layers::{Digest, HashingWriter};
 use rayon::prelude::*;
 
-use super::{Descriptor, DocKind, Store, StoreError, is_nondistributable};
+use super::{Descriptor, DocKind, Index, Store, StoreError, is_nondistributable};
 
 /// One inconsistency found by [`Store::fsck`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -292,6 +292,7 @@ impl Walk<'_> {
 /// Walk from `index.json`; fills `report.reachable`, `tags`, problems and notes; returns the reachable set.
 fn walk(
     store: &Store,
+    index: Result<Index, StoreError>,
     present: &BTreeMap<Digest, u64>,
     corrupt: &BTreeSet<Digest>,
     report: &mut FsckReport,
@@ -305,7 +306,7 @@ fn walk(
         }
         Err(e) => report.problems.push(FsckProblem::BadLayout { path: layout, reason: e.to_string() }),
     }
-    let index = match store.index() {
+    let index = match index {
         Ok(index) => index,
         Err(e) => {
             report.problems.push(FsckProblem::BadLayout { path: store.index_path(), reason: e.to_string() });
@@ -340,6 +341,9 @@ fn walk(
 /// [`Store::fsck`].
 pub(super) fn fsck(store: &Store) -> Result<FsckReport, StoreError> {
     let mut report = FsckReport::default();
+    // The index first, then the blobs: a build running meanwhile commits a tag's blobs before the tag,
+    // and only `gc` (under the lock) deletes blobs, so everything this index names is already listed.
+    let index = store.index();
     let files = list_blobs(store, &mut report)?;
     let hashed: Vec<(Digest, io::Result<(Digest, u64)>)> =
         files.par_iter().map(|b| (b.digest, hash_file(&b.path))).collect();
@@ -361,7 +365,7 @@ pub(super) fn fsck(store: &Store) -> Result<FsckReport, StoreError> {
         }
     }
     let present: BTreeMap<Digest, u64> = files.iter().map(|b| (b.digest, b.size)).collect();
-    let reachable = walk(store, &present, &corrupt, &mut report);
+    let reachable = walk(store, index, &present, &corrupt, &mut report);
     report.unreferenced = files.iter().filter(|b| !reachable.contains(&b.digest)).map(|b| (b.digest, b.size)).collect();
     Ok(report)
 }
@@ -372,7 +376,7 @@ pub(super) fn gc(store: &Store, min_age: Duration) -> Result<GcReport, StoreErro
     let mut scratch = FsckReport::default();
     let files = list_blobs(store, &mut scratch)?;
     let present: BTreeMap<Digest, u64> = files.iter().map(|b| (b.digest, b.size)).collect();
-    let reachable = walk(store, &present, &BTreeSet::new(), &mut scratch);
+    let reachable = walk(store, store.index(), &present, &BTreeSet::new(), &mut scratch);
     if let Some(p) =
         scratch.problems.iter().find(|p| matches!(p, FsckProblem::BadLayout { .. } | FsckProblem::BadDocument { .. }))
     {

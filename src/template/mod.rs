@@ -158,11 +158,21 @@ fn unlink_symlink(path: &Path) -> Result<(), TemplateError> {
 /// symlinks in the source are followed, modification times kept). A symlink already in the
 /// destination is replaced, never written through.
 fn copy_tree(src: &Path, dst: &Path) -> Result<(), TemplateError> {
+    // Links are followed as kolla's copytree does, but only inside the tree: a link to a host file would
+    // otherwise become a build-context file that `COPY` ships into an image.
+    let root = src.canonicalize().map_err(io_err(src))?;
     for entry in walkdir::WalkDir::new(src).follow_links(true).sort_by_file_name() {
         let entry = entry.map_err(|e| {
             let path = e.path().unwrap_or(src).to_path_buf();
             TemplateError::Io { path, source: e.into() }
         })?;
+        if entry.path_is_symlink() {
+            let real = entry.path().canonicalize().map_err(io_err(entry.path()))?;
+            if !real.starts_with(&root) {
+                let why = format!("symlink to {} points outside the template tree", real.display());
+                return Err(TemplateError::Io { path: entry.path().to_path_buf(), source: std::io::Error::other(why) });
+            }
+        }
         let rel = entry.path().strip_prefix(src).expect("walkdir yields paths under its root");
         let target = dst.join(rel);
         unlink_symlink(&target)?;
