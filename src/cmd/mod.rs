@@ -67,3 +67,46 @@ pub fn parse_compression(s: &str) -> Result<layers::Compression, String> {
         _ => Err(format!("unknown compression {s:?}: expected gzip, zstd or none")),
     }
 }
+
+/// How `push` and `pull` reach a registry.
+#[derive(clap::Args, Debug)]
+pub struct RegistryArgs {
+    /// Speak plain http to this registry (loopback registries always are); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// Extra attempts after a transient failure (connection error, HTTP 5xx or 429).
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+    /// User name for the registry (password from --password-stdin).
+    #[arg(long, requires = "password_stdin")]
+    pub username: Option<String>,
+    /// Read the password for --username from standard input.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+}
+
+impl RegistryArgs {
+    /// Registry options with `threads` parallel transfers; reads the password from stdin when asked.
+    pub fn options(&self, threads: u16) -> anyhow::Result<kolla_oci::registry::RegistryOptions> {
+        use anyhow::Context as _;
+        use std::io::Read as _;
+        let credential = match (&self.username, self.password_stdin) {
+            (Some(user), true) => {
+                let mut password = String::new();
+                std::io::stdin().read_to_string(&mut password).context("reading the password from standard input")?;
+                let password = password.trim_end_matches(['\n', '\r']).to_string();
+                anyhow::ensure!(!password.is_empty(), "--password-stdin: standard input held no password");
+                let password = kolla_oci::registry::Secret::new(password);
+                Some(kolla_oci::registry::Credential::Basic { username: user.clone(), password })
+            }
+            _ => None,
+        };
+        Ok(kolla_oci::registry::RegistryOptions {
+            insecure_registries: self.insecure_registries.clone(),
+            retries: self.retries,
+            credential,
+            threads: usize::from(threads),
+            chunk_size: None,
+        })
+    }
+}

@@ -1,10 +1,9 @@
 //! `kolla-oci push`: push images from the store to a registry, naming them as kolla-build does.
 
-use std::io::Read as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use kolla_oci::registry::{self, Credential, RegistryOptions, Secret};
+use kolla_oci::registry::{self, RegistryOptions};
 
 /// Options of `kolla-oci push`.
 ///
@@ -24,21 +23,11 @@ pub struct Args {
     /// Tag to push as, replacing the local one.
     #[arg(long)]
     pub tag: Option<String>,
-    /// Speak plain http to this registry (loopback registries always are); repeatable.
-    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-    pub insecure_registries: Vec<String>,
     /// Parallel blob uploads.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub push_threads: u16,
-    /// Extra attempts after a transient failure (connection error, HTTP 5xx or 429).
-    #[arg(long, default_value_t = 3)]
-    pub retries: u32,
-    /// User name for the registry (password from --password-stdin).
-    #[arg(long, requires = "password_stdin")]
-    pub username: Option<String>,
-    /// Read the password for --username from standard input.
-    #[arg(long, requires = "username")]
-    pub password_stdin: bool,
+    #[command(flatten)]
+    pub connection: super::RegistryArgs,
     /// Upload blobs in PATCH chunks of this size (bytes, or with a K/M/G suffix) instead of one PUT.
     #[arg(long, value_parser = parse_size)]
     pub chunk_size: Option<u64>,
@@ -66,19 +55,6 @@ fn parse_size(s: &str) -> Result<u64, String> {
     }
 }
 
-/// Read the password given on stdin (one line; the trailing newline is dropped).
-pub(crate) fn credential_from_stdin(
-    username: Option<&str>,
-    password_stdin: bool,
-) -> anyhow::Result<Option<Credential>> {
-    let (Some(user), true) = (username, password_stdin) else { return Ok(None) };
-    let mut password = String::new();
-    std::io::stdin().read_to_string(&mut password).context("reading the password from standard input")?;
-    let password = password.trim_end_matches(['\n', '\r']).to_string();
-    anyhow::ensure!(!password.is_empty(), "--password-stdin: standard input held no password");
-    Ok(Some(Credential::Basic { username: user.to_string(), password: Secret::new(password) }))
-}
-
 /// Run the subcommand.
 pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     let store = ctx.open_store()?;
@@ -97,13 +73,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
             Ok((l.clone(), target))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let opts = RegistryOptions {
-        insecure_registries: args.insecure_registries.clone(),
-        retries: args.retries,
-        credential: credential_from_stdin(args.username.as_deref(), args.password_stdin)?,
-        threads: usize::from(args.push_threads),
-        chunk_size: args.chunk_size,
-    };
+    let opts = RegistryOptions { chunk_size: args.chunk_size, ..args.connection.options(args.push_threads)? };
     for (l, t) in &images {
         tracing::info!("{l} -> {t}");
     }
