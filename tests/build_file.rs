@@ -295,3 +295,19 @@ fn rootless_build_gives_the_same_digest_as_root() {
         .expect("the RUN layer dir holds the chowned file");
     assert_eq!(owned.metadata().unwrap().uid(), base + 42400 - 1);
 }
+
+#[test]
+fn shebang_heredoc_runs_as_an_executable_file() {
+    let f = Fixture::new();
+    f.build_all("state");
+    let ctx = f.ctx();
+    let df = ctx.join("Dockerfile.heredoc");
+    fs::write(
+        &df,
+        "FROM bb-test:1\nUSER root\nRUN <<EOT\n#!/bin/sh\necho \"from $0\" > /shebang.txt\nEOT\nRUN test ! -e /dev/pipes\n",
+    )
+    .unwrap();
+    ok(&f.kolla("state", &["build-file", "-f", df.to_str().unwrap(), ctx.to_str().unwrap(), "-t", "hd:1"]));
+    let out = f.kolla("state", &["run", "hd:1", "--entrypoint", "", "--", "/bin/cat", "/shebang.txt"]);
+    assert_eq!(String::from_utf8_lossy(&ok(&out).stdout), "from /dev/pipes/EOT\n");
+}

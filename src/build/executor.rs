@@ -403,12 +403,7 @@ impl Step<'_> {
                 tempfile::tempdir_in(tmp.path()).map_err(|e| BuildError::io(tmp.path(), "create temp dir", e))?;
             let mut paths = Vec::new();
             for doc in &spec.heredocs {
-                let p = files.path().join(&doc.name);
-                fs::write(&p, &doc.content).map_err(|e| BuildError::io(&p, "write here-document", e))?;
-                use std::os::unix::fs::PermissionsExt as _;
-                fs::set_permissions(&p, fs::Permissions::from_mode(0o644))
-                    .map_err(|e| BuildError::io(&p, "chmod", e))?;
-                paths.push(p);
+                paths.push(write_heredoc(files.path(), &doc.name, &doc.content, 0o644)?);
             }
             context::stage(&view, &root, &paths, &dest, &stage_opts)?;
         }
@@ -440,11 +435,7 @@ impl Step<'_> {
                 if let Some(f) = file {
                     let pipes = tmp.path().join("pipes");
                     fs::create_dir(&pipes).map_err(|e| BuildError::io(&pipes, "create directory", e))?;
-                    let p = pipes.join(&f.name);
-                    fs::write(&p, &f.content).map_err(|e| BuildError::io(&p, "write here-document", e))?;
-                    use std::os::unix::fs::PermissionsExt as _;
-                    fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
-                        .map_err(|e| BuildError::io(&p, "chmod", e))?;
+                    write_heredoc(&pipes, &f.name, &f.content, 0o755)?;
                     binds.push(sandbox::Bind { source: pipes, target: "/dev/pipes".into(), readonly: true });
                 }
                 let mut v = st.shell();
@@ -486,6 +477,15 @@ impl Step<'_> {
         }
         self.commit_dir(st, ins, key, &upper, true)
     }
+}
+
+/// Write a here-document body as file `name` in `dir` with `mode` (the parser allows only plain names).
+fn write_heredoc(dir: &Path, name: &str, content: &str, mode: u32) -> Result<PathBuf, BuildError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let p = dir.join(name);
+    fs::write(&p, content).map_err(|e| BuildError::io(&p, "write here-document", e))?;
+    fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(|e| BuildError::io(&p, "chmod", e))?;
+    Ok(p)
 }
 
 /// Passes output through to the log and keeps its last bytes for an error message.
