@@ -27,6 +27,14 @@ pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 const MAX_SMALL_BODY: u64 = 8 << 20;
 /// Timeout for requests without a large body (HEAD, POST, manifests, tokens).
 const SMALL_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// The slowest upload rate we wait for, in bytes per second: a registry that takes the body and then never
+/// answers would otherwise hang a push for ever (keepalive sees a healthy connection).
+const MIN_UPLOAD_RATE: u64 = 256 << 10;
+
+/// How long sending `len` body bytes and getting the answer may take.
+fn transfer_timeout(len: u64) -> Duration {
+    SMALL_REQUEST_TIMEOUT + Duration::from_secs(len / MIN_UPLOAD_RATE)
+}
 /// Longest `Retry-After` we honour.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Tokens are refreshed this long before they expire.
@@ -89,7 +97,7 @@ impl Client {
         })?;
         let http = reqwest::blocking::Client::builder()
             .user_agent(concat!("kolla-oci/", env!("CARGO_PKG_VERSION")))
-            // No total timeout: a large blob may take long; stalls are caught by keepalive + connect timeout.
+            // No client-wide timeout: every request sets its own (uploads scale with their size).
             .timeout(None)
             .connect_timeout(Duration::from_secs(30))
             .tcp_keepalive(Duration::from_secs(30))
@@ -255,6 +263,7 @@ impl Client {
                 .http
                 .put(url.clone())
                 .header(header::CONTENT_TYPE, "application/octet-stream")
+                .timeout(transfer_timeout(size))
                 .body(Body::sized(file, size)))
         })?;
         self.finish_upload(what, digest, resp)
@@ -286,6 +295,7 @@ impl Client {
                     .patch(url.clone())
                     .header(header::CONTENT_TYPE, "application/octet-stream")
                     .header(header::CONTENT_RANGE, range.as_str())
+                    .timeout(transfer_timeout(len))
                     .body(Body::sized(file.take(len), len)))
             })?;
             if resp.status() != StatusCode::ACCEPTED {
