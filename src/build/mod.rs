@@ -39,7 +39,7 @@ pub struct BuildOptions {
     pub build_args: BTreeMap<String, String>,
     /// Use the step cache (`--nocache` turns it off; results are still recorded).
     pub cache: bool,
-    /// Debian mirror for bootstrapping root images (mmdebstrap's default when `None`).
+    /// Debian mirror for bootstrapping root images (`KOLLA_OCI_DEBIAN_MIRROR`; mmdebstrap's default when unset).
     pub debian_mirror: Option<String>,
     /// Registries that may be reached over plain http (for pulling `FROM` images).
     pub insecure_registries: Vec<String>,
@@ -57,7 +57,7 @@ impl Default for BuildOptions {
             source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse().ok()),
             build_args: BTreeMap::new(),
             cache: true,
-            debian_mirror: None,
+            debian_mirror: std::env::var("KOLLA_OCI_DEBIAN_MIRROR").ok().filter(|m| !m.is_empty()),
             insecure_registries: Vec::new(),
             pull: true,
             ca_bundle: host_ca_bundle(),
