@@ -109,9 +109,7 @@ fn two_build_all_runs_of_one_tree_at_once() {
     let bench = Bench::new();
     let args = bench.build_all_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    bench.fresh_state("ref");
-    run_bounded(&mut bench.kolla("ref", &args), LIMIT).ok();
-    let reference = bench.tree_digests("ref");
+    let reference = bench.clean_build_all("ref", &args, LIMIT);
     for round in 0..ROUNDS {
         let state = format!("all-{round}");
         bench.fresh_state(&state);
@@ -129,9 +127,7 @@ fn fsck_and_images_while_a_build_writes() {
     let bench = Bench::new();
     let args = bench.build_all_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    bench.fresh_state("ref");
-    run_bounded(&mut bench.kolla("ref", &args), LIMIT).ok();
-    let reference = bench.tree_digests("ref");
+    let reference = bench.clean_build_all("ref", &args, LIMIT);
     bench.fresh_state("live");
     let mut build = bench.kolla("live", &args);
     let builder = std::thread::spawn(move || run_bounded(&mut build, LIMIT));

@@ -59,9 +59,7 @@ fn build_all_killed_at_many_points_recovers_with_identical_digests() {
     let bench = Bench::new();
     let args = bench.build_all_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    bench.fresh_state("ref");
-    run_bounded(&mut bench.kolla("ref", &args), LIMIT).ok();
-    let reference = bench.tree_digests("ref");
+    let reference = bench.clean_build_all("ref", &args, LIMIT);
     assert_eq!(reference.len(), 4, "{reference:?}");
 
     let mut killed = 0;
@@ -94,9 +92,7 @@ fn repeated_kills_on_one_store_still_converge() {
     let bench = Bench::new();
     let args = bench.build_all_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    bench.fresh_state("ref");
-    run_bounded(&mut bench.kolla("ref", &args), LIMIT).ok();
-    let reference = bench.tree_digests("ref");
+    let reference = bench.clean_build_all("ref", &args, LIMIT);
 
     // Each run is killed a little later than the last, on the same store, without a clean run between;
     // every run resumes from what the killed ones left.
@@ -178,9 +174,7 @@ fn push_killed_mid_upload_then_repush_completes() {
     let bench = Bench::new();
     let args = bench.build_all_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    bench.fresh_state("s");
-    run_bounded(&mut bench.kolla("s", &args), LIMIT).ok();
-    let local = bench.tree_digests("s");
+    let local = bench.clean_build_all("s", &args, LIMIT);
     let reg = registry::TestRegistry::start();
     let proxy = registry::Proxy::start(reg.port);
     // 2 MB/s through the proxy: the push takes seconds, so every kill lands in the middle of it.

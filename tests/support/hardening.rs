@@ -417,6 +417,14 @@ impl Bench {
             .to_vec()
     }
 
+    /// An uninterrupted `build --all` with `args` into a fresh `state`: the tag → digest map every disturbed
+    /// run must reach.
+    pub fn clean_build_all(&self, state: &str, args: &[&str], limit: Duration) -> BTreeMap<String, String> {
+        self.fresh_state(state);
+        run_bounded(&mut self.kolla(state, args), limit).ok();
+        self.tree_digests(state)
+    }
+
     /// `kolla-oci fsck` on `state` must pass; returns its report.
     pub fn fsck_ok(&self, state: &str) -> String {
         let run = run_bounded(&mut self.kolla(state, &["fsck"]), Duration::from_secs(60));

@@ -149,11 +149,16 @@ pub struct Event {
 impl Event {
     /// A percent-decoded query parameter.
     pub fn param(&self, name: &str) -> Option<String> {
-        self.query.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            (k == name).then(|| percent_decode(v))
-        })
+        query_param(&self.query, name)
     }
+}
+
+/// The percent-decoded value of `name` in a URL query string.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| percent_decode(v))
+    })
 }
 
 /// A counting HTTP/1.1 proxy on 127.0.0.1 in front of `upstream`.
@@ -208,15 +213,7 @@ fn required_scopes(method: &str, path: &str, query: &str) -> Vec<String> {
     let Some(name) = name else { return Vec::new() };
     let action = if method == "GET" || method == "HEAD" { "pull" } else { "pull,push" };
     let mut scopes = vec![format!("repository:{name}:{action}")];
-    let ev = Event {
-        method: String::new(),
-        path: String::new(),
-        query: query.to_string(),
-        status: 0,
-        request_bytes: 0,
-        response_bytes: 0,
-    };
-    if let (Some(_), Some(from)) = (ev.param("mount"), ev.param("from")) {
+    if let (Some(_), Some(from)) = (query_param(query, "mount"), query_param(query, "from")) {
         scopes.push(format!("repository:{from}:pull"));
     }
     scopes
@@ -553,20 +550,12 @@ fn bearer_gate(
     let mut guard = bearer.lock().unwrap();
     let Some(b) = guard.as_mut() else { return Ok(None) };
     if path == "/token" {
-        let ev = Event {
-            method: String::new(),
-            path: String::new(),
-            query: query.to_string(),
-            status: 0,
-            request_bytes: 0,
-            response_bytes: 0,
-        };
         let scopes: Vec<String> =
             query.split('&').filter_map(|kv| kv.strip_prefix("scope=")).map(percent_decode).collect();
         let expected =
             format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", b.user, b.password)));
         if req.get("authorization") != Some(expected.as_str())
-            || ev.param("service").as_deref() != Some("test-registry")
+            || query_param(query, "service").as_deref() != Some("test-registry")
         {
             let n = answer_locally(
                 client_r,
