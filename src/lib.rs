@@ -1,9 +1,9 @@
 //! kolla-oci: build Kolla-style OpenStack image sets as OCI images, with no daemon and no root.
 //!
-//! Data flows one way: `template` → `graph` → `dockerfile` → `build` (using `sandbox` and the
+//! Data flows one way: `template` → `graph` → `dockerfile` → `builder` (using `sandbox` and the
 //! `layers` crate) → `store` → `registry`.
 
-pub mod build;
+pub mod builder;
 pub mod config;
 pub mod dockerfile;
 pub mod graph;

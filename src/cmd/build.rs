@@ -62,7 +62,7 @@ fn build(
     selection: &graph::Selection,
     tree: &template::RenderedTree,
 ) -> anyhow::Result<ExitCode> {
-    use kolla_oci::build::{Workspace, kolla};
+    use kolla_oci::builder::{Workspace, kolla};
     let ws = Workspace::open(&ctx.store_dir).with_context(|| format!("opening {}", ctx.store_dir.display()))?;
     let matched = selection.names_with(graph, Status::Matched).len();
     tracing::info!("building {matched} images with {} threads", cfg.threads);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use kolla_oci::build::{BuildOptions, BuildRequest, Workspace, build_image};
+use kolla_oci::builder::{BuildOptions, BuildRequest, Workspace, build_image};
 
 /// Options of `kolla-oci build-file`.
 #[derive(clap::Args, Debug)]

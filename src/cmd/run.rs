@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use kolla_oci::build::{ContainerOptions, Workspace, run_container};
+use kolla_oci::builder::{ContainerOptions, Workspace, run_container};
 use kolla_oci::sandbox::Bind;
 
 /// Options of `kolla-oci run`.

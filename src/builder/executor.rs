@@ -1,4 +1,4 @@
-//! One Dockerfile → one image in the store (see the module docs of [`crate::build`]).
+//! One Dockerfile → one image in the store (see the module docs of [`crate::builder`]).
 
 use std::collections::VecDeque;
 use std::fs;
