@@ -42,6 +42,11 @@ pub fn is_manifest(media_type: &str) -> bool {
     media_type == MEDIA_OCI_MANIFEST || media_type == MEDIA_DOCKER_MANIFEST
 }
 
+/// True for media types whose blob is an image config (OCI or Docker), as opposed to an artifact's config.
+pub fn is_image_config(media_type: &str) -> bool {
+    media_type == MEDIA_OCI_CONFIG || media_type == MEDIA_DOCKER_CONFIG
+}
+
 /// True for media types whose blob is an index / manifest list.
 pub fn is_index(media_type: &str) -> bool {
     media_type == MEDIA_OCI_INDEX || media_type == MEDIA_DOCKER_LIST
@@ -156,12 +161,22 @@ pub struct Descriptor {
     /// Platform of a manifest inside an index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
+    /// OCI 1.1 `artifactType` of an artifact manifest (referrers are listed with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
 }
 
 impl Descriptor {
     /// A descriptor with no annotations and no platform.
     pub fn new(media_type: impl Into<String>, digest: Digest, size: u64) -> Descriptor {
-        Descriptor { media_type: media_type.into(), digest, size, annotations: BTreeMap::new(), platform: None }
+        Descriptor {
+            media_type: media_type.into(),
+            digest,
+            size,
+            annotations: BTreeMap::new(),
+            platform: None,
+            artifact_type: None,
+        }
     }
 
     /// The tag this `index.json` entry carries, if any.

@@ -22,7 +22,9 @@
 
 mod archive;
 mod fsck;
+mod gc;
 mod image;
+mod referrers;
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -33,8 +35,10 @@ use layers::{Digest, HashingWriter};
 use serde::Serialize;
 
 pub use archive::{ArchiveStats, write_docker_archive};
-pub use fsck::{FsckProblem, FsckReport, GcReport};
+pub use fsck::{FsckProblem, FsckReport};
+pub use gc::GcReport;
 pub use image::*;
+pub use referrers::{ANNOTATION_REFERRER_SUBJECT, MAX_DOCUMENT_SIZE, MEDIA_OCI_EMPTY};
 
 /// Largest manifest or index blob we read (containerd uses the same 4 MiB limit).
 pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
@@ -725,13 +729,6 @@ impl Store {
     /// Check every blob and every reference; see [`FsckReport`].
     pub fn fsck(&self) -> Result<FsckReport> {
         fsck::fsck(self)
-    }
-
-    /// Remove blobs no tag reaches and that were not written or reused within `min_age` (the grace period
-    /// protects a build or pull that has written blobs but not tagged them yet). Takes the lock; refuses to
-    /// run when a reachable document cannot be parsed, since then reachability is unknown.
-    pub fn gc(&self, min_age: std::time::Duration) -> Result<GcReport> {
-        fsck::gc(self, min_age)
     }
 }
 
