@@ -44,7 +44,7 @@ fn podman_loads_a_save_of_two_images_sharing_a_base() {
         let config = store.load_image(tag).unwrap().manifest.config.digest;
         let entry = listed
             .iter()
-            .find(|i| i["Names"].as_array().unwrap().iter().any(|n| n == &format!("localhost/{tag}").as_str()))
+            .find(|i| i["Names"].as_array().unwrap().iter().any(|n| n == format!("localhost/{tag}").as_str()))
             .unwrap_or_else(|| panic!("{tag} not listed by podman: {listed:#?}"));
         assert_eq!(entry["Id"].as_str().unwrap(), config.hex(), "podman's id of {tag} is not our config digest");
     }

@@ -257,4 +257,40 @@ mod tests {
         assert_eq!(v.resolve_owner("7:8").unwrap(), (7, 8));
         assert!(v.resolve_owner("nobody").is_err());
     }
+
+    #[test]
+    fn list_dir_merges_layers_like_overlayfs() {
+        let t = tempfile::tempdir().unwrap();
+        let (top, mid, bottom) = (t.path().join("top"), t.path().join("mid"), t.path().join("bottom"));
+        for (layer, names) in [(&bottom, &["a", "b", "c", "d"][..]), (&mid, &["e"][..]), (&top, &["f"][..])] {
+            for n in names {
+                fs::create_dir_all(layer.join("site")).unwrap();
+                fs::write(layer.join("site").join(n), n).unwrap();
+            }
+        }
+        fs::create_dir_all(bottom.join("opaque/old")).unwrap();
+        fs::create_dir_all(mid.join("opaque")).unwrap();
+        fs::write(mid.join("opaque/new"), "").unwrap();
+        xattr::set(mid.join("opaque"), "user.overlay.opaque", b"y").unwrap();
+        // `a` deleted by a char 0:0 whiteout, `b` by an xattr whiteout, `c` replaced by a file above.
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            mid.join("site/a"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        fs::write(top.join("site/b"), "").unwrap();
+        xattr::set(top.join("site/b"), "user.overlay.whiteout", b"y").unwrap();
+        fs::write(top.join("site/c"), "new c").unwrap();
+        let layers = vec![top, mid, bottom];
+        let v = RootView::new(&layers);
+        let names =
+            |p: &str| v.list_dir(Path::new(p)).into_iter().map(|n| n.into_string().unwrap()).collect::<Vec<_>>();
+        assert_eq!(names("site"), ["c", "d", "e", "f"]);
+        assert_eq!(names("opaque"), ["new"]);
+        assert!(names("missing").is_empty());
+        assert!(v.lookup(Path::new("site/b")).is_none());
+    }
 }

@@ -36,16 +36,25 @@ pub(super) fn plan(store: &Store, min_age: Duration) -> Result<GcReport, StoreEr
     let mut scratch = FsckReport::default();
     let files = fsck::list_blobs(store, &mut scratch)?;
     let present: BTreeMap<Digest, u64> = files.iter().map(|b| (b.digest, b.size)).collect();
-    let index = store.index()?;
+    // Unknown reachability → refuse, naming the cause.
+    let index = store
+        .index()
+        .map_err(|e| StoreError::Layout { path: store.index_path(), reason: format!("gc refused: {e}") })?;
     let (roots, mut referrers): (Vec<Descriptor>, Vec<Descriptor>) =
         index.manifests.into_iter().partition(|d| d.ref_name().is_some() || d.referrer_subject().is_none());
+    let now = SystemTime::now();
+    let recent = |path: &std::path::Path| {
+        fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|t| now.duration_since(t).unwrap_or_default() < min_age)
+    };
     let mut kept = roots;
     let mut walked = fsck::walk(store, Ok(index_of(&kept)), &present, &BTreeSet::new(), &mut scratch);
-    // Referrers of kept referrers (a signature of an SBOM) are kept too: repeat until nothing changes.
+    // A referrer stays while its subject is reachable, or while its subject is younger than the grace
+    // period (a writer may store an image's documents before tagging it); so do referrers of kept
+    // referrers (a signature of an SBOM): repeat until nothing changes.
     loop {
         let (live, rest): (Vec<Descriptor>, Vec<Descriptor>) = referrers.into_iter().partition(|d| {
             let subject = d.referrer_subject().and_then(|s| s.parse::<Digest>().ok());
-            subject.is_some_and(|s| walked.reachable.contains(&s))
+            subject.is_some_and(|s| walked.reachable.contains(&s) || recent(&store.blob_path(&s)))
         });
         referrers = rest;
         if live.is_empty() {
@@ -60,7 +69,6 @@ pub(super) fn plan(store: &Store, min_age: Duration) -> Result<GcReport, StoreEr
     {
         return Err(StoreError::Layout { path: store.root().to_path_buf(), reason: format!("gc refused: {p}") });
     }
-    let now = SystemTime::now();
     let mut report = GcReport { dropped_referrers: referrers, live_diff_ids: walked.diff_ids, ..GcReport::default() };
     for blob in files.iter().filter(|b| !walked.reachable.contains(&b.digest)) {
         let mtime = fs::metadata(&blob.path).and_then(|m| m.modified()).map_err(super::io_err(&blob.path))?;
