@@ -114,16 +114,7 @@ pub fn record_sbom(
     sources: Vec<SourceArchive>,
     source_date_epoch: Option<i64>,
 ) -> Result<Vec<u8>, AttestError> {
-    let image = &subject.image;
-    let mut dirs = image
-        .manifest
-        .layers
-        .iter()
-        .zip(&image.config.rootfs.diff_ids)
-        .map(|(layer, diff_id)| ws.ensure_layer_dir(layer, diff_id))
-        .collect::<Result<Vec<_>, _>>()?;
-    dirs.reverse();
-    let contents = ImageContents::read(&dirs)?;
+    let contents = ImageContents::read(&ws.lower_dirs(&subject.image)?)?;
     let base = match base {
         Some(b) => Some(b),
         None => subject.base_image(ws.store())?,

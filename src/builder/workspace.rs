@@ -22,7 +22,7 @@ use std::sync::Arc;
 use layers::{ApplyOptions, Digest, WhiteoutMode};
 
 use super::BuildError;
-use crate::store::{Descriptor, Store};
+use crate::store::{Descriptor, Image, Store};
 
 /// A private directory under `<state>/tmp` (see [`Workspace::temp_dir`]).
 pub(crate) struct ScratchDir {
@@ -154,6 +154,20 @@ impl Workspace {
     /// The extracted directory of the layer with this diff_id (it may not exist yet).
     pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
         self.dir.join("layers").join(diff_id.hex())
+    }
+
+    /// The extracted dirs of `image`'s layers, top layer first (overlayfs lowerdir order), extracting
+    /// those not there yet.
+    pub fn lower_dirs(&self, image: &Image) -> Result<Vec<PathBuf>, BuildError> {
+        let mut dirs = image
+            .manifest
+            .layers
+            .iter()
+            .zip(&image.config.rootfs.diff_ids)
+            .map(|(layer, diff_id)| self.ensure_layer_dir(layer, diff_id))
+            .collect::<Result<Vec<_>, _>>()?;
+        dirs.reverse();
+        Ok(dirs)
     }
 
     /// Make `dir` (a RUN's overlay upper dir or a COPY staging dir, already in lowerdir format) the

@@ -573,8 +573,8 @@ impl Store {
         Ok(tags)
     }
 
-    /// Read and parse a JSON blob of at most `max` bytes, checking it against the descriptor's size.
-    fn read_json(&self, desc: &Descriptor, max: u64) -> Result<serde_json::Value> {
+    /// Read a whole blob of at most `max` bytes, checking it against the descriptor's digest and size.
+    fn read_described(&self, desc: &Descriptor, max: u64) -> Result<Vec<u8>> {
         let bytes = self.read_blob_bytes(&desc.digest, max)?;
         if bytes.len() as u64 != desc.size {
             return Err(StoreError::SizeMismatch {
@@ -583,6 +583,12 @@ impl Store {
                 actual: bytes.len() as u64,
             });
         }
+        Ok(bytes)
+    }
+
+    /// Read and parse a JSON blob of at most `max` bytes, checking it against the descriptor's size.
+    fn read_json(&self, desc: &Descriptor, max: u64) -> Result<serde_json::Value> {
+        let bytes = self.read_described(desc, max)?;
         serde_json::from_slice(&bytes)
             .map_err(|source| StoreError::Json { what: format!("blob {}", desc.digest), source })
     }

@@ -107,14 +107,6 @@ impl Store {
                 what: format!("artifact with {} layers (expected 1)", manifest.layers.len()),
             });
         };
-        let bytes = self.read_blob_bytes(&layer.digest, MAX_DOCUMENT_SIZE)?;
-        if bytes.len() as u64 != layer.size {
-            return Err(StoreError::SizeMismatch {
-                digest: layer.digest,
-                expected: layer.size,
-                actual: bytes.len() as u64,
-            });
-        }
-        Ok(bytes)
+        self.read_described(layer, MAX_DOCUMENT_SIZE)
     }
 }
