@@ -264,7 +264,8 @@ impl Walk<'_> {
             self.check(layer, &here);
         }
         // An artifact's config (the empty `{}` of an SBOM, say) is not an image config: presence only.
-        let image_config = super::is_image_config(&manifest.config.media_type);
+        let image_config =
+            manifest.config.media_type != super::MEDIA_OCI_EMPTY && !manifest.extra.contains_key("artifactType");
         if self.check(&manifest.config, &here) && image_config {
             match self.store.read_config(&manifest.config) {
                 Ok(config) if config.rootfs.diff_ids.len() != manifest.layers.len() => {

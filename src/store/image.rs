@@ -42,11 +42,6 @@ pub fn is_manifest(media_type: &str) -> bool {
     media_type == MEDIA_OCI_MANIFEST || media_type == MEDIA_DOCKER_MANIFEST
 }
 
-/// True for media types whose blob is an image config (OCI or Docker), as opposed to an artifact's config.
-pub fn is_image_config(media_type: &str) -> bool {
-    media_type == MEDIA_OCI_CONFIG || media_type == MEDIA_DOCKER_CONFIG
-}
-
 /// True for media types whose blob is an index / manifest list.
 pub fn is_index(media_type: &str) -> bool {
     media_type == MEDIA_OCI_INDEX || media_type == MEDIA_DOCKER_LIST

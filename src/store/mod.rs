@@ -38,7 +38,7 @@ pub use archive::{ArchiveStats, write_docker_archive};
 pub use fsck::{FsckProblem, FsckReport};
 pub use gc::GcReport;
 pub use image::*;
-pub use referrers::{ANNOTATION_REFERRER_SUBJECT, MAX_DOCUMENT_SIZE, MEDIA_OCI_EMPTY};
+pub use referrers::{ANNOTATION_REFERRER_SUBJECT, MEDIA_OCI_EMPTY};
 
 /// Largest manifest or index blob we read (containerd uses the same 4 MiB limit).
 pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
