@@ -36,8 +36,14 @@ enum Command {
     Push(cmd::push::Args),
     /// Pull an image from a registry into the store.
     Pull(cmd::pull::Args),
-    /// Export images as a docker-archive tarball (`docker load`, `skopeo copy docker-archive:`).
+    /// Export images as a docker-archive tarball (`docker load`, `podman load`, `skopeo copy docker-archive:`).
     Save(cmd::save::Args),
+    /// Print an image's SBOM (SPDX or CycloneDX JSON), computing and storing it if needed.
+    Sbom(cmd::sbom::Args),
+    /// Print an image's build provenance (in-toto statement, SLSA v1 predicate).
+    Provenance(cmd::provenance::Args),
+    /// Remove blobs, referrers and extracted layers that no tag reaches.
+    Gc(cmd::gc::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +63,9 @@ fn main() -> std::process::ExitCode {
         Command::Push(a) => cmd::push::run(&ctx, a),
         Command::Pull(a) => cmd::pull::run(&ctx, a),
         Command::Save(a) => cmd::save::run(&ctx, a),
+        Command::Sbom(a) => cmd::sbom::run(&ctx, a),
+        Command::Provenance(a) => cmd::provenance::run(&ctx, a),
+        Command::Gc(a) => cmd::gc::run(&ctx, a),
     };
     match result {
         Ok(code) => code,

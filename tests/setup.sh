@@ -11,7 +11,8 @@ packages=(
     uidmap            # newuidmap/newgidmap for rootless user namespaces
     apache2-utils     # htpasswd for the authenticated-registry test
     pigz zstd buildah hyperfine bc  # peers and timers for the bench scripts
-    python3 python3-venv  # kolla-build for the template conformance test
+    python3 python3-venv  # kolla-build for the template conformance test; spdx-tools for the SBOM test
+    podman            # loads `kolla-oci save` archives in the save test
     ca-certificates
 )
 missing=()

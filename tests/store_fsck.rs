@@ -164,7 +164,7 @@ fn gc_removes_old_unreferenced_blobs_only() {
         filetime::set_file_mtime(store.blob_path(&d), old.into()).unwrap();
     }
     let report = store.gc(Duration::from_secs(3600)).unwrap();
-    assert_eq!(report.removed, [extra]);
+    assert_eq!(report.removed, [(extra, 12)]);
     assert_eq!((report.bytes, report.kept_recent), (12, 1));
     assert!(!store.has_blob(&extra) && store.has_blob(&recent));
     let after = store.fsck().unwrap();

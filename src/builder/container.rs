@@ -29,14 +29,7 @@ pub fn run_container(
     output: &mut dyn Write,
 ) -> Result<i32, BuildError> {
     let img = ws.store().load_image(image)?;
-    let mut lowerdirs = img
-        .manifest
-        .layers
-        .iter()
-        .zip(&img.config.rootfs.diff_ids)
-        .map(|(layer, diff_id)| ws.ensure_layer_dir(layer, diff_id))
-        .collect::<Result<Vec<_>, _>>()?;
-    lowerdirs.reverse();
+    let lowerdirs = ws.lower_dirs(&img)?;
     let c = &img.config.config;
     let mut argv = opts.entrypoint.clone().or_else(|| c.entrypoint.clone()).unwrap_or_default();
     if opts.args.is_empty() {

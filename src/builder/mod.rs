@@ -12,9 +12,10 @@ mod cache;
 mod container;
 mod context;
 mod executor;
+mod gc;
 pub mod kolla;
 pub mod scheduler;
-mod view;
+pub(crate) mod view;
 mod workspace;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 pub use container::{ContainerOptions, run_container};
 pub use executor::{BuildOutcome, BuildRequest, build_image};
+pub use gc::{GcOptions, GcOutcome};
 pub use workspace::Workspace;
 
 use crate::store::StoreError;
@@ -90,7 +92,7 @@ pub fn host_ca_bundle() -> Option<PathBuf> {
 pub const RUN_CA_BUNDLE: &str = "/dev/kolla-oci-ca/ca-certificates.crt";
 
 /// Seconds since the epoch as RFC 3339 UTC (`1970-01-01T00:00:00Z`).
-fn rfc3339(secs: i64) -> String {
+pub(crate) fn rfc3339(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;

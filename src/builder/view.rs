@@ -1,6 +1,7 @@
 //! A read-only view of an image's root filesystem as overlayfs would merge its extracted layer dirs,
 //! without mounting anything: enough to look up `/etc/passwd` for `--chown`, the metadata of a COPY
-//! destination's parents, and to resolve symlinks in a destination path *inside* the image.
+//! destination's parents, to resolve symlinks in a destination path *inside* the image, and to read the
+//! package databases an image holds for its SBOM.
 
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -22,8 +23,15 @@ pub(crate) struct Found {
     pub meta: fs::Metadata,
 }
 
-fn is_whiteout(meta: &fs::Metadata) -> bool {
-    meta.file_type().is_char_device() && meta.rdev() == 0
+/// An overlayfs whiteout: a char 0:0 device (what the kernel and our applier write), or a file carrying
+/// the `user.overlay.whiteout` xattr (the form tools write where mknod is not allowed).
+fn is_whiteout(path: &Path, meta: &fs::Metadata) -> bool {
+    (meta.file_type().is_char_device() && meta.rdev() == 0)
+        || (meta.is_file()
+            && meta.len() == 0
+            && ["user.overlay.whiteout", "trusted.overlay.whiteout"]
+                .iter()
+                .any(|name| matches!(xattr::get(path, name), Ok(Some(_)))))
 }
 
 fn is_opaque(path: &Path) -> bool {
@@ -53,7 +61,7 @@ impl<'a> RootView<'a> {
             for (i, c) in comps.iter().enumerate() {
                 cur.push(c);
                 let Ok(meta) = fs::symlink_metadata(&cur) else { break };
-                if is_whiteout(&meta) {
+                if is_whiteout(&cur, &meta) {
                     return None;
                 }
                 if i + 1 == comps.len() {
@@ -70,6 +78,45 @@ impl<'a> RootView<'a> {
             }
         }
         None
+    }
+
+    /// The names in directory `rel` (relative, symlink-free, as [`RootView::lookup`] takes) as overlayfs
+    /// would list them: the union over the layers, top first, where a whiteout hides a name below it and
+    /// an opaque directory (or a non-directory) hides everything below. Sorted; empty if `rel` is absent.
+    pub fn list_dir(&self, rel: &Path) -> Vec<std::ffi::OsString> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut names = std::collections::BTreeSet::new();
+        for layer in self.layers {
+            let mut cur = layer.clone();
+            let (mut present, mut opaque) = (true, false);
+            for c in rel.iter() {
+                cur.push(c);
+                match fs::symlink_metadata(&cur) {
+                    Err(_) => {
+                        present = false;
+                        break;
+                    }
+                    Ok(meta) if !meta.is_dir() => return names.into_iter().collect(), // whiteout or a file
+                    Ok(_) => opaque |= is_opaque(&cur),
+                }
+            }
+            if present && let Ok(entries) = fs::read_dir(&cur) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name();
+                    if !seen.insert(name.clone()) {
+                        continue; // a higher layer already decided about this name
+                    }
+                    let path = entry.path();
+                    if !fs::symlink_metadata(&path).is_ok_and(|m| is_whiteout(&path, &m)) {
+                        names.insert(name);
+                    }
+                }
+            }
+            if opaque {
+                break;
+            }
+        }
+        names.into_iter().collect()
     }
 
     /// Resolve `path` (absolute in the image) to a relative path with no symlinks in it, following
@@ -209,5 +256,41 @@ mod tests {
         assert_eq!(v.resolve_owner("kolla:svc").unwrap(), (42400, 42402));
         assert_eq!(v.resolve_owner("7:8").unwrap(), (7, 8));
         assert!(v.resolve_owner("nobody").is_err());
+    }
+
+    #[test]
+    fn list_dir_merges_layers_like_overlayfs() {
+        let t = tempfile::tempdir().unwrap();
+        let (top, mid, bottom) = (t.path().join("top"), t.path().join("mid"), t.path().join("bottom"));
+        for (layer, names) in [(&bottom, &["a", "b", "c", "d"][..]), (&mid, &["e"][..]), (&top, &["f"][..])] {
+            for n in names {
+                fs::create_dir_all(layer.join("site")).unwrap();
+                fs::write(layer.join("site").join(n), n).unwrap();
+            }
+        }
+        fs::create_dir_all(bottom.join("opaque/old")).unwrap();
+        fs::create_dir_all(mid.join("opaque")).unwrap();
+        fs::write(mid.join("opaque/new"), "").unwrap();
+        xattr::set(mid.join("opaque"), "user.overlay.opaque", b"y").unwrap();
+        // `a` deleted by a char 0:0 whiteout, `b` by an xattr whiteout, `c` replaced by a file above.
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            mid.join("site/a"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        fs::write(top.join("site/b"), "").unwrap();
+        xattr::set(top.join("site/b"), "user.overlay.whiteout", b"y").unwrap();
+        fs::write(top.join("site/c"), "new c").unwrap();
+        let layers = vec![top, mid, bottom];
+        let v = RootView::new(&layers);
+        let names =
+            |p: &str| v.list_dir(Path::new(p)).into_iter().map(|n| n.into_string().unwrap()).collect::<Vec<_>>();
+        assert_eq!(names("site"), ["c", "d", "e", "f"]);
+        assert_eq!(names("opaque"), ["new"]);
+        assert!(names("missing").is_empty());
+        assert!(v.lookup(Path::new("site/b")).is_none());
     }
 }

@@ -6,6 +6,7 @@
 //! <state>/layers/<diff_id hex>/ one directory per layer, overlayfs lowerdir format
 //! <state>/cache/<key hex>.json  step cache: which layer (if any) a step produced
 //! <state>/tmp/                  run and staging dirs; removed when done
+//! <state>/gc.lock               held shared by every process using the state dir, exclusive by gc
 //! ```
 //!
 //! Each dir in `tmp/` (and each temp file of the step cache) is `flock`ed by the process using it, so
@@ -16,11 +17,12 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use layers::{ApplyOptions, Digest, WhiteoutMode};
 
 use super::BuildError;
-use crate::store::{Descriptor, Store};
+use crate::store::{Descriptor, Image, Store};
 
 /// A private directory under `<state>/tmp` (see [`Workspace::temp_dir`]).
 pub(crate) struct ScratchDir {
@@ -64,19 +66,57 @@ fn remove_unlocked(dir: &Path, pick: impl Fn(&fs::DirEntry) -> bool) {
 pub struct Workspace {
     store: Store,
     dir: PathBuf,
+    /// `<state>/gc.lock`, locked shared while this process uses the state dir (see [`Workspace::open`]).
+    in_use: Arc<fs::File>,
 }
 
 impl Workspace {
-    /// Open the state directory at `dir`, creating it if needed.
+    /// Open the state directory at `dir`, creating it if needed. Holds `gc.lock` shared for as long as
+    /// the workspace (or a clone) lives, so a `gc` waits for this process — and this call waits for a
+    /// running `gc`: a build never sees a layer or blob vanish under it.
     pub fn open(dir: &Path) -> Result<Workspace, BuildError> {
         let store = Store::open(&dir.join("oci"))?;
         for sub in ["layers", "cache", "tmp"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(|e| BuildError::io(&p, "create directory", e))?;
         }
+        let lock_path = dir.join("gc.lock");
+        let in_use = fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| BuildError::io(&lock_path, "open", e))?;
+        match in_use.try_lock_shared() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                tracing::info!("waiting for a gc of {} to finish", dir.display());
+                in_use.lock_shared().map_err(|e| BuildError::io(&lock_path, "lock", e))?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(BuildError::io(&lock_path, "lock", e)),
+        }
         remove_unlocked(&dir.join("tmp"), |e| e.file_type().is_ok_and(|t| t.is_dir()));
         remove_unlocked(&dir.join("cache"), |e| e.file_name().as_encoded_bytes().starts_with(b".tmp"));
-        Ok(Workspace { store, dir: dir.to_path_buf() })
+        Ok(Workspace { store, dir: dir.to_path_buf(), in_use: Arc::new(in_use) })
+    }
+
+    /// Turn this process's hold on `gc.lock` exclusive, waiting for every other process using the state
+    /// dir to finish (only `gc` does this).
+    pub(crate) fn lock_exclusive(&self) -> Result<(), BuildError> {
+        let path = self.dir.join("gc.lock");
+        match self.in_use.try_lock() {
+            Ok(()) => Ok(()),
+            Err(fs::TryLockError::WouldBlock) => {
+                tracing::info!("waiting for the builds and runs using {} to finish", self.dir.display());
+                self.in_use.lock().map_err(|e| BuildError::io(&path, "lock", e))
+            }
+            Err(fs::TryLockError::Error(e)) => Err(BuildError::io(&path, "lock", e)),
+        }
+    }
+
+    /// Where extracted layers live (`<state>/layers`).
+    pub(crate) fn layers_root(&self) -> PathBuf {
+        self.dir.join("layers")
     }
 
     /// The OCI image layout.
@@ -114,6 +154,20 @@ impl Workspace {
     /// The extracted directory of the layer with this diff_id (it may not exist yet).
     pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
         self.dir.join("layers").join(diff_id.hex())
+    }
+
+    /// The extracted dirs of `image`'s layers, top layer first (overlayfs lowerdir order), extracting
+    /// those not there yet.
+    pub fn lower_dirs(&self, image: &Image) -> Result<Vec<PathBuf>, BuildError> {
+        let mut dirs = image
+            .manifest
+            .layers
+            .iter()
+            .zip(&image.config.rootfs.diff_ids)
+            .map(|(layer, diff_id)| self.ensure_layer_dir(layer, diff_id))
+            .collect::<Result<Vec<_>, _>>()?;
+        dirs.reverse();
+        Ok(dirs)
     }
 
     /// Make `dir` (a RUN's overlay upper dir or a COPY staging dir, already in lowerdir format) the

@@ -3,11 +3,14 @@
 pub mod build;
 pub mod build_file;
 pub mod fsck;
+pub mod gc;
 pub mod images;
+pub mod provenance;
 pub mod pull;
 pub mod push;
 pub mod run;
 pub mod save;
+pub mod sbom;
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +32,14 @@ impl Context {
         let dir = self.layout_dir();
         kolla_oci::store::Store::open(&dir).with_context(|| format!("opening store {}", dir.display()))
     }
+}
+
+/// Write a stored JSON document to stdout, newline-terminated (`sbom`, `provenance`).
+pub fn print_document(doc: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(doc).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush()).context("writing to stdout")
 }
 
 /// `$XDG_DATA_HOME/kolla-oci`, else `~/.local/share/kolla-oci`, else `./kolla-oci-store`.

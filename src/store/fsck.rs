@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
 
 use layers::{Digest, HashingWriter};
 use rayon::prelude::*;
@@ -119,26 +118,15 @@ impl FsckReport {
     }
 }
 
-/// What [`Store::gc`] removed.
-#[derive(Debug, Default, Clone)]
-pub struct GcReport {
-    /// Removed blobs.
-    pub removed: Vec<Digest>,
-    /// Bytes freed.
-    pub bytes: u64,
-    /// Unreferenced blobs kept because they are younger than the grace period.
-    pub kept_recent: usize,
-}
-
 /// A blob file found under `blobs/sha256/`.
-struct BlobFile {
-    digest: Digest,
-    size: u64,
-    path: PathBuf,
+pub(super) struct BlobFile {
+    pub(super) digest: Digest,
+    pub(super) size: u64,
+    pub(super) path: PathBuf,
 }
 
 /// List `blobs/`: well-named blob files, and problems for everything else.
-fn list_blobs(store: &Store, report: &mut FsckReport) -> Result<Vec<BlobFile>, StoreError> {
+pub(super) fn list_blobs(store: &Store, report: &mut FsckReport) -> Result<Vec<BlobFile>, StoreError> {
     let blobs_root = store.root().join("blobs");
     let mut found = Vec::new();
     for entry in fs::read_dir(&blobs_root).map_err(super::io_err(&blobs_root))? {
@@ -194,6 +182,8 @@ struct Walk<'a> {
     /// Blobs known not to match their name (not parsed again).
     corrupt: &'a BTreeSet<Digest>,
     reachable: BTreeSet<Digest>,
+    /// `rootfs.diff_ids` of every reachable image config.
+    diff_ids: BTreeSet<Digest>,
     parsed: BTreeSet<Digest>,
     problems: Vec<FsckProblem>,
     notes: Vec<String>,
@@ -273,7 +263,10 @@ impl Walk<'_> {
         for layer in &manifest.layers {
             self.check(layer, &here);
         }
-        if self.check(&manifest.config, &here) {
+        // An artifact's config (the empty `{}` of an SBOM, say) is not an image config: presence only.
+        let image_config =
+            manifest.config.media_type != super::MEDIA_OCI_EMPTY && !manifest.extra.contains_key("artifactType");
+        if self.check(&manifest.config, &here) && image_config {
             match self.store.read_config(&manifest.config) {
                 Ok(config) if config.rootfs.diff_ids.len() != manifest.layers.len() => {
                     self.problems.push(FsckProblem::LayerCount {
@@ -282,21 +275,29 @@ impl Walk<'_> {
                         diff_ids: config.rootfs.diff_ids.len(),
                     });
                 }
-                Ok(_) => {}
+                Ok(config) => self.diff_ids.extend(config.rootfs.diff_ids),
                 Err(e) => self.bad_doc(&manifest.config, &here, e),
             }
         }
     }
 }
 
-/// Walk from `index.json`; fills `report.reachable`, `tags`, problems and notes; returns the reachable set.
-fn walk(
+/// What a walk from `index.json` reached.
+pub(super) struct Walked {
+    /// Every blob referenced.
+    pub(super) reachable: BTreeSet<Digest>,
+    /// `rootfs.diff_ids` of every image config reached.
+    pub(super) diff_ids: BTreeSet<Digest>,
+}
+
+/// Walk from `index.json`; fills `report.reachable`, `tags`, problems and notes.
+pub(super) fn walk(
     store: &Store,
     index: Result<Index, StoreError>,
     present: &BTreeMap<Digest, u64>,
     corrupt: &BTreeSet<Digest>,
     report: &mut FsckReport,
-) -> BTreeSet<Digest> {
+) -> Walked {
     let layout = store.root().join("oci-layout");
     match fs::read(&layout) {
         Ok(bytes) => {
@@ -310,7 +311,7 @@ fn walk(
         Ok(index) => index,
         Err(e) => {
             report.problems.push(FsckProblem::BadLayout { path: store.index_path(), reason: e.to_string() });
-            return BTreeSet::new();
+            return Walked { reachable: BTreeSet::new(), diff_ids: BTreeSet::new() };
         }
     };
     let mut w = Walk {
@@ -318,6 +319,7 @@ fn walk(
         present,
         corrupt,
         reachable: BTreeSet::new(),
+        diff_ids: BTreeSet::new(),
         parsed: BTreeSet::new(),
         problems: Vec::new(),
         notes: Vec::new(),
@@ -335,7 +337,7 @@ fn walk(
     report.problems.append(&mut w.problems);
     report.notes.append(&mut w.notes);
     report.reachable = w.reachable.len();
-    w.reachable
+    Walked { reachable: w.reachable, diff_ids: w.diff_ids }
 }
 
 /// [`Store::fsck`].
@@ -365,43 +367,7 @@ pub(super) fn fsck(store: &Store) -> Result<FsckReport, StoreError> {
         }
     }
     let present: BTreeMap<Digest, u64> = files.iter().map(|b| (b.digest, b.size)).collect();
-    let reachable = walk(store, index, &present, &corrupt, &mut report);
+    let reachable = walk(store, index, &present, &corrupt, &mut report).reachable;
     report.unreferenced = files.iter().filter(|b| !reachable.contains(&b.digest)).map(|b| (b.digest, b.size)).collect();
-    Ok(report)
-}
-
-/// [`Store::gc`].
-pub(super) fn gc(store: &Store, min_age: Duration) -> Result<GcReport, StoreError> {
-    let _lock = store.lock()?;
-    let mut scratch = FsckReport::default();
-    let files = list_blobs(store, &mut scratch)?;
-    let present: BTreeMap<Digest, u64> = files.iter().map(|b| (b.digest, b.size)).collect();
-    let reachable = walk(store, store.index(), &present, &BTreeSet::new(), &mut scratch);
-    if let Some(p) =
-        scratch.problems.iter().find(|p| matches!(p, FsckProblem::BadLayout { .. } | FsckProblem::BadDocument { .. }))
-    {
-        return Err(StoreError::Layout { path: store.root().to_path_buf(), reason: format!("gc refused: {p}") });
-    }
-    let now = SystemTime::now();
-    let mut report = GcReport::default();
-    for blob in files.iter().filter(|b| !reachable.contains(&b.digest)) {
-        let mtime = fs::metadata(&blob.path).and_then(|m| m.modified()).map_err(super::io_err(&blob.path))?;
-        if now.duration_since(mtime).unwrap_or_default() < min_age {
-            report.kept_recent += 1;
-            continue;
-        }
-        match fs::remove_file(&blob.path) {
-            Ok(()) => {
-                tracing::debug!(digest = %blob.digest, "gc removed blob");
-                report.removed.push(blob.digest);
-                report.bytes += blob.size;
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::Io { path: blob.path.clone(), source: e }),
-        }
-    }
-    if !report.removed.is_empty() {
-        super::sync_dir(&store.blobs_dir())?;
-    }
     Ok(report)
 }

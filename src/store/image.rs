@@ -156,12 +156,22 @@ pub struct Descriptor {
     /// Platform of a manifest inside an index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
+    /// OCI 1.1 `artifactType` of an artifact manifest (referrers are listed with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
 }
 
 impl Descriptor {
     /// A descriptor with no annotations and no platform.
     pub fn new(media_type: impl Into<String>, digest: Digest, size: u64) -> Descriptor {
-        Descriptor { media_type: media_type.into(), digest, size, annotations: BTreeMap::new(), platform: None }
+        Descriptor {
+            media_type: media_type.into(),
+            digest,
+            size,
+            annotations: BTreeMap::new(),
+            platform: None,
+            artifact_type: None,
+        }
     }
 
     /// The tag this `index.json` entry carries, if any.

@@ -22,7 +22,9 @@
 
 mod archive;
 mod fsck;
+mod gc;
 mod image;
+mod referrers;
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -33,8 +35,10 @@ use layers::{Digest, HashingWriter};
 use serde::Serialize;
 
 pub use archive::{ArchiveStats, write_docker_archive};
-pub use fsck::{FsckProblem, FsckReport, GcReport};
+pub use fsck::{FsckProblem, FsckReport};
+pub use gc::GcReport;
 pub use image::*;
+pub use referrers::{ANNOTATION_REFERRER_SUBJECT, MEDIA_OCI_EMPTY};
 
 /// Largest manifest or index blob we read (containerd uses the same 4 MiB limit).
 pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
@@ -569,8 +573,8 @@ impl Store {
         Ok(tags)
     }
 
-    /// Read and parse a JSON blob of at most `max` bytes, checking it against the descriptor's size.
-    fn read_json(&self, desc: &Descriptor, max: u64) -> Result<serde_json::Value> {
+    /// Read a whole blob of at most `max` bytes, checking it against the descriptor's digest and size.
+    fn read_described(&self, desc: &Descriptor, max: u64) -> Result<Vec<u8>> {
         let bytes = self.read_blob_bytes(&desc.digest, max)?;
         if bytes.len() as u64 != desc.size {
             return Err(StoreError::SizeMismatch {
@@ -579,6 +583,12 @@ impl Store {
                 actual: bytes.len() as u64,
             });
         }
+        Ok(bytes)
+    }
+
+    /// Read and parse a JSON blob of at most `max` bytes, checking it against the descriptor's size.
+    fn read_json(&self, desc: &Descriptor, max: u64) -> Result<serde_json::Value> {
+        let bytes = self.read_described(desc, max)?;
         serde_json::from_slice(&bytes)
             .map_err(|source| StoreError::Json { what: format!("blob {}", desc.digest), source })
     }
@@ -725,13 +735,6 @@ impl Store {
     /// Check every blob and every reference; see [`FsckReport`].
     pub fn fsck(&self) -> Result<FsckReport> {
         fsck::fsck(self)
-    }
-
-    /// Remove blobs no tag reaches and that were not written or reused within `min_age` (the grace period
-    /// protects a build or pull that has written blobs but not tagged them yet). Takes the lock; refuses to
-    /// run when a reachable document cannot be parsed, since then reachability is unknown.
-    pub fn gc(&self, min_age: std::time::Duration) -> Result<GcReport> {
-        fsck::gc(self, min_age)
     }
 }
 

@@ -99,16 +99,17 @@ pub fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target/tmp has a parent").to_path_buf()
 }
 
-/// The kolla 23.0.0 reference: a Python 3.11 venv with `kolla==23.0.0` and the `docker` SDK
-/// (kolla-build refuses to start without it, even for `--template-only`), created once and
-/// cached in `target/kolla-venv-23.0.0`. Returns the venv directory.
-pub fn kolla_venv() -> PathBuf {
-    let venv = target_dir().join(format!("kolla-venv-{KOLLA_VERSION}"));
+/// A Python venv at `target/<name>` with `packages` installed from PyPI, created once and reused (a
+/// lock serializes test binaries; a marker naming the packages says it is complete and current). The
+/// interpreter is `KOLLA_OCI_TEST_PYTHON`, else `python3.11`. Returns the venv directory.
+pub fn cached_venv(name: &str, packages: &[&str]) -> PathBuf {
+    let venv = target_dir().join(name);
     let marker = venv.join(".kolla-oci-complete");
-    let lock_path = target_dir().join(format!("kolla-venv-{KOLLA_VERSION}.lock"));
+    let lock_path = target_dir().join(format!("{name}.lock"));
     let lock = std::fs::File::create(&lock_path).expect("create venv lock file");
     lock.lock().expect("lock the venv");
-    if !marker.is_file() {
+    let want = packages.join(" ");
+    if std::fs::read_to_string(&marker).ok().as_deref() != Some(want.as_str()) {
         let python = std::env::var("KOLLA_OCI_TEST_PYTHON").unwrap_or_else(|_| "python3.11".into());
         if venv.exists() {
             std::fs::remove_dir_all(&venv).expect("remove a partial venv");
@@ -116,20 +117,24 @@ pub fn kolla_venv() -> PathBuf {
         let out = run(Command::new(&python).args(["-m", "venv"]).arg(&venv));
         assert!(
             out.status.success(),
-            "cannot create the kolla reference venv with `{python} -m venv` (install python3.11 and \
-             python3-venv, see tests/setup.sh): {}",
+            "cannot create the venv {name} with `{python} -m venv` (install python3.11 and python3-venv, see \
+             tests/setup.sh): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         run_ok(
-            Command::new(venv.join("bin/pip"))
-                .args(["install", "-q", "--disable-pip-version-check"])
-                .arg(format!("kolla=={KOLLA_VERSION}"))
-                .arg("docker"),
+            Command::new(venv.join("bin/pip")).args(["install", "-q", "--disable-pip-version-check"]).args(packages),
         );
-        std::fs::write(&marker, KOLLA_VERSION).unwrap();
+        std::fs::write(&marker, want).unwrap();
     }
     drop(lock);
     venv
+}
+
+/// The kolla 23.0.0 reference: a Python 3.11 venv with `kolla==23.0.0` and the `docker` SDK
+/// (kolla-build refuses to start without it, even for `--template-only`), created once and
+/// cached in `target/kolla-venv-23.0.0`. Returns the venv directory.
+pub fn kolla_venv() -> PathBuf {
+    cached_venv(&format!("kolla-venv-{KOLLA_VERSION}"), &[&format!("kolla=={KOLLA_VERSION}"), "docker"])
 }
 
 /// The template tree of the reference installation (`kolla/docker` inside site-packages).
