@@ -1,13 +1,15 @@
 //! kolla-oci: build Kolla-style OpenStack image sets as OCI images, with no daemon and no root.
 //!
-//! Data flows one way: `template` → `graph` → `dockerfile` → `builder` (using `sandbox` and the
-//! `layers` crate) → `store` → `registry`.
+//! Data flows one way: `config` → `template` → `graph` → `sources` and `dockerfile` → `builder` (using
+//! `sandbox` and the `layers` crate) → `store` → `registry`.
 
 pub mod builder;
 pub mod config;
 pub mod dockerfile;
 pub mod graph;
+pub mod http;
 pub mod registry;
 pub mod sandbox;
+pub mod sources;
 pub mod store;
 pub mod template;
