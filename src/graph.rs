@@ -3,9 +3,8 @@
 //! An image's parent comes from its **rendered** Dockerfile: the first line starting with
 //! `FROM` (any case), second space-separated token, compared exactly with the other images'
 //! canonical names `[registry/]namespace/[prefix]image:tag`; no match makes the image a root
-//! (built on an external base). Unlike kolla-build, a `FROM` naming something in our own
-//! namespace that is not an image of the tree is an error (kolla would try to pull it), and so
-//! is a cycle.
+//! (built on an external base) — also when the `FROM` names our own namespace, as in kolla-build:
+//! such a parent must then come from the store or a registry. A cycle is an error.
 //!
 //! Selection follows kolla's `filter_images`: unbuildable images (kolla's per-base/arch
 //! matrix) and their descendants are excluded; positional regexes (Python `re.search` on the
@@ -22,17 +21,6 @@ use crate::template::RenderedTree;
 /// Errors building the graph or selecting images. Each names the images or pattern at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum GraphError {
-    /// A `FROM` names an image of our namespace that the tree does not have.
-    #[error(
-        "image {image:?}: parent {from:?} is not an image of this tree (no directory renders as {from:?}; \
-         check the parent's name, tag and --image-name-prefix)"
-    )]
-    MissingParent {
-        /// The image whose `FROM` is dangling.
-        image: String,
-        /// The `FROM` reference.
-        from: String,
-    },
     /// Parents form a cycle.
     #[error("images form a cycle through their FROM lines: {}", .0.join(" -> "))]
     Cycle(Vec<String>),
@@ -129,7 +117,7 @@ impl Graph {
         for n in &nodes {
             let parent = by_canonical.get(n.from.as_str()).copied();
             if parent.is_none() && n.from.starts_with(&own) {
-                return Err(GraphError::MissingParent { image: n.name.clone(), from: n.from.clone() });
+                tracing::debug!(image = %n.name, from = %n.from, "parent is not an image of this tree: a root");
             }
             parents.push(parent);
         }

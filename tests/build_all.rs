@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kolla-oci");
-const TAG: &str = "2026.2-debian-bookworm";
+const TAG: &str = "2026.2-debian-trixie";
 
 struct Env {
     _tmp: tempfile::TempDir,

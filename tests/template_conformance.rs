@@ -12,8 +12,9 @@ use std::process::Command;
 
 use support::{assert_same_output, kolla_oci_build, kolla_tree, kolla_venv, run_ok};
 
-/// Render with both tools into `<tmp>/kolla` and `<tmp>/ours` and compare.
-fn compare(tmp: &Path, extra: &[&str], what: &str) {
+/// Render with both tools into `<tmp>/kolla` and `<tmp>/ours` and compare; both get `--base <base>`
+/// and `extra`, nothing else, so every other option takes each tool's default.
+fn compare(tmp: &Path, base: &str, extra: &[&str], what: &str) {
     let venv = kolla_venv();
     let tree = kolla_tree(&venv);
     let home = tmp.join("home");
@@ -21,27 +22,31 @@ fn compare(tmp: &Path, extra: &[&str], what: &str) {
     let reference = tmp.join("kolla");
     let ours = tmp.join("ours");
 
-    // kolla-build's debian defaults: base image debian:trixie, tag 2026.2-debian-trixie.
     let mut kolla = Command::new(venv.join("bin/kolla-build"));
-    kolla.env("HOME", &home).args(["--template-only", "--base", "debian", "--work-dir"]).arg(&reference).args(extra);
+    kolla.env("HOME", &home).args(["--template-only", "--base", base, "--work-dir"]).arg(&reference).args(extra);
     run_ok(&mut kolla);
 
-    // kolla-oci defaults to bookworm; ask for kolla-build's trixie explicitly.
     let mut ko = kolla_oci_build(&home);
-    ko.args(["--template-only", "--base", "debian", "--base-tag", "trixie", "--template-tree"])
-        .arg(&tree)
-        .arg("--work-dir")
-        .arg(&ours)
-        .args(extra);
+    ko.args(["--template-only", "--base", base, "--template-tree"]).arg(&tree).arg("--work-dir").arg(&ours).args(extra);
     run_ok(&mut ko);
 
     assert_same_output(&reference.join("docker"), &ours.join("docker"), what);
 }
 
+/// With only `--base`, every default (base image and tag, tag, release, branches) is kolla-build's.
 #[test]
-fn upstream_tree_renders_identically() {
-    let tmp = tempfile::tempdir().unwrap();
-    compare(tmp.path(), &[], "kolla 23.0.0 debian");
+fn upstream_tree_renders_identically_with_kolla_defaults() {
+    for base in ["debian", "ubuntu", "rocky"] {
+        let tmp = tempfile::tempdir().unwrap();
+        compare(tmp.path(), base, &[], &format!("kolla 23.0.0 {base}, defaults"));
+        let base_df = std::fs::read_to_string(tmp.path().join("ours/docker/base/Dockerfile")).unwrap();
+        let want = match base {
+            "debian" => "FROM debian:trixie\n",
+            "ubuntu" => "FROM ubuntu:24.04\n",
+            _ => "FROM quay.io/rockylinux/rockylinux:10\n",
+        };
+        assert!(base_df.starts_with(want), "{base}: {}", base_df.lines().next().unwrap_or_default());
+    }
 }
 
 /// Two override files: the first used verbatim, the second appended without its `extends`.
@@ -93,6 +98,7 @@ fn template_overrides_render_identically() {
     let (one_s, two_s) = (one.to_str().unwrap(), two.to_str().unwrap());
     compare(
         tmp.path(),
+        "debian",
         &["--template-override", one_s, "--template-override", two_s],
         "kolla 23.0.0 debian + 2 template overrides",
     );

@@ -34,7 +34,7 @@ fn docker_dirs_merge_over_the_tree_and_context_files_are_copied() {
     let rendered = render_all(&cfg).unwrap();
     assert_eq!(rendered.images.len(), 8);
     let cron = rendered.image("cron").unwrap();
-    assert_eq!(cron.dockerfile, "FROM kolla/base:2026.2-debian-bookworm\nRUN echo overridden cron");
+    assert_eq!(cron.dockerfile, "FROM kolla/base:2026.2-debian-trixie\nRUN echo overridden cron");
     assert_eq!(std::fs::read_to_string(work.join("docker/cron/Dockerfile")).unwrap(), cron.dockerfile);
     assert_eq!(cron.context_dir, work.join("docker/cron"));
     assert_eq!(std::fs::read_to_string(cron.context_dir.join("extend_start.sh")).unwrap(), "#!/bin/sh\n");
@@ -82,7 +82,7 @@ fn template_only_keeps_selected_images_and_kolla_context() {
     let base = std::fs::read_to_string(docker.join("base/Dockerfile")).unwrap();
     assert_eq!(
         base,
-        "FROM debian:bookworm\nLABEL v=\"23.0.0\" d=\"Debian GNU/Linux 12 (bookworm)\"\nENV P=from-env U=42436:haclient"
+        "FROM debian:trixie\nLABEL v=\"23.0.0\" d=\"Debian GNU/Linux 13 (trixie)\"\nENV P=from-env U=42436:haclient"
     );
 }
 

@@ -140,6 +140,15 @@ pub fn decompress<'a>(mut r: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
     })
 }
 
+/// Whether `r` holds a tar archive, plain or compressed with gzip or zstd: its first header block
+/// carries the `ustar` magic. A corrupt compressed stream is simply "not an archive" (Dockerfile ADD
+/// then copies the file as it is, and kolla refuses such a source).
+pub fn is_tar(r: impl Read) -> io::Result<bool> {
+    let mut head = Vec::with_capacity(512);
+    let _ = decompress(r)?.take(512).read_to_end(&mut head);
+    Ok(head.len() == 512 && &head[257..262] == b"ustar")
+}
+
 /// Fails reads beyond the current budget (see [`METADATA_BUDGET`]).
 struct Budgeted<R> {
     inner: R,

@@ -15,7 +15,7 @@ mod error;
 mod gzip;
 mod tree;
 
-pub use apply::{ApplyOptions, ApplyStats, METADATA_BUDGET, WhiteoutMode, apply_layer, decompress};
+pub use apply::{ApplyOptions, ApplyStats, METADATA_BUDGET, WhiteoutMode, apply_layer, decompress, is_tar};
 pub use compress::{Compression, LayerInfo, compress_tar};
 pub use digest::{Digest, HashingWriter};
 pub use error::LayerError;

@@ -244,11 +244,7 @@ fn copy_tree(src: &Path, dst: &Path, opts: &StageOptions) -> Result<(), BuildErr
 /// Whether `path` is a tar archive, plain or compressed with gzip or zstd (ADD extracts those).
 fn is_tar_archive(path: &Path) -> Result<bool, BuildError> {
     let f = fs::File::open(path).map_err(|e| BuildError::io(path, "open source", e))?;
-    let reader = layers::decompress(io::BufReader::new(f)).map_err(|e| BuildError::io(path, "read source", e))?;
-    let mut head = Vec::with_capacity(512);
-    // A corrupt compressed stream is simply "not an archive": ADD then copies the file as it is.
-    let _ = reader.take(512).read_to_end(&mut head);
-    Ok(head.len() == 512 && &head[257..262] == b"ustar")
+    layers::is_tar(io::BufReader::new(f)).map_err(|e| BuildError::io(path, "read source", e))
 }
 
 /// Unpack an archive into `dir` with the layer applier, which confines every entry to `dir`.

@@ -8,6 +8,7 @@ use super::{BuildOptions, Workspace};
 use crate::config::{CompressionKind, KollaConfig};
 use crate::graph::{Graph, Selection, Status};
 use crate::registry::{self, PushReport, Reference, RegistryError, RegistryOptions};
+use crate::sources::SourceOptions;
 use crate::template::RenderedTree;
 
 /// Build options from kolla-build's options.
@@ -27,7 +28,7 @@ pub fn build_options(cfg: &KollaConfig) -> BuildOptions {
 
 /// One job per matched image, parents first; `parent` links only to parents built in this run (an
 /// unselected parent must already be in the store).
-pub fn jobs(graph: &Graph, sel: &Selection, tree: &RenderedTree) -> Vec<Job> {
+pub fn jobs(cfg: &KollaConfig, graph: &Graph, sel: &Selection, tree: &RenderedTree) -> Vec<Job> {
     let order = sel.build_order(graph);
     let index: BTreeMap<usize, usize> = order.iter().enumerate().map(|(j, &i)| (i, j)).collect();
     order
@@ -41,6 +42,7 @@ pub fn jobs(graph: &Graph, sel: &Selection, tree: &RenderedTree) -> Vec<Job> {
                 dockerfile: img.context_dir.join("Dockerfile"),
                 context: img.context_dir.clone(),
                 parent: graph.parent(i).and_then(|p| index.get(&p).copied()),
+                sources: Some(cfg.image_sources(&node.name)),
             })
         })
         .collect()
@@ -55,8 +57,15 @@ pub fn build_selection(
     sel: &Selection,
     tree: &RenderedTree,
 ) -> (Summary, bool) {
-    let jobs = jobs(graph, sel, tree);
-    let run = RunOptions { threads: cfg.threads.max(1), logs_dir: cfg.logs_dir.clone() };
+    let jobs = jobs(cfg, graph, sel, tree);
+    let sources = SourceOptions {
+        cache_dir: ws.sources_dir(),
+        timeout: std::time::Duration::from_secs(cfg.timeout),
+        debian_arch: cfg.debian_arch.clone(),
+        refetch: !cfg.cache,
+        retries: cfg.retries,
+    };
+    let run = RunOptions { threads: cfg.threads.max(1), logs_dir: cfg.logs_dir.clone(), sources: Some(sources) };
     let report = scheduler::run(ws, &jobs, &build_options(cfg), &run);
     let mut summary = Summary::default();
     report.fill(&jobs, &mut summary);

@@ -11,6 +11,8 @@ use std::sync::{Condvar, Mutex};
 use serde::Serialize;
 
 use super::{BuildOptions, BuildRequest, Workspace, build_image};
+use crate::config::ImageSources;
+use crate::sources::{self, SourceOptions};
 
 /// One image to build.
 #[derive(Debug, Clone)]
@@ -25,6 +27,8 @@ pub struct Job {
     pub context: PathBuf,
     /// Index (in the job list) of the job that builds its `FROM` image, if that is part of this run.
     pub parent: Option<usize>,
+    /// kolla sources to archive into the context first (`None`: the context is complete as it is).
+    pub sources: Option<ImageSources>,
 }
 
 /// How the run is carried out.
@@ -34,6 +38,8 @@ pub struct RunOptions {
     pub threads: usize,
     /// One `<name>.log` per image here, plus `000_FAILED_<name>.log` links (`--logs-dir`).
     pub logs_dir: Option<PathBuf>,
+    /// How jobs' kolla sources are fetched.
+    pub sources: Option<SourceOptions>,
 }
 
 /// Outcome of one image.
@@ -223,24 +229,31 @@ fn build_one(ws: &Workspace, job: &Job, opts: &BuildOptions, run: &RunOptions) -
         },
         None => Box::new(io::sink()),
     };
+    if let (Some(spec), Some(sopts)) = (&job.sources, &run.sources) {
+        if let Err(e) = sources::prepare(&job.context, spec, sopts) {
+            return fail(job, run, &mut *log, format!("preparing the sources of {}: {e}", job.name));
+        }
+    }
     let req = BuildRequest { dockerfile: &job.dockerfile, context: &job.context, tag: &job.tag };
     match build_image(ws, &req, opts, &mut *log) {
         Ok(o) => {
             tracing::info!(image = %job.name, layers_built = o.layers_built, cached = o.layers_cached, "built {}", job.tag);
             Outcome::Built { layers_built: o.layers_built, layers_cached: o.layers_cached }
         }
-        Err(e) => {
-            let msg = e.to_string();
-            let _ = writeln!(log, "\nBUILD FAILED: {msg}");
-            if let Some(dir) = &run.logs_dir {
-                let link = dir.join(format!("000_FAILED_{}.log", job.name));
-                let _ = fs::remove_file(&link);
-                let _ = std::os::unix::fs::symlink(format!("{}.log", job.name), link);
-            }
-            tracing::error!(image = %job.name, "{msg}");
-            Outcome::Failed(msg)
-        }
+        Err(e) => fail(job, run, &mut *log, e.to_string()),
     }
+}
+
+/// Record a failed image: in its log, as a `000_FAILED_<name>.log` link, and in the run's log.
+fn fail(job: &Job, run: &RunOptions, log: &mut dyn Write, msg: String) -> Outcome {
+    let _ = writeln!(log, "\nBUILD FAILED: {msg}");
+    if let Some(dir) = &run.logs_dir {
+        let link = dir.join(format!("000_FAILED_{}.log", job.name));
+        let _ = fs::remove_file(&link);
+        let _ = std::os::unix::fs::symlink(format!("{}.log", job.name), link);
+    }
+    tracing::error!(image = %job.name, "{msg}");
+    Outcome::Failed(msg)
 }
 
 fn open_log(dir: &Path, name: &str) -> io::Result<fs::File> {

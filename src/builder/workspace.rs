@@ -5,6 +5,7 @@
 //! <state>/oci/                  the OCI image layout (the only thing worth backing up)
 //! <state>/layers/<diff_id hex>/ one directory per layer, overlayfs lowerdir format
 //! <state>/cache/<key hex>.json  step cache: which layer (if any) a step produced
+//! <state>/sources/              kolla sources: downloads, git mirrors and archives
 //! <state>/tmp/                  run and staging dirs; removed when done
 //! <state>/gc.lock               held shared by every process using the state dir, exclusive by gc
 //! ```
@@ -122,6 +123,11 @@ impl Workspace {
     /// The OCI image layout.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Where kolla sources are cached: downloads, git mirrors, archives (see [`crate::sources`]).
+    pub fn sources_dir(&self) -> PathBuf {
+        self.dir.join("sources")
     }
 
     /// Where the step cache keeps its entries.

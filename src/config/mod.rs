@@ -4,10 +4,11 @@
 //!
 //! Precedence is oslo.config's: command line, then config files (later files win; multi-valued
 //! options such as `profile` or `template_override` concatenate file values and then command-line
-//! values), then defaults. Defaults are kolla-build 23.0.0's, except that kolla-oci defaults to
-//! `--base debian` with base tag `bookworm`, because the bundled `templates/` tree is a Debian
-//! bookworm tree (kolla-build defaults to `rocky`, and to `trixie` for debian). Pass
-//! `--base-tag trixie` to render the upstream 23.0.0 tree exactly as kolla-build does.
+//! values), then defaults. Defaults are kolla-build 23.0.0's (`--base debian` means `debian:trixie`,
+//! the tag is `2026.2-debian-trixie`, …), except one: kolla-oci defaults to `--base debian` where
+//! kolla-build defaults to `rocky`, because the bundled `templates/` tree is a Debian tree and root
+//! images are bootstrapped from the Debian archive. With `--base` given, an upstream tree renders
+//! exactly as kolla-build renders it (`tests/template_conformance.rs`).
 
 pub mod ini;
 mod users;
@@ -21,7 +22,7 @@ use ini::IniData;
 /// `kolla_version` (kolla-build installed from PyPI passes its package version).
 pub const KOLLA_COMPAT_VERSION: &str = "23.0.0";
 
-/// The bundled template tree (Debian bookworm), found at compile time next to `Cargo.toml`.
+/// The bundled template tree (Debian trixie), found at compile time next to `Cargo.toml`.
 pub const BUNDLED_TEMPLATES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/templates");
 
 /// kolla-build's default profiles (kolla 23.0.0, `kolla/common/config.py`): lists of regexes.
@@ -172,7 +173,7 @@ pub struct BuildArgs {
     /// Base distro: debian (default for kolla-oci), ubuntu, rocky, centos.
     #[arg(short = 'b', long)]
     pub base: Option<String>,
-    /// Base distro image tag [default: bookworm for debian, 24.04 ubuntu, 10 rocky].
+    /// Base distro image tag [default: trixie for debian, 24.04 ubuntu, 10 rocky].
     #[arg(long)]
     pub base_tag: Option<String>,
     /// Base image name [default: from --base].
@@ -568,9 +569,9 @@ const DEFAULT_OPTIONS: &[(&str, Option<&str>)] = &[
     ("kolla_version", Some(KOLLA_COMPAT_VERSION)),
 ];
 
-/// `(base, default image, kolla-oci default tag, /etc/os-release PRETTY_NAME pattern)`.
+/// `(base, default image, default tag, /etc/os-release PRETTY_NAME pattern)`, as kolla-build 23.0.0.
 const BASES: &[(&str, &str, &str, &str)] = &[
-    ("debian", "debian", "bookworm", "Debian GNU/Linux 13 (trixie)"),
+    ("debian", "debian", "trixie", "Debian GNU/Linux 13 (trixie)"),
     ("ubuntu", "ubuntu", "24.04", "Ubuntu 24.04.* LTS"),
     ("rocky", "quay.io/rockylinux/rockylinux", "10", "Rocky Linux 10.* (Red Quartz)"),
     ("centos", "quay.io/centos/centos", "stream10", "CentOS Stream 10"),
@@ -1325,7 +1326,7 @@ impl KollaConfig {
 
     /// The source sections of an image: its own, then `<image>-plugin-*` and
     /// `<image>-additions-*` (sorted by name).
-    pub fn image_sources(&self, image: &str) -> ImageSources<'_> {
+    pub fn image_sources(&self, image: &str) -> ImageSources {
         let plugin = format!("{image}-plugin-");
         let addition = format!("{image}-additions-");
         let pick = |prefix: &str| {
@@ -1333,22 +1334,22 @@ impl KollaConfig {
                 .range(prefix.to_string()..)
                 .take_while(|(k, _)| k.starts_with(prefix))
                 .filter(|(k, _)| k.len() > prefix.len())
-                .map(|(_, v)| v)
+                .map(|(_, v)| v.clone())
                 .collect()
         };
-        ImageSources { source: self.sources.get(image), plugins: pick(&plugin), additions: pick(&addition) }
+        ImageSources { source: self.sources.get(image).cloned(), plugins: pick(&plugin), additions: pick(&addition) }
     }
 }
 
-/// The sources that go into one image's build context.
-#[derive(Debug, Clone)]
-pub struct ImageSources<'a> {
-    /// `<image>-archive`.
-    pub source: Option<&'a Source>,
-    /// Tarred into `plugins-archive` under `plugins/`.
-    pub plugins: Vec<&'a Source>,
-    /// Tarred into `additions-archive` under `additions/`.
-    pub additions: Vec<&'a Source>,
+/// The source sections that go into one image's build context (see [`crate::sources`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageSources {
+    /// `[<image>]`: becomes `<image>-archive`.
+    pub source: Option<Source>,
+    /// `[<image>-plugin-*]`, sorted by name: unpacked into `plugins/`.
+    pub plugins: Vec<Source>,
+    /// `[<image>-additions-*]`, sorted by name: unpacked into `additions/`.
+    pub additions: Vec<Source>,
 }
 
 #[cfg(test)]
@@ -1372,8 +1373,9 @@ mod tests {
     #[test]
     fn defaults_and_derivations() {
         let c = resolve(&["--base-arch", "x86_64"], "").unwrap();
-        assert_eq!((c.base.as_str(), c.base_tag.as_str(), c.base_image.as_str()), ("debian", "bookworm", "debian"));
-        assert_eq!(c.tag, "2026.2-debian-bookworm");
+        assert_eq!((c.base.as_str(), c.base_tag.as_str(), c.base_image.as_str()), ("debian", "trixie", "debian"));
+        assert_eq!(c.tag, "2026.2-debian-trixie");
+        assert_eq!(c.supported_distro_name, "Debian GNU/Linux 13 (trixie)");
         assert_eq!(c.openstack_branch_slashed, "stable/2026.2");
         assert_eq!(c.namespace, "kolla");
         assert!(c.cache && c.pull && !c.push);

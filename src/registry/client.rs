@@ -6,7 +6,7 @@ use std::fs::File;
 use std::hash::BuildHasher as _;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-use std::sync::{Mutex, Once};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use layers::Digest;
@@ -83,11 +83,7 @@ impl Client {
     /// Loopback hosts and `opts.insecure_registries` entries are spoken to over plain http, the rest over
     /// TLS verified against the system roots. Credentials: `opts.credential`, else the stored ones.
     pub fn new(registry: &str, api_host: &str, opts: &RegistryOptions) -> Result<Client, RegistryError> {
-        static PROVIDER: Once = Once::new();
-        PROVIDER.call_once(|| {
-            // Err only means another part of the program installed a provider first, which is fine.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        });
+        crate::http::install_tls_provider();
         let insecure = super::reference::host_is_loopback(registry)
             || opts.insecure_registries.iter().any(|h| h == registry || h == api_host);
         let scheme = if insecure { "http" } else { "https" };
@@ -96,7 +92,7 @@ impl Client {
             reason: format!("bad registry address: {e}"),
         })?;
         let http = reqwest::blocking::Client::builder()
-            .user_agent(concat!("kolla-oci/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::http::USER_AGENT)
             // No client-wide timeout: every request sets its own (uploads scale with their size).
             .timeout(None)
             .connect_timeout(Duration::from_secs(30))

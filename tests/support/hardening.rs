@@ -24,7 +24,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_kolla-oci");
 /// `SOURCE_DATE_EPOCH` of every build here, so digests are reproducible.
 pub const EPOCH: &str = "1700000000";
 /// The tag kolla-oci gives the images of a `build` run (its default `--tag`).
-pub const KOLLA_TAG: &str = "2026.2-debian-bookworm";
+pub const KOLLA_TAG: &str = "2026.2-debian-trixie";
 /// The images of [`write_tree`], parents first.
 pub const TREE_IMAGES: [&str; 4] = ["base", "svc-base", "svc-api", "svc-worker"];
 

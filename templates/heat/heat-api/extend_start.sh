@@ -1,9 +1,8 @@
 #!/bin/bash
 # Sourced (through heat-base's kolla_extend_start) in the heat-api image.
 
-# KOLLA_BOOTSTRAP set, even empty: one-off bootstrap run, then stop. This
-# image carries no database schema, so there is nothing to migrate.
+# KOLLA_BOOTSTRAP set, even empty: create or migrate the database, then stop.
 if [[ -n "${KOLLA_BOOTSTRAP+set}" ]]; then
-    echo "heat-api: nothing to bootstrap in this image"
+    heat-manage db_sync
     exit 0
 fi

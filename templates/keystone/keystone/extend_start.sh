@@ -11,9 +11,8 @@ if [[ $(stat -c %a "${log_dir}") != 755 ]]; then
     chmod 755 "${log_dir}"
 fi
 
-# KOLLA_BOOTSTRAP set, even empty: one-off bootstrap run, then stop. This
-# image carries no database schema, so there is nothing to migrate.
+# KOLLA_BOOTSTRAP set, even empty: create or migrate the database, then stop.
 if [[ -n "${KOLLA_BOOTSTRAP+set}" ]]; then
-    echo "keystone: nothing to bootstrap in this image"
+    keystone-manage db_sync
     exit 0
 fi

@@ -1,0 +1,138 @@
+//! Upstream kolla 23.0.0's keystone, end to end: its own template tree (installed from PyPI) built
+//! rootless by kolla-oci — base → openstack-base → keystone-base → keystone — with nothing but kolla's own
+//! mechanisms for what this network needs:
+//!
+//! * a `-D` folder whose `base/Dockerfile.j2` is upstream's with only the steps that reach hosts other
+//!   than Debian's archive removed (the extrepo repository, the third-party apt keys);
+//! * `[openstack-base] type = local`: the openstack/requirements files kolla downloads from
+//!   tarballs.opendev.org (`tests/data/openstack-requirements`);
+//! * `[keystone-base] type = local`: keystone 30.0.0's sdist, fetched by `pip download`.
+//!
+//! Then the keystone image runs under upstream's `kolla_start` with a kolla-ansible-style `config.json`,
+//! and answers `GET /v3` and a password token request.
+
+#[path = "support/keystone.rs"]
+mod keystone;
+#[path = "support/template.rs"]
+mod template;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use keystone::{KeystoneImage, assert_keystone_answers};
+use template::{kolla_tree, kolla_venv, run_ok, target_dir};
+
+const KEYSTONE_VERSION: &str = "30.0.0";
+const TAG: &str = "2026.2-debian-trixie";
+
+/// Upstream's base template without the steps that reach hosts other than Debian's archive.
+fn air_gapped_base(upstream: &str) -> String {
+    // The extrepo step (Debian's OpenStack repositories from a third-party host).
+    let start =
+        upstream.find("RUN apt update \\\n && apt install -y --no-install-recommends extrepo").expect("extrepo step");
+    let end = start + upstream[start..].find("apt clean\n").expect("end of the extrepo step") + "apt clean\n".len();
+    let mut out = format!("{}{}", &upstream[..start], &upstream[end..]);
+    // The third-party apt keys (a keyserver and vendors' sites): the block that fetches them, emptied.
+    let block = "{%- block base_ubuntu_package_key_installation %}";
+    let start = out.find(block).expect("apt key block");
+    let end = start + out[start..].find("{% endblock %}").expect("end of the apt key block");
+    out.replace_range(start + block.len()..end, "\n    ");
+    assert!(!out.contains("extrepo") && !out.contains("keyserver") && !out.contains("curl {{ key.url }}"));
+    out
+}
+
+/// keystone's sdist from PyPI, downloaded once into `target/`.
+fn keystone_sdist(venv: &Path) -> PathBuf {
+    let dir = target_dir().join("keystone-sdist");
+    let sdist = dir.join(format!("keystone-{KEYSTONE_VERSION}.tar.gz"));
+    if !sdist.is_file() {
+        run_ok(
+            Command::new(venv.join("bin/pip"))
+                .args(["download", "-q", "--no-deps", "--no-binary", ":all:", "-d"])
+                .arg(&dir)
+                .arg(format!("keystone=={KEYSTONE_VERSION}")),
+        );
+    }
+    assert!(sdist.is_file(), "pip download gave no {}", sdist.display());
+    sdist
+}
+
+#[test]
+fn upstream_keystone_chain_builds_rootless_and_issues_a_token() {
+    let venv = kolla_venv();
+    let tree = kolla_tree(&venv);
+    let tmp = tempfile::Builder::new().prefix("kolla-oci-upstream-").tempdir_in("/tmp").unwrap();
+    let dir = tmp.path();
+
+    let overlay = dir.join("docker-dir");
+    fs::create_dir_all(overlay.join("base")).unwrap();
+    let base = fs::read_to_string(tree.join("base/Dockerfile.j2")).unwrap();
+    fs::write(overlay.join("base/Dockerfile.j2"), air_gapped_base(&base)).unwrap();
+
+    let requirements = dir.join("requirements");
+    fs::create_dir_all(&requirements).unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/openstack-requirements");
+    for f in ["upper-constraints.txt", "global-requirements.txt"] {
+        fs::copy(data.join(f), requirements.join(f)).unwrap();
+    }
+    let sdist = keystone_sdist(&venv);
+    let conf = dir.join("kolla-build.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[openstack-base]\ntype = local\nlocation = {}\n[keystone-base]\ntype = local\nlocation = {}\n",
+            requirements.display(),
+            sdist.display()
+        ),
+    )
+    .unwrap();
+
+    let store = dir.join("state");
+    let kolla = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kolla-oci"));
+        c.env("KOLLA_OCI_STORE", &store).env("HOME", dir).env_remove("KOLLA_OCI_TEMPLATE_TREE");
+        c
+    };
+    let summary = dir.join("summary.json");
+    let build = || {
+        let out = kolla()
+            .args(["build", "--base", "debian", "--template-tree"])
+            .arg(&tree)
+            .arg("--docker-dir")
+            .arg(&overlay)
+            .arg("--config-file")
+            .arg(&conf)
+            .arg("--summary-json-file")
+            .arg(&summary)
+            .args(["--logs-dir"])
+            .arg(dir.join("logs"))
+            .arg("^keystone$")
+            .output()
+            .unwrap();
+        let s: serde_json::Value = serde_json::from_str(&fs::read_to_string(&summary).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("no summary ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+        assert!(out.status.success(), "build failed: {s}\n{}", String::from_utf8_lossy(&out.stderr));
+        s
+    };
+    let cold = build();
+    let mut built: Vec<&str> = cold["built"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+    built.sort();
+    assert_eq!(built, ["base", "keystone", "keystone-base", "openstack-base"]);
+
+    // The sources are where upstream's templates put them.
+    let image = format!("kolla/keystone:{TAG}");
+    let ls = run_ok(kolla().args(["run", "--entrypoint", "", &image, "--", "ls", "/requirements/", "/keystone/"]));
+    assert!(ls.contains("upper-constraints.txt") && ls.contains("setup.cfg"), "{ls}");
+
+    // A rebuild builds nothing.
+    let again = build();
+    assert_eq!(again["layers_built"], 0, "{again}");
+
+    let img = KeystoneImage {
+        image: &image,
+        uwsgi_extra: "uid = keystone\ngid = keystone",
+        manage_as: "sudo -H -u keystone ",
+    };
+    assert_keystone_answers(kolla(), &img, dir);
+}
