@@ -96,10 +96,10 @@ fn referrers_go_through_the_tag_schema_on_docker_registry() {
     assert_eq!(spdx.iter().map(|r| r.digest).collect::<Vec<_>>(), [sbom.digest]);
 
     // Pushing the same referrers again writes nothing; a new one is added to the others.
-    let again = registry::push_referrers(&store, &target, &[sbom.clone()], &opts()).unwrap();
+    let again = registry::push_referrers(&store, &target, std::slice::from_ref(&sbom), &opts()).unwrap();
     assert_eq!((again.uploaded_blobs, again.referrers_tags), (0, 0), "{again:?}");
     let signature = put_artifact(&store, &image.manifest, "application/vnd.example.signature", b"sig");
-    let third = registry::push_referrers(&store, &target, &[signature.clone()], &opts()).unwrap();
+    let third = registry::push_referrers(&store, &target, std::slice::from_ref(&signature), &opts()).unwrap();
     assert_eq!(third.referrers_tags, 1);
     let found = registry::referrers(&target, &image.manifest.digest, None, &opts()).unwrap();
     assert_eq!(found.iter().map(|r| r.digest).collect::<Vec<_>>(), [sbom.digest, provenance.digest, signature.digest]);
@@ -107,7 +107,7 @@ fn referrers_go_through_the_tag_schema_on_docker_registry() {
     // An image without referrers has none; pushing a manifest without a subject as a referrer is refused.
     let other = Reference::parse(&format!("{}/openstack/keystone:other", proxy.addr())).unwrap();
     assert!(registry::referrers(&other, &sbom.digest, None, &opts()).unwrap().is_empty());
-    let err = registry::push_referrers(&store, &target, &[image.manifest.clone()], &opts()).unwrap_err();
+    let err = registry::push_referrers(&store, &target, std::slice::from_ref(&image.manifest), &opts()).unwrap_err();
     assert!(err.to_string().contains("no subject"), "{err}");
 }
 
