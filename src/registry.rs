@@ -150,6 +150,14 @@ impl RegistryError {
             _ => false,
         }
     }
+
+    /// The wait the registry asked for (`Retry-After`) before trying again, if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            RegistryError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
 
 /// Settings shared by push and pull: one value per run, handed to everything that reaches a registry

@@ -168,11 +168,12 @@ impl Client {
     }
 
     /// `GET /v2/<repo>/blobs/<digest>` (redirects followed within [`Destinations`]); the caller streams the
-    /// body, whose every read is bounded by the stall timeout.
+    /// body, whose every read is bounded by the stall timeout. Sent once: the caller retries the whole
+    /// transfer, since a body can also break off after the answer.
     pub fn get_blob(&self, repo: &str, digest: &Digest) -> Result<Response, RegistryError> {
         let url = self.url(&format!("v2/{repo}/blobs/{digest}"));
         let what = format!("GET blob {digest} from {}/{repo}", self.registry);
-        let resp = self.send(&what, &[pull_scope(repo)], Retry::Transient, &|| Ok(self.http.get(url.clone())))?;
+        let resp = self.send(&what, &[pull_scope(repo)], Retry::Never, &|| Ok(self.http.get(url.clone())))?;
         if !resp.status().is_success() {
             return Err(self.status_error(&what, resp));
         }
@@ -232,11 +233,7 @@ impl Client {
                     if !e.is_transient() || attempt >= self.retries {
                         return Err(e);
                     }
-                    let hinted = match &e {
-                        RegistryError::Status { retry_after, .. } => *retry_after,
-                        _ => None,
-                    };
-                    let wait = hinted.unwrap_or_else(|| self.backoff(attempt));
+                    let wait = e.retry_after().unwrap_or_else(|| self.backoff(attempt));
                     warn!(error = %e, attempt = attempt + 1, of = self.retries, ?wait, "retrying blob upload");
                     std::thread::sleep(wait);
                     attempt += 1;

@@ -186,15 +186,15 @@ fn fetch_blobs(
 }
 
 /// Stream one blob into a store temp file; `commit` verifies the digest (nothing becomes visible on a
-/// mismatch). A transfer that breaks off or stalls is restarted, at most `retries` times; its temp file
-/// goes with it.
+/// mismatch). A transfer that fails to start (connection error, 5xx, 429 with its `Retry-After`), breaks
+/// off or stalls is restarted, at most `retries` times, as uploads are; its temp file goes with it.
 fn fetch_blob(store: &Store, client: &Client, repo: &str, desc: &Descriptor) -> Result<(), RegistryError> {
     let what = format!("blob {} from {}/{repo}", desc.digest, client.registry());
     let mut attempt = 0;
     loop {
         match download(store, client, repo, desc, &what) {
             Err(e) if e.is_transient() && attempt < client.retries() => {
-                let wait = client.backoff(attempt);
+                let wait = e.retry_after().unwrap_or_else(|| client.backoff(attempt));
                 warn!(what, error = %e, attempt = attempt + 1, of = client.retries(), ?wait, "retrying download");
                 std::thread::sleep(wait);
                 attempt += 1;

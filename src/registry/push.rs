@@ -223,9 +223,11 @@ impl Run<'_> {
             })?;
         }
         // Referrers the registry did not index itself go into their subject's referrers tag, one tag
-        // update per subject.
+        // update per subject, listed in the order they were given (not the order their PUTs finished).
+        let mut untracked = untracked.into_inner().unwrap_or_else(|p| p.into_inner());
+        untracked.sort_unstable();
         let mut by_subject: BTreeMap<(&str, &str, Digest), Vec<Referrer>> = BTreeMap::new();
-        for i in untracked.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        for i in untracked {
             let job = &self.jobs[i];
             if let Some((subject, entry)) = &job.subject {
                 by_subject

@@ -165,11 +165,34 @@ fn query_param(query: &str, name: &str) -> Option<String> {
     })
 }
 
+/// What the proxy saw: the requests answered, and how many are being answered right now.
+#[derive(Default)]
+struct Log {
+    events: Mutex<Vec<Event>>,
+    inflight: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a request as being answered until dropped (after its event is recorded, or on any way out).
+struct InFlight<'a>(&'a Log);
+
+impl<'a> InFlight<'a> {
+    fn enter(log: &'a Log) -> InFlight<'a> {
+        log.inflight.fetch_add(1, Ordering::SeqCst);
+        InFlight(log)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A counting HTTP/1.1 proxy on 127.0.0.1 in front of `upstream`.
 pub struct Proxy {
     /// Its port.
     pub port: u16,
-    events: Arc<Mutex<Vec<Event>>>,
+    log: Arc<Log>,
     corrupt: Arc<Mutex<Option<String>>>,
     bearer: Arc<Mutex<Option<Bearer>>>,
     faults: Arc<Mutex<Faults>>,
@@ -247,12 +270,12 @@ impl Proxy {
     pub fn start(upstream_port: u16) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let events = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Log::default());
         let corrupt = Arc::new(Mutex::new(None));
         let bearer: Arc<Mutex<Option<Bearer>>> = Arc::new(Mutex::new(None));
         let faults = Arc::new(Mutex::new(Faults::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (ev, co, be, fa, st) = (events.clone(), corrupt.clone(), bearer.clone(), faults.clone(), stop.clone());
+        let (ev, co, be, fa, st) = (log.clone(), corrupt.clone(), bearer.clone(), faults.clone(), stop.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if st.load(Ordering::SeqCst) {
@@ -265,7 +288,7 @@ impl Proxy {
                 });
             }
         });
-        Proxy { port, events, corrupt, bearer, faults, stop }
+        Proxy { port, log, corrupt, bearer, faults, stop }
     }
 
     /// Answer the next `count` requests of `method` with `status` and `Retry-After: 0`, without
@@ -351,13 +374,19 @@ impl Proxy {
     }
 
     /// Every request seen so far.
+    /// Requests still being answered are waited for (up to 5 s): an answer reaches the client a moment
+    /// before its event is recorded.
     pub fn events(&self) -> Vec<Event> {
-        self.events.lock().unwrap().clone()
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.log.inflight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.log.events.lock().unwrap().clone()
     }
 
     /// Forget the requests seen so far.
     pub fn clear(&self) {
-        self.events.lock().unwrap().clear();
+        self.log.events.lock().unwrap().clear();
     }
 
     /// Flip the first byte of 200 answers to `GET …/blobs/<digest>` (None: stop corrupting).
@@ -716,7 +745,7 @@ fn serve_connection(
     client: TcpStream,
     own_port: u16,
     upstream_port: u16,
-    events: &Mutex<Vec<Event>>,
+    log: &Log,
     corrupt: &Mutex<Option<String>>,
     bearer: &Mutex<Option<Bearer>>,
     faults: &Mutex<Faults>,
@@ -727,6 +756,7 @@ fn serve_connection(
     let mut up_w = upstream.try_clone()?;
     let mut up_r = BufReader::new(upstream);
     while let Some(req) = read_head(&mut client_r)? {
+        let inflight = InFlight::enter(log);
         let mut parts = req.first.split_whitespace();
         let method = parts.next().unwrap_or("").to_string();
         let target = parts.next().unwrap_or("").to_string();
@@ -737,7 +767,7 @@ fn serve_connection(
         let authorized = req.get("authorization").is_some();
         let record =
             |method: String, path: String, query: String, status: u16, request_bytes: u64, response_bytes: u64| {
-                events.lock().unwrap().push(Event {
+                log.events.lock().unwrap().push(Event {
                     method,
                     path,
                     query,
@@ -864,6 +894,7 @@ fn serve_connection(
             let n = std::io::copy(&mut (&mut up_r).take(after), &mut client_w)?;
             client_w.flush()?;
             record(method, path, query, status, request_bytes, n);
+            drop(inflight);
             std::thread::sleep(Duration::from_secs(20));
             break;
         }
