@@ -307,8 +307,9 @@ impl Client {
             start += len;
         }
         url.query_pairs_mut().append_pair("digest", &digest.to_string());
+        // The registry may verify the whole blob before it answers: as long as a monolithic upload may take.
         let resp = self.send(what, &[push_scope(repo)], Retry::Never, &|| {
-            Ok(self.http.put(url.clone()).header(header::CONTENT_LENGTH, "0"))
+            Ok(self.http.put(url.clone()).header(header::CONTENT_LENGTH, "0").timeout(transfer_timeout(size)))
         })?;
         self.finish_upload(what, digest, resp)
     }
