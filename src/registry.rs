@@ -2,20 +2,29 @@
 //!
 //! A thin client of our own on `reqwest::blocking` (see `shared/notes/rust-stack.md` §5): it streams blobs
 //! from and to the store's files, mounts shared blobs across repositories with a token that covers both,
-//! falls back to uploading when a mount is refused, skips blobs the registry has, and retries transient
-//! failures with backoff.
+//! falls back to uploading when a mount is refused, skips blobs the registry has, retries transient
+//! failures with backoff, gives up on stalled transfers, and keeps credentials to the registry's own host.
+//! OCI 1.1 referrers (SBOMs, provenance) are pushed and found through the referrers API, or the referrers
+//! tag schema where the registry lacks it.
 
 mod auth;
 mod client;
+mod plan;
+mod progress;
 mod pull;
 mod push;
 mod reference;
+mod referrers;
+mod token;
+mod transport;
 
 pub use auth::{Credential, Secret, lookup_credential};
 pub use client::{Client, MountOutcome};
 pub use pull::{ensure_image, pull};
-pub use push::{PushReport, push};
+pub use push::{PushReport, push, push_referrers};
 pub use reference::{DOCKER_HUB, Reference, host_is_loopback};
+pub use referrers::{Referrer, referrers, referrers_tag};
+pub use transport::{Backoff, Timeouts, http_client, is_timeout};
 
 use crate::store::{Platform, StoreError};
 
@@ -80,6 +89,14 @@ pub enum RegistryError {
         /// The digest seen.
         actual: String,
     },
+    /// A transfer broke off midway: no bytes for the stall timeout, or the connection dropped.
+    #[error("{what}: {reason}")]
+    Transfer {
+        /// The transfer.
+        what: String,
+        /// What happened (`no data for 60 s (stalled transfer)`, the connection error).
+        reason: String,
+    },
     /// The registry broke the protocol (no Location, bad JSON, unsupported manifest, …).
     #[error("{what}: {reason}")]
     Protocol {
@@ -116,12 +133,11 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
-    /// Worth retrying: a transport failure, a 5xx or a 429.
+    /// Worth retrying: a transport failure, a broken-off transfer, a 5xx or a 429.
     pub fn is_transient(&self) -> bool {
         match self {
-            RegistryError::Http { source, .. } => {
-                source.is_connect() || source.is_timeout() || source.is_request() || source.is_body()
-            }
+            RegistryError::Http { source, .. } => transport::transient(source),
+            RegistryError::Transfer { .. } => true,
             RegistryError::Status { status, .. } => *status >= 500 || *status == 429,
             RegistryError::Io { source, .. } => matches!(
                 source.kind(),
@@ -134,15 +150,31 @@ impl RegistryError {
             _ => false,
         }
     }
+
+    /// The wait the registry asked for (`Retry-After`) before trying again, if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            RegistryError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
 
-/// Settings shared by push and pull.
+/// Settings shared by push and pull: one value per run, handed to everything that reaches a registry
+/// (`push`, `pull`, a build's `FROM`), so the user's flags apply everywhere.
 #[derive(Debug, Clone)]
 pub struct RegistryOptions {
     /// Registries (`host[:port]`) spoken to over plain http even though they are not loopback.
     pub insecure_registries: Vec<String>,
-    /// Extra attempts after a transient failure (connection error, 5xx, 429).
+    /// Hosts (`host` or `host:port`) on loopback or private networks that a registry may send us to (an
+    /// upload session, a redirect), e.g. its S3 storage; any other such host is refused.
+    pub allowed_private_hosts: Vec<String>,
+    /// Extra attempts after a transient failure (connection error, stalled transfer, 5xx, 429).
     pub retries: u32,
+    /// The waits between attempts.
+    pub backoff: Backoff,
+    /// Connect and stalled-transfer timeouts.
+    pub timeouts: Timeouts,
     /// Credentials for every registry of the run; `None`: look them up per registry.
     pub credential: Option<Credential>,
     /// Parallel blob transfers.
@@ -153,7 +185,46 @@ pub struct RegistryOptions {
 
 impl Default for RegistryOptions {
     fn default() -> Self {
-        RegistryOptions { insecure_registries: Vec::new(), retries: 3, credential: None, threads: 4, chunk_size: None }
+        RegistryOptions {
+            insecure_registries: Vec::new(),
+            allowed_private_hosts: Vec::new(),
+            retries: 3,
+            backoff: Backoff::default(),
+            timeouts: Timeouts::default(),
+            credential: None,
+            threads: 4,
+            chunk_size: None,
+        }
+    }
+}
+
+/// Run `f` over `items` on at most `threads` workers; stops taking new items after the first error, which
+/// it returns.
+fn parallel<T: Sync>(
+    threads: usize,
+    items: &[T],
+    f: impl Fn(&T) -> Result<(), RegistryError> + Sync,
+) -> Result<(), RegistryError> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1).min(items.len()) {
+            s.spawn(|| {
+                while !failed.load(Ordering::SeqCst) {
+                    let Some(item) = items.get(next.fetch_add(1, Ordering::SeqCst)) else { break };
+                    if let Err(e) = f(item) {
+                        failed.store(true, Ordering::SeqCst);
+                        first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 

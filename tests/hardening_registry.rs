@@ -2,7 +2,8 @@
 //! `docker-registry`: connection resets mid-upload (monolithic and chunked), slow answers, 500/502/503,
 //! 429 with `Retry-After` (on manifests and on blob uploads), and a wrong blob on pull. A push rides them out and the registry serves the
 //! right digests; retries are bounded and reported at `--log-level debug`; a corrupt pull is refused with
-//! nothing stored.
+//! nothing stored; a stalled download times out, is retried and leaves nothing behind; credentials never
+//! follow an upload session or a redirect to another host; a symlinked blob is not pushed.
 
 #[path = "support/registry.rs"]
 mod registry;
@@ -11,6 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use kolla_oci::registry::{self as client, Credential, RegistryOptions, Secret};
 use kolla_oci::store::Store;
 use registry::{FixtureImage, Proxy, TestRegistry, make_image_set, skopeo_digest};
 
@@ -228,4 +230,116 @@ fn wrong_blob_on_pull_is_refused_and_nothing_is_stored() {
     proxy.corrupt_blob(None);
     let out = ok(kolla(other.path(), &["pull", &name]));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&images[0].manifest.digest.to_string()));
+}
+
+/// An htpasswd registry behind proxy `front`, a second listener `other` (another proxy in front of the
+/// same registry), and a store with one image; `opts` carries the credentials.
+fn authenticated_setup() -> (TestRegistry, Proxy, Proxy, tempfile::TempDir, Vec<FixtureImage>, RegistryOptions) {
+    let reg = TestRegistry::start_with_htpasswd("kolla", "s3cret-pw");
+    let front = Proxy::start(reg.port);
+    let other = Proxy::start(reg.port);
+    let state = tempfile::tempdir().unwrap();
+    let store = Store::open(&state.path().join("oci")).unwrap();
+    let images = make_image_set(&store, &["keystone"], 50_000);
+    let opts = RegistryOptions {
+        credential: Some(Credential::Basic { username: "kolla".into(), password: Secret::new("s3cret-pw") }),
+        retries: 1,
+        threads: 1,
+        ..RegistryOptions::default()
+    };
+    (reg, front, other, state, images, opts)
+}
+
+#[test]
+fn credentials_stay_with_the_registry_host() {
+    let (_reg, front, other, state, images, opts) = authenticated_setup();
+    let store = Store::open(&state.path().join("oci")).unwrap();
+    let target = client::push_target(&images[0].tag, Some(&front.addr()), Some("ns"), None).unwrap();
+    let push = |opts: &RegistryOptions| client::push(&store, &[(images[0].tag.clone(), target.clone())], opts);
+
+    // The registry answers the upload session with a Location on another loopback port: refused.
+    front.send_uploads_to(Some(other.port));
+    let err = format!("{:#}", anyhow::Error::from(push(&opts).unwrap_err()));
+    assert!(err.contains("refused") && err.contains(&other.addr()), "{err}");
+    assert!(other.events().is_empty(), "a refused session was contacted: {:?}", other.events());
+
+    // Allowed by the user: the upload goes there, but without our credentials, and fails clearly.
+    let allowed = RegistryOptions { allowed_private_hosts: vec![other.addr()], ..opts.clone() };
+    let err = push(&allowed).unwrap_err().to_string();
+    assert!(err.contains("UNAUTHORIZED") && err.contains("not the registry"), "{err}");
+    let seen = other.events();
+    assert!(!seen.is_empty() && seen.iter().all(|e| !e.authorized), "credentials leaked: {seen:?}");
+    assert!(front.events().iter().any(|e| e.method == "POST" && e.authorized), "the registry itself got none");
+
+    // Blob downloads redirected to the other listener: refused, or followed without credentials.
+    front.send_uploads_to(None);
+    push(&opts).unwrap();
+    front.redirect_blob_downloads_to(Some(other.port));
+    other.clear();
+    for (opts, expect) in [(&opts, "refused"), (&allowed, "not the registry")] {
+        let empty = tempfile::tempdir().unwrap();
+        let fresh = Store::open(empty.path()).unwrap();
+        let err = format!("{:#}", anyhow::Error::from(client::pull(&fresh, &target, None, opts).unwrap_err()));
+        assert!(err.contains(expect), "{err}");
+        assert!(fresh.tags().unwrap().is_empty());
+    }
+    let seen = other.events();
+    assert!(!seen.is_empty() && seen.iter().all(|e| !e.authorized && e.method == "GET"), "{seen:?}");
+}
+
+#[test]
+fn a_stalled_download_times_out_is_retried_and_leaves_nothing() {
+    let reg = TestRegistry::start();
+    let proxy = Proxy::start(reg.port);
+    let (state, images) = state_with_images();
+    ok(push(state.path(), &proxy, "stall", &[]));
+    let name = format!("{}/stall/nova-api:test", proxy.addr());
+
+    // Every blob download (the smallest, the config, has some 400 bytes) sends its headers and 100 bytes,
+    // then nothing.
+    proxy.stall_blob_downloads(100, usize::MAX);
+    proxy.clear();
+    let other = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let out = kolla(other.path(), &["pull", &name, "--threads", "1", "--retries", "1", "--read-timeout", "1"]);
+    let took = start.elapsed();
+    assert!(!out.status.success(), "a stalled pull succeeded");
+    let log = stderr(&out);
+    assert!(log.contains("stalled transfer") && log.contains("retrying download"), "{log}");
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(20), "took {took:?}");
+    // One blob, tried 1 + 1 times, each cut after 100 bytes; nothing else asked for.
+    let gets: Vec<_> = proxy.events().into_iter().filter(|e| e.method == "GET" && e.path.contains("/blobs/")).collect();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert!(gets.iter().all(|e| e.path == gets[0].path && e.response_bytes == 100), "{gets:?}");
+    // Nothing partial: no blob, no temp file, no manifest, no tag.
+    let store = Store::open(&other.path().join("oci")).unwrap();
+    assert!(store.tags().unwrap().is_empty(), "a tag was set");
+    let entries = |d: &str| std::fs::read_dir(other.path().join("oci").join(d)).unwrap().count();
+    assert_eq!((entries("blobs/sha256"), entries(".tmp")), (0, 0), "blobs or temp files left");
+    ok(kolla(other.path(), &["fsck"]));
+
+    // A transfer that stalls once is retried and the pull completes with the right digests.
+    proxy.stall_blob_downloads(100, 1);
+    let out = ok(kolla(other.path(), &["pull", &name, "--retries", "2", "--read-timeout", "1"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&images[0].manifest.digest.to_string()));
+    assert!(stderr(&out).contains("retrying download"), "{}", stderr(&out));
+    ok(kolla(other.path(), &["fsck"]));
+}
+
+#[test]
+fn a_symlinked_blob_is_not_pushed() {
+    let reg = TestRegistry::start();
+    let proxy = Proxy::start(reg.port);
+    let (state, images) = state_with_images();
+    // The base layer's name in the store becomes a link to a file with the same bytes elsewhere.
+    let store = Store::open(&state.path().join("oci")).unwrap();
+    let victim = images[0].layers[0].digest;
+    let outside = state.path().join("outside-the-store");
+    std::fs::rename(store.blob_path(&victim), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, store.blob_path(&victim)).unwrap();
+    let out = push(state.path(), &proxy, "link", &[]);
+    assert!(!out.status.success(), "a symlinked blob was pushed");
+    assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    let sent = proxy.uploaded_bytes();
+    assert!(!sent.contains_key(&victim.to_string()), "its bytes were sent: {sent:?}");
 }

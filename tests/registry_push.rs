@@ -63,7 +63,8 @@ fn push_uploads_shared_blobs_once_then_pull_round_trips() {
             uploaded_bytes: expected.values().sum(),
             mounted_blobs: 4,
             existing_blobs: 0,
-            manifests: 3
+            manifests: 3,
+            referrers_tags: 0,
         }
     );
 
@@ -174,9 +175,7 @@ fn chunked_upload_and_refused_mount_fallback() {
         MountOutcome::Upload(url) => url,
         MountOutcome::Mounted => panic!("registry mounted from a repository that does not hold the blob"),
     };
-    client
-        .upload_blob("other/repo", &layer.digest, &store.blob_path(&layer.digest), layer.size, Some(session), None)
-        .unwrap();
+    client.upload_blob("other/repo", &layer.digest, &store, layer.size, Some(session), None).unwrap();
     assert!(client.blob_exists("other/repo", &layer.digest).unwrap());
     assert!(!client.blob_exists("other/repo", &images[0].config).unwrap());
 }

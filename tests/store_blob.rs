@@ -273,3 +273,44 @@ fn lock_serializes_processes() {
     assert!(store.try_lock().unwrap().is_some());
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn blob_reads_do_not_follow_symlinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("oci")).unwrap();
+    let bytes = b"the real content".to_vec();
+    let (d, size) = store.put_bytes(&bytes).unwrap();
+    // A planted link under the blob's name, to a file holding the very same bytes outside the store.
+    let outside = dir.path().join("outside");
+    std::fs::write(&outside, &bytes).unwrap();
+    std::fs::remove_file(store.blob_path(&d)).unwrap();
+    std::os::unix::fs::symlink(&outside, store.blob_path(&d)).unwrap();
+    let refused = |e: StoreError, d: &Digest| {
+        let msg = e.to_string();
+        assert!(msg.contains("symbolic link") || msg.contains("not a regular file"), "{msg}");
+        assert!(msg.contains(&d.hex()), "the error names the blob: {msg}");
+    };
+    refused(store.open_blob(&d).unwrap_err(), &d);
+    refused(store.read_blob_bytes(&d, 1 << 20).unwrap_err(), &d);
+    refused(store.blob_size(&d).unwrap_err(), &d);
+    assert!(!store.has_blob(&d));
+    // Writing the blob again replaces the link with a regular file.
+    assert_eq!(store.put_blob(&bytes[..], Some(&d)).unwrap(), (d, size));
+    assert!(std::fs::symlink_metadata(store.blob_path(&d)).unwrap().is_file());
+    assert_eq!(store.read_blob_bytes(&d, 1 << 20).unwrap(), bytes);
+    assert_eq!(std::fs::read(&outside).unwrap(), bytes, "the link's target is untouched");
+
+    // A FIFO under a blob's name is refused at once rather than blocking the reader.
+    let (f, _) = store.put_bytes(b"fifo victim").unwrap();
+    std::fs::remove_file(store.blob_path(&f)).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        store.blob_path(&f),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    refused(store.open_blob(&f).unwrap_err(), &f);
+    assert!(!store.has_blob(&f));
+}

@@ -184,9 +184,7 @@ fn fetch_base(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<(), Bui
     }
     if opts.pull {
         let reference = registry::Reference::parse(name)?;
-        let ropts =
-            registry::RegistryOptions { insecure_registries: opts.insecure_registries.clone(), ..Default::default() };
-        let desc = registry::ensure_image(ws.store(), &reference, None, &ropts)?;
+        let desc = registry::ensure_image(ws.store(), &reference, None, &opts.registry)?;
         // Also under the name the Dockerfile used, so the next build finds it without a lookup.
         ws.store().set_tag(name, &desc)?;
         return Ok(());

@@ -21,8 +21,18 @@ pub fn build_options(cfg: &KollaConfig) -> BuildOptions {
         build_args: cfg.effective_build_args(),
         cache: cfg.cache,
         pull: cfg.pull,
-        insecure_registries: cfg.insecure_registries.clone(),
+        registry: registry_options(cfg),
         ..BuildOptions::default()
+    }
+}
+
+/// Registry options from kolla-build's options, for pulling `FROM` images and for `--push`.
+pub fn registry_options(cfg: &KollaConfig) -> RegistryOptions {
+    RegistryOptions {
+        insecure_registries: cfg.insecure_registries.clone(),
+        retries: cfg.retries,
+        threads: cfg.push_threads.max(1),
+        ..RegistryOptions::default()
     }
 }
 
@@ -92,11 +102,5 @@ pub fn push_built(
             images.push((canonical.clone(), Reference::parse(canonical)?));
         }
     }
-    let opts = RegistryOptions {
-        insecure_registries: cfg.insecure_registries.clone(),
-        retries: cfg.retries,
-        threads: cfg.push_threads.max(1),
-        ..RegistryOptions::default()
-    };
-    registry::push(ws.store(), &images, &opts)
+    registry::push(ws.store(), &images, &registry_options(cfg))
 }

@@ -43,8 +43,8 @@ pub struct BuildOptions {
     pub cache: bool,
     /// Debian mirror for bootstrapping root images (`KOLLA_OCI_DEBIAN_MIRROR`; mmdebstrap's default when unset).
     pub debian_mirror: Option<String>,
-    /// Registries that may be reached over plain http (for pulling `FROM` images).
-    pub insecure_registries: Vec<String>,
+    /// How `FROM` images are pulled: the run's registry options, so the user's flags apply there too.
+    pub registry: crate::registry::RegistryOptions,
     /// Pull `FROM` images that name a registry and are not in the store.
     pub pull: bool,
     /// A CA bundle RUN steps trust (see [`host_ca_bundle`]); never captured into a layer.
@@ -60,7 +60,7 @@ impl Default for BuildOptions {
             build_args: BTreeMap::new(),
             cache: true,
             debian_mirror: std::env::var("KOLLA_OCI_DEBIAN_MIRROR").ok().filter(|m| !m.is_empty()),
-            insecure_registries: Vec::new(),
+            registry: crate::registry::RegistryOptions::default(),
             pull: true,
             ca_bundle: host_ca_bundle(),
         }

@@ -27,9 +27,9 @@ pub struct Args {
     /// Layer compression.
     #[arg(long, default_value = "gzip", value_parser = super::parse_compression)]
     pub compression: layers::Compression,
-    /// Registries to reach over plain http when pulling `FROM` images; repeatable.
-    #[arg(long = "insecure-registry")]
-    pub insecure_registries: Vec<String>,
+    /// How `FROM` images are pulled.
+    #[command(flatten)]
+    pub connection: super::RegistryArgs,
     /// Write the RUN output here (default: standard error).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
@@ -47,7 +47,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         compression: args.compression,
         build_args,
         cache: !args.no_cache,
-        insecure_registries: args.insecure_registries,
+        registry: args.connection.options(4)?,
         ..BuildOptions::default()
     };
     let dockerfile = args.file.unwrap_or_else(|| args.context.join("Dockerfile"));

@@ -79,15 +79,25 @@ pub fn parse_compression(s: &str) -> Result<layers::Compression, String> {
     }
 }
 
-/// How `push` and `pull` reach a registry.
+/// How `push`, `pull` and `build-file` reach a registry.
 #[derive(clap::Args, Debug)]
 pub struct RegistryArgs {
     /// Speak plain http to this registry (loopback registries always are); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
-    /// Extra attempts after a transient failure (connection error, HTTP 5xx or 429).
+    /// A host on a loopback or private network the registry may send us to (an upload session or a
+    /// redirect, e.g. its S3 storage); other such hosts are refused. Repeatable.
+    #[arg(long = "allow-private-host", value_name = "HOST[:PORT]")]
+    pub allowed_private_hosts: Vec<String>,
+    /// Extra attempts after a transient failure (connection error, stalled transfer, HTTP 5xx or 429).
     #[arg(long, default_value_t = 3)]
     pub retries: u32,
+    /// Seconds to wait for a connection to open.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout: u64,
+    /// Seconds a transfer may go without receiving a byte before it is given up (and retried).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub read_timeout: u64,
     /// User name for the registry (password from --password-stdin).
     #[arg(long, requires = "password_stdin")]
     pub username: Option<String>,
@@ -114,10 +124,15 @@ impl RegistryArgs {
         };
         Ok(kolla_oci::registry::RegistryOptions {
             insecure_registries: self.insecure_registries.clone(),
+            allowed_private_hosts: self.allowed_private_hosts.clone(),
             retries: self.retries,
+            timeouts: kolla_oci::registry::Timeouts {
+                connect: std::time::Duration::from_secs(self.connect_timeout),
+                stall: std::time::Duration::from_secs(self.read_timeout),
+            },
             credential,
             threads: usize::from(threads),
-            chunk_size: None,
+            ..kolla_oci::registry::RegistryOptions::default()
         })
     }
 }

@@ -2,13 +2,12 @@
 //! their digests verified, then the manifest bytes verbatim, then the tag.
 
 use std::io::{Read, Write};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use layers::Digest;
 use tracing::{debug, info, warn};
 
-use super::client::{Client, backoff};
+use super::client::Client;
+use super::transport::is_timeout;
 use super::{RegistryError, RegistryOptions};
 use crate::registry::Reference;
 use crate::store::{self, Descriptor, Index, Manifest, Platform, Store};
@@ -80,7 +79,7 @@ pub fn pull(
         });
     }
     let blobs: Vec<&Descriptor> = std::iter::once(&manifest.config).chain(manifest.layers.iter()).collect();
-    let fetched = fetch_blobs(store, &client, repo, &blobs, opts.threads.max(1), opts.retries)?;
+    let fetched = fetch_blobs(store, &client, repo, &blobs, opts.threads.max(1))?;
     store.put_blob(&bytes[..], Some(&digest)).map_err(RegistryError::Store)?;
     let config = store.read_config(&manifest.config)?;
     let mut desc = Descriptor::new(media_type, digest, bytes.len() as u64);
@@ -178,79 +177,83 @@ fn fetch_blobs(
     repo: &str,
     blobs: &[&Descriptor],
     threads: usize,
-    retries: u32,
 ) -> Result<usize, RegistryError> {
     let mut todo: Vec<&Descriptor> = blobs.iter().copied().filter(|d| !store.has_blob(&d.digest)).collect();
     todo.sort_by_key(|d| d.digest);
     todo.dedup_by_key(|d| d.digest);
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let first_error = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(todo.len()) {
-            s.spawn(|| {
-                while !failed.load(Ordering::SeqCst) {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(desc) = todo.get(i) else { break };
-                    if let Err(e) = fetch_blob(store, client, repo, desc, retries) {
-                        failed.store(true, Ordering::SeqCst);
-                        first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
-                    }
-                }
-            });
-        }
-    });
-    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(todo.len()),
-    }
+    super::parallel(threads, &todo, |desc| fetch_blob(store, client, repo, desc))?;
+    Ok(todo.len())
 }
 
 /// Stream one blob into a store temp file; `commit` verifies the digest (nothing becomes visible on a
-/// mismatch). A transfer cut off midway is restarted, at most `retries` times.
-fn fetch_blob(
-    store: &Store,
-    client: &Client,
-    repo: &str,
-    desc: &Descriptor,
-    retries: u32,
-) -> Result<(), RegistryError> {
+/// mismatch). A transfer that fails to start (connection error, 5xx, 429 with its `Retry-After`), breaks
+/// off or stalls is restarted, at most `retries` times, as uploads are; its temp file goes with it.
+fn fetch_blob(store: &Store, client: &Client, repo: &str, desc: &Descriptor) -> Result<(), RegistryError> {
     let what = format!("blob {} from {}/{repo}", desc.digest, client.registry());
     let mut attempt = 0;
     loop {
-        let resp = client.get_blob(repo, &desc.digest)?;
-        let mut writer = store.blob_writer()?;
-        // Read one byte more than announced, to notice an overlong body without reading it all.
-        let copied = std::io::copy(&mut resp.take(desc.size + 1), &mut writer);
-        match copied {
-            Ok(n) if n != desc.size => {
-                return Err(RegistryError::Protocol {
-                    what,
-                    reason: format!("descriptor says {} bytes, registry sent {}", desc.size, n),
-                });
-            }
-            Ok(_) => {
-                writer.flush().map_err(|e| RegistryError::Io { what: what.clone(), source: e })?;
-                let (digest, size) = writer.commit(Some(&desc.digest)).map_err(|e| match e {
-                    store::StoreError::DigestMismatch { expected, actual, .. } => RegistryError::DigestMismatch {
-                        what: what.clone(),
-                        expected: expected.to_string(),
-                        actual: actual.to_string(),
-                    },
-                    other => RegistryError::Store(other),
-                })?;
-                debug!(%digest, size, "blob fetched");
-                return Ok(());
-            }
-            Err(e) if attempt < retries => {
-                let wait = backoff(attempt);
-                warn!(what, error = %e, attempt = attempt + 1, of = retries, ?wait, "retrying download");
+        match download(store, client, repo, desc, &what) {
+            Err(e) if e.is_transient() && attempt < client.retries() => {
+                let wait = e.retry_after().unwrap_or_else(|| client.backoff(attempt));
+                warn!(what, error = %e, attempt = attempt + 1, of = client.retries(), ?wait, "retrying download");
                 std::thread::sleep(wait);
                 attempt += 1;
             }
-            Err(e) => return Err(RegistryError::Io { what, source: e }),
+            other => return other,
         }
     }
+}
+
+/// One attempt of [`fetch_blob`].
+fn download(store: &Store, client: &Client, repo: &str, desc: &Descriptor, what: &str) -> Result<(), RegistryError> {
+    let mut resp = client.get_blob(repo, &desc.digest)?;
+    let mut writer = store.blob_writer()?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut got = 0u64;
+    loop {
+        let n = match resp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let reason = if is_timeout(&e) {
+                    format!(
+                        "no data for {} s after {got} of {} bytes (stalled transfer)",
+                        client.stall_timeout().as_secs_f32(),
+                        desc.size
+                    )
+                } else {
+                    format!("transfer broke off after {got} of {} bytes: {e}", desc.size)
+                };
+                return Err(RegistryError::Transfer { what: what.to_string(), reason });
+            }
+        };
+        got += n as u64;
+        if got > desc.size {
+            return Err(RegistryError::Protocol {
+                what: what.to_string(),
+                reason: format!("registry sent more than the descriptor's {} bytes", desc.size),
+            });
+        }
+        writer.write_all(&buf[..n]).map_err(|e| RegistryError::Io { what: format!("storing {what}"), source: e })?;
+    }
+    if got != desc.size {
+        return Err(RegistryError::Protocol {
+            what: what.to_string(),
+            reason: format!("descriptor says {} bytes, registry sent {got}", desc.size),
+        });
+    }
+    writer.flush().map_err(|e| RegistryError::Io { what: format!("storing {what}"), source: e })?;
+    let (digest, size) = writer.commit(Some(&desc.digest)).map_err(|e| match e {
+        store::StoreError::DigestMismatch { expected, actual, .. } => RegistryError::DigestMismatch {
+            what: what.to_string(),
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        },
+        other => RegistryError::Store(other),
+    })?;
+    debug!(%digest, size, "blob fetched");
+    Ok(())
 }
 
 #[cfg(test)]

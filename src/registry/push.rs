@@ -1,22 +1,21 @@
-//! Push a set of images that share blobs, uploading every blob once.
-//!
-//! Plan: one task per (repository, blob). The first repository of the run that needs a blob *owns* it:
-//! it HEADs and, if missing, uploads it. Every other repository HEADs, then waits for the owner and
-//! mounts the blob from the owner's repository (`POST …?mount=&from=`), falling back to an upload only
-//! if the registry refuses the mount (202) or the owner failed. Owner tasks are queued before all others,
-//! so with any number of workers an owner is always running or done when someone waits for it: no
-//! deadlock, and no blob is uploaded twice. Manifests go last, with their exact stored bytes.
+//! Push a set of images that share blobs, uploading every blob once (who uploads and who mounts is the
+//! plan's, see `plan.rs`), then their manifests with their exact stored bytes. Referrers (artifacts whose
+//! `subject` is an image) go the same way, after the images, and where the registry has no referrers API
+//! the subject's referrers tag is brought up to date.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use layers::Digest;
 use tracing::{debug, info};
 
 use super::client::{Client, MountOutcome};
-use super::{Reference, RegistryError, RegistryOptions};
-use crate::store::{self, Manifest, Store};
+use super::plan::{self, PlanImage, Source, Task};
+use super::progress::{BlobOutcome, PushProgress};
+use super::referrers::Referrer;
+use super::{Reference, RegistryError, RegistryOptions, parallel};
+use crate::store::{self, Descriptor, Manifest, Store};
 
 /// What a push did. Blob counts are per (repository, blob) pair.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -31,9 +30,11 @@ pub struct PushReport {
     pub existing_blobs: usize,
     /// Manifests put.
     pub manifests: usize,
+    /// Referrers tags (`sha256-<hex>`) written for registries without the referrers API.
+    pub referrers_tags: usize,
 }
 
-/// One image to push, resolved from the store.
+/// One manifest to push, resolved from the store.
 struct Job {
     target: Reference,
     manifest_bytes: Vec<u8>,
@@ -41,24 +42,19 @@ struct Job {
     digest: Digest,
     /// `(digest, size)` of the config and every layer, without repeats.
     blobs: Vec<(Digest, u64)>,
+    /// The manifest this one refers to, and how it is listed among that manifest's referrers.
+    subject: Option<(Digest, Referrer)>,
 }
 
 /// Where a blob stands in this run, per registry.
-#[derive(Clone)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum BlobState {
     /// Its owner task has not finished.
     Pending,
-    /// This repository holds it (uploaded or found there).
-    In(String),
+    /// The owner's repository holds it (uploaded or found there).
+    Ready,
     /// The owner failed; others upload it themselves.
     Failed,
-}
-
-struct Task {
-    job: usize,
-    digest: Digest,
-    size: u64,
-    owner: bool,
 }
 
 /// Shared state of one push run.
@@ -73,9 +69,10 @@ struct Run<'a> {
     uploaded_bytes: AtomicU64,
     mounted_blobs: AtomicUsize,
     existing_blobs: AtomicUsize,
+    progress: PushProgress,
 }
 
-/// Push each local tag to its target reference (see the module docs for the order of operations).
+/// Push each local tag to its target reference: blobs first (see `plan.rs`), then the manifests.
 ///
 /// Images are read from the store as they are; targets may be on several registries. The target's tag
 /// (or, for a digest-only reference, its digest) names the pushed manifest.
@@ -84,40 +81,98 @@ pub fn push(
     images: &[(String, Reference)],
     opts: &RegistryOptions,
 ) -> Result<PushReport, RegistryError> {
-    let jobs = images.iter().map(|(tag, target)| load_job(store, tag, target)).collect::<Result<Vec<_>, _>>()?;
+    let jobs = images
+        .iter()
+        .map(|(tag, target)| {
+            let desc = store.resolve(tag)?.ok_or_else(|| RegistryError::NotInStore(tag.to_string()))?;
+            load_job(store, tag, &desc, target.clone())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    run(store, &jobs, opts)
+}
+
+/// Push `artifacts` (manifests in the store whose `subject` is the image `image` names, such as an SBOM
+/// or a provenance attestation) into the image's repository, by digest, after their blobs. Where the
+/// registry does not answer with `OCI-Subject` (no referrers API), the subject's referrers tag
+/// (`sha256-<hex>`) is updated to list them. Push the image itself first.
+pub fn push_referrers(
+    store: &Store,
+    image: &Reference,
+    artifacts: &[Descriptor],
+    opts: &RegistryOptions,
+) -> Result<PushReport, RegistryError> {
+    let jobs = artifacts
+        .iter()
+        .map(|a| {
+            let target = Reference::parse(&format!("{}/{}@{}", image.registry(), image.repository(), a.digest))?;
+            let job = load_job(store, &format!("artifact {}", a.digest), a, target)?;
+            match &job.subject {
+                Some(_) => Ok(job),
+                None => Err(RegistryError::Protocol {
+                    what: format!("pushing artifact {} as a referrer of {image}", a.digest),
+                    reason: "the manifest has no subject".into(),
+                }),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    run(store, &jobs, opts)
+}
+
+fn load_job(store: &Store, what: &str, desc: &Descriptor, target: Reference) -> Result<Job, RegistryError> {
+    let manifest_bytes = store.read_blob_bytes(&desc.digest, store::MAX_MANIFEST_SIZE)?;
+    let media_type =
+        if desc.media_type.is_empty() { store::MEDIA_OCI_MANIFEST.to_string() } else { desc.media_type.clone() };
+    if !store::is_manifest(&media_type) {
+        return Err(RegistryError::Protocol {
+            what: format!("pushing {what}"),
+            reason: format!("only single-image manifests can be pushed, {what} is {media_type}"),
+        });
+    }
+    let manifest: Manifest = store.read_manifest(desc)?;
+    let mut blobs = Vec::with_capacity(manifest.layers.len() + 1);
+    for d in std::iter::once(&manifest.config).chain(manifest.layers.iter()) {
+        if !blobs.iter().any(|(x, _)| *x == d.digest) {
+            blobs.push((d.digest, d.size));
+        }
+    }
+    let subject = match manifest.extra.get("subject") {
+        None => None,
+        Some(s) => {
+            let s: Descriptor = serde_json::from_value(s.clone()).map_err(|e| RegistryError::Protocol {
+                what: format!("pushing {what}"),
+                reason: format!("invalid subject: {e}"),
+            })?;
+            Some((s.digest, Referrer::of_manifest(&media_type, &manifest_bytes, &manifest)))
+        }
+    };
+    Ok(Job { target, manifest_bytes, media_type, digest: desc.digest, blobs, subject })
+}
+
+/// Blobs, then manifests (referrers after the rest), then referrers tags where needed.
+fn run(store: &Store, jobs: &[Job], opts: &RegistryOptions) -> Result<PushReport, RegistryError> {
     let mut clients = HashMap::new();
-    for job in &jobs {
+    for job in jobs {
         let r = &job.target;
         if !clients.contains_key(r.registry()) {
             clients.insert(r.registry().to_string(), Client::new(r.registry(), r.api_host(), opts)?);
         }
     }
-    // Owners first (in image order, so a base's blobs go up before its children's), then the rest.
-    let mut owners: BTreeMap<(String, Digest), usize> = BTreeMap::new();
-    let mut seen = std::collections::HashSet::new();
-    let (mut first, mut rest) = (Vec::new(), Vec::new());
-    for (i, job) in jobs.iter().enumerate() {
-        for &(digest, size) in &job.blobs {
-            let r = &job.target;
-            if !seen.insert((r.registry().to_string(), r.repository().to_string(), digest)) {
-                continue; // another tag of the same repository already covers it
-            }
-            let key = (r.registry().to_string(), digest);
-            let owner = !owners.contains_key(&key);
-            if owner {
-                owners.insert(key, i);
-                first.push(Task { job: i, digest, size, owner });
-            } else {
-                rest.push(Task { job: i, digest, size, owner });
-            }
-        }
+    let images: Vec<PlanImage> = jobs
+        .iter()
+        .map(|j| PlanImage { registry: j.target.registry(), repository: j.target.repository(), blobs: &j.blobs })
+        .collect();
+    let tasks = plan::plan(&images);
+    let owned = tasks.iter().filter(|t| t.source == Source::Upload);
+    let planned_bytes = owned.clone().map(|t| t.size).sum();
+    let states = owned.map(|t| ((jobs[t.image].target.registry().to_string(), t.digest), BlobState::Pending)).collect();
+    let progress = PushProgress::new(planned_bytes, tasks.len(), jobs.len());
+    for client in clients.values_mut() {
+        client.progress = progress.counter();
     }
-    let states = owners.keys().map(|k| (k.clone(), BlobState::Pending)).collect();
-    let tasks: Vec<Task> = first.into_iter().chain(rest).collect();
-    info!(images = jobs.len(), blob_tasks = tasks.len(), unique_blobs = owners.len(), "pushing");
+    info!(images = jobs.len(), blob_tasks = tasks.len(), planned_bytes, "pushing");
     let run = Run {
         store,
-        jobs: &jobs,
+        jobs,
         clients: &clients,
         chunk_size: opts.chunk_size,
         states: Mutex::new(states),
@@ -126,83 +181,75 @@ pub fn push(
         uploaded_bytes: AtomicU64::new(0),
         mounted_blobs: AtomicUsize::new(0),
         existing_blobs: AtomicUsize::new(0),
+        progress,
     };
-    parallel(opts.threads, &tasks, |t| run.blob_task(t))?;
-    parallel(opts.threads, &jobs, |job| {
-        let client = &clients[job.target.registry()];
-        let tag = job.target.tag().map_or_else(|| job.digest.to_string(), str::to_string);
-        client.put_manifest(job.target.repository(), &tag, &job.media_type, &job.manifest_bytes, &job.digest)?;
-        info!(target = %job.target, digest = %job.digest, "pushed");
-        Ok(())
-    })?;
+    let result = run.blobs_then_manifests(&tasks, opts.threads);
+    run.progress.finish();
+    let referrers_tags = result?;
     Ok(PushReport {
         uploaded_blobs: run.uploaded_blobs.into_inner(),
         uploaded_bytes: run.uploaded_bytes.into_inner(),
         mounted_blobs: run.mounted_blobs.into_inner(),
         existing_blobs: run.existing_blobs.into_inner(),
         manifests: jobs.len(),
+        referrers_tags,
     })
 }
 
-fn load_job(store: &Store, tag: &str, target: &Reference) -> Result<Job, RegistryError> {
-    let desc = store.resolve(tag)?.ok_or_else(|| RegistryError::NotInStore(tag.to_string()))?;
-    let manifest_bytes = store.read_blob_bytes(&desc.digest, store::MAX_MANIFEST_SIZE)?;
-    let media_type =
-        if desc.media_type.is_empty() { store::MEDIA_OCI_MANIFEST.to_string() } else { desc.media_type.clone() };
-    if !store::is_manifest(&media_type) {
-        return Err(RegistryError::Protocol {
-            what: format!("pushing {tag}"),
-            reason: format!("only single-image manifests can be pushed, {tag:?} is {media_type}"),
-        });
-    }
-    let manifest: Manifest = store.read_manifest(&desc)?;
-    let mut blobs = Vec::with_capacity(manifest.layers.len() + 1);
-    for d in std::iter::once(&manifest.config).chain(manifest.layers.iter()) {
-        if !blobs.iter().any(|(x, _)| *x == d.digest) {
-            blobs.push((d.digest, d.size));
-        }
-    }
-    Ok(Job { target: target.clone(), manifest_bytes, media_type, digest: desc.digest, blobs })
-}
-
-/// Run `f` over `items` on at most `threads` workers; stops taking new items after the first error.
-fn parallel<T: Sync>(
-    threads: usize,
-    items: &[T],
-    f: impl Fn(&T) -> Result<(), RegistryError> + Sync,
-) -> Result<(), RegistryError> {
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let first_error = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..threads.max(1).min(items.len()) {
-            s.spawn(|| {
-                while !failed.load(Ordering::SeqCst) {
-                    let Some(item) = items.get(next.fetch_add(1, Ordering::SeqCst)) else { break };
-                    if let Err(e) = f(item) {
-                        failed.store(true, Ordering::SeqCst);
-                        first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
-                    }
-                }
-            });
-        }
-    });
-    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
 impl Run<'_> {
+    /// The push proper; returns how many referrers tags were written.
+    fn blobs_then_manifests(&self, tasks: &[Task], threads: usize) -> Result<usize, RegistryError> {
+        parallel(threads, tasks, |t| self.blob_task(t))?;
+        let (referrers, images): (Vec<usize>, Vec<usize>) =
+            (0..self.jobs.len()).partition(|&i| self.jobs[i].subject.is_some());
+        let untracked = Mutex::new(Vec::new());
+        for group in [images, referrers] {
+            parallel(threads, &group, |&i| {
+                let job = &self.jobs[i];
+                let tag = job.target.tag().map_or_else(|| job.digest.to_string(), str::to_string);
+                let client = &self.clients[job.target.registry()];
+                let oci_subject = client.put_manifest(
+                    job.target.repository(),
+                    &tag,
+                    &job.media_type,
+                    &job.manifest_bytes,
+                    &job.digest,
+                )?;
+                self.progress.image(&job.target.to_string(), &job.digest);
+                if job.subject.is_some() && oci_subject.is_none() {
+                    untracked.lock().unwrap_or_else(|p| p.into_inner()).push(i);
+                }
+                Ok(())
+            })?;
+        }
+        // Referrers the registry did not index itself go into their subject's referrers tag, one tag
+        // update per subject, listed in the order they were given (not the order their PUTs finished).
+        let mut untracked = untracked.into_inner().unwrap_or_else(|p| p.into_inner());
+        untracked.sort_unstable();
+        let mut by_subject: BTreeMap<(&str, &str, Digest), Vec<Referrer>> = BTreeMap::new();
+        for i in untracked {
+            let job = &self.jobs[i];
+            if let Some((subject, entry)) = &job.subject {
+                by_subject
+                    .entry((job.target.registry(), job.target.repository(), *subject))
+                    .or_default()
+                    .push(entry.clone());
+            }
+        }
+        let mut written = 0;
+        for ((registry, repo, subject), entries) in by_subject {
+            if self.clients[registry].add_to_referrers_tag(repo, &subject, &entries)? {
+                written += 1;
+            }
+        }
+        Ok(written)
+    }
+
     fn blob_task(&self, t: &Task) -> Result<(), RegistryError> {
-        let target = &self.jobs[t.job].target;
-        let key = (target.registry().to_string(), t.digest);
         let result = self.blob_task_inner(t);
-        if t.owner {
-            let state = match &result {
-                Ok(()) => BlobState::In(target.repository().to_string()),
-                Err(_) => BlobState::Failed,
-            };
+        if t.source == Source::Upload {
+            let key = (self.jobs[t.image].target.registry().to_string(), t.digest);
+            let state = if result.is_ok() { BlobState::Ready } else { BlobState::Failed };
             self.states.lock().unwrap_or_else(|p| p.into_inner()).insert(key, state);
             self.changed.notify_all();
         }
@@ -210,32 +257,33 @@ impl Run<'_> {
     }
 
     fn blob_task_inner(&self, t: &Task) -> Result<(), RegistryError> {
-        let target = &self.jobs[t.job].target;
+        let target = &self.jobs[t.image].target;
         let client = &self.clients[target.registry()];
         let repo = target.repository();
+        let planned = if t.source == Source::Upload { t.size } else { 0 };
         if client.blob_exists(repo, &t.digest)? {
             debug!(digest = %t.digest, repo, "already there");
             self.existing_blobs.fetch_add(1, Ordering::Relaxed);
+            self.progress.blob(repo, &t.digest, t.size, planned, BlobOutcome::Present);
             return Ok(());
         }
         let mut session = None;
-        if !t.owner {
-            match self.wait_for_owner(target.registry(), &t.digest) {
-                BlobState::In(from) => match client.mount_blob(repo, &t.digest, &from)? {
-                    MountOutcome::Mounted => {
-                        debug!(digest = %t.digest, repo, from, "mounted");
-                        self.mounted_blobs.fetch_add(1, Ordering::Relaxed);
-                        return Ok(());
-                    }
-                    MountOutcome::Upload(url) => {
-                        debug!(digest = %t.digest, repo, from, "mount refused, uploading");
-                        session = Some(url);
-                    }
-                },
-                BlobState::Failed | BlobState::Pending => {}
+        if let Source::MountFrom { owner } = t.source
+            && self.wait_for_owner(target.registry(), &t.digest) == BlobState::Ready
+        {
+            let from = self.jobs[owner].target.repository();
+            match client.mount_blob(repo, &t.digest, from)? {
+                MountOutcome::Mounted => {
+                    self.mounted_blobs.fetch_add(1, Ordering::Relaxed);
+                    self.progress.blob(repo, &t.digest, t.size, planned, BlobOutcome::Mounted { from });
+                    return Ok(());
+                }
+                MountOutcome::Upload(url) => {
+                    debug!(digest = %t.digest, repo, from, "mount refused, uploading");
+                    session = Some(url);
+                }
             }
         }
-        let path = self.store.blob_path(&t.digest);
         let size = self.store.blob_size(&t.digest)?;
         if size != t.size {
             return Err(RegistryError::Store(store::StoreError::SizeMismatch {
@@ -244,10 +292,10 @@ impl Run<'_> {
                 actual: size,
             }));
         }
-        client.upload_blob(repo, &t.digest, &path, size, session, self.chunk_size)?;
-        debug!(digest = %t.digest, repo, size, "uploaded");
+        client.upload_blob(repo, &t.digest, self.store, size, session, self.chunk_size)?;
         self.uploaded_blobs.fetch_add(1, Ordering::Relaxed);
         self.uploaded_bytes.fetch_add(size, Ordering::Relaxed);
+        self.progress.blob(repo, &t.digest, size, planned, BlobOutcome::Uploaded);
         Ok(())
     }
 
@@ -260,7 +308,7 @@ impl Run<'_> {
                 Some(BlobState::Pending) => {
                     states = self.changed.wait(states).unwrap_or_else(|p| p.into_inner());
                 }
-                Some(s) => return s.clone(),
+                Some(s) => return *s,
                 None => return BlobState::Failed,
             }
         }

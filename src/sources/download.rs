@@ -43,11 +43,7 @@ impl Downloader {
     /// fails after it, as kolla's `requests.get(timeout=…)` does); `refetch` ignores the cache
     /// (`--nocache`); transient failures are tried `1 + retries` times.
     pub fn new(dir: &Path, timeout: Duration, refetch: bool, retries: u32) -> Result<Downloader, SourceError> {
-        crate::http::install_tls_provider();
-        let http = reqwest::blocking::Client::builder()
-            .user_agent(crate::http::USER_AGENT)
-            .timeout(timeout)
-            .connect_timeout(timeout)
+        let http = crate::http::http_client(&crate::http::Timeouts { connect: timeout, stall: timeout })
             .build()
             .map_err(|e| SourceError::Download { url: String::new(), reason: e.to_string() })?;
         for sub in ["blobs", "urls", "tmp"] {

@@ -148,6 +148,14 @@ pub enum StoreError {
         /// What it is (e.g. `manifest schemaVersion 1`).
         what: String,
     },
+    /// A blob's name holds a symlink, FIFO or directory, which is never read as the blob.
+    #[error("{}: {what}, refused as a blob", path.display())]
+    NotRegular {
+        /// The blob's path.
+        path: PathBuf,
+        /// What is there instead.
+        what: &'static str,
+    },
     /// The arguments describe an inconsistent image.
     #[error("invalid image: {0}")]
     InvalidImage(String),
@@ -160,6 +168,12 @@ type Result<T, E = StoreError> = std::result::Result<T, E>;
 fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
     let path = path.into();
     move |source| StoreError::Io { path, source }
+}
+
+/// The error for a blob name that is not a regular file.
+fn not_regular(path: PathBuf, meta: Option<&fs::Metadata>) -> StoreError {
+    let what = if meta.is_none_or(|m| m.file_type().is_symlink()) { "a symbolic link" } else { "not a regular file" };
+    StoreError::NotRegular { path, what }
 }
 
 /// Serialize `v` with every object's keys sorted (by bytes) and no whitespace.
@@ -289,7 +303,8 @@ impl BlobWriter {
             return Err(StoreError::DigestMismatch { expected: *expected, actual: digest, size });
         }
         let dest = blobs.join(digest.hex());
-        if dest.exists() {
+        // Anything but a regular file under the name (a planted symlink) is replaced by the rename.
+        if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file()) {
             touch(&dest);
             return Ok((digest, size));
         }
@@ -421,9 +436,9 @@ impl Store {
         sync_dir(dest.parent().unwrap_or(&self.root))
     }
 
-    /// Whether the blob is present.
+    /// Whether the blob is present (as a regular file: a symlink in its place does not count).
     pub fn has_blob(&self, d: &Digest) -> bool {
-        self.blob_path(d).is_file()
+        fs::symlink_metadata(self.blob_path(d)).is_ok_and(|m| m.is_file())
     }
 
     /// Where the blob lives (whether or not it exists).
@@ -431,20 +446,32 @@ impl Store {
         self.blobs_dir().join(d.hex())
     }
 
-    /// Open a blob for reading.
+    /// Open a blob for reading: never through a symlink, and only a regular file (a link or FIFO planted
+    /// in `blobs/` must not make us read, or push, anything from elsewhere).
     pub fn open_blob(&self, d: &Digest) -> Result<File> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let path = self.blob_path(d);
-        File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::BlobNotFound { digest: *d, path },
-            _ => StoreError::Io { path, source: e },
-        })
+        // O_NONBLOCK: opening a FIFO must not hang; it changes nothing for a regular file.
+        let opened = File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&path);
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::BlobNotFound { digest: *d, path }),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_regular(path, None)),
+            Err(e) => return Err(StoreError::Io { path, source: e }),
+        };
+        match file.metadata() {
+            Ok(m) if m.is_file() => Ok(file),
+            Ok(m) => Err(not_regular(path, Some(&m))),
+            Err(e) => Err(StoreError::Io { path, source: e }),
+        }
     }
 
-    /// Size of a blob in bytes.
+    /// Size of a blob in bytes (of the name itself: a symlink is not a blob).
     pub fn blob_size(&self, d: &Digest) -> Result<u64> {
         let path = self.blob_path(d);
-        match fs::metadata(&path) {
-            Ok(m) => Ok(m.len()),
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => Ok(m.len()),
+            Ok(m) => Err(not_regular(path, Some(&m))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound { digest: *d, path }),
             Err(e) => Err(StoreError::Io { path, source: e }),
         }

@@ -1,7 +1,9 @@
 //! Test support for the registry client: Debian's real `docker-registry` on a free loopback port with its
 //! own config in a temp dir, and a counting HTTP/1.1 proxy in front of it (per-request method, path,
 //! status and body bytes; optionally corrupting one blob's bytes on GET, and injecting faults: error
-//! statuses with `Retry-After`, connection resets mid-upload, slow answers, throttled uploads).
+//! statuses with `Retry-After`, connection resets mid-upload, slow answers, throttled uploads, stalled
+//! downloads, upload sessions and blob redirects pointing at another listener; and optionally playing an
+//! OCI 1.1 registry's referrers API, which Debian's docker-registry 2.8 lacks).
 #![allow(dead_code)] // each test file uses a different part of this helper
 
 use std::collections::BTreeMap;
@@ -144,6 +146,8 @@ pub struct Event {
     pub request_bytes: u64,
     /// Decoded response body bytes.
     pub response_bytes: u64,
+    /// Whether the request carried an `Authorization` header.
+    pub authorized: bool,
 }
 
 impl Event {
@@ -161,11 +165,34 @@ fn query_param(query: &str, name: &str) -> Option<String> {
     })
 }
 
+/// What the proxy saw: the requests answered, and how many are being answered right now.
+#[derive(Default)]
+struct Log {
+    events: Mutex<Vec<Event>>,
+    inflight: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a request as being answered until dropped (after its event is recorded, or on any way out).
+struct InFlight<'a>(&'a Log);
+
+impl<'a> InFlight<'a> {
+    fn enter(log: &'a Log) -> InFlight<'a> {
+        log.inflight.fetch_add(1, Ordering::SeqCst);
+        InFlight(log)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A counting HTTP/1.1 proxy on 127.0.0.1 in front of `upstream`.
 pub struct Proxy {
     /// Its port.
     pub port: u16,
-    events: Arc<Mutex<Vec<Event>>>,
+    log: Arc<Log>,
     corrupt: Arc<Mutex<Option<String>>>,
     bearer: Arc<Mutex<Option<Bearer>>>,
     faults: Arc<Mutex<Faults>>,
@@ -190,6 +217,17 @@ struct Faults {
     /// The next `delay_count` upstream answers are held back this long.
     delay: Duration,
     delay_count: usize,
+    /// The next `stall_count` blob downloads (200 answers to `GET …/blobs/<digest>`) longer than
+    /// `stall_after` bytes send their headers and `stall_after` body bytes, then nothing.
+    stall_after: u64,
+    stall_count: usize,
+    /// Upload sessions (`Location` of answers under `/blobs/uploads/`) are moved to this port.
+    uploads_to: Option<u16>,
+    /// Blob downloads are answered with a 307 to the same path on this port.
+    blobs_to: Option<u16>,
+    /// The referrers API, played by the proxy: entries by `<name>@<subject digest>`, recorded from the
+    /// manifests with a `subject` put through it.
+    referrers: Option<BTreeMap<String, Vec<serde_json::Value>>>,
 }
 
 /// Token-auth mode of the proxy: it plays the registry's token service (`/token`) and demands a Bearer
@@ -232,12 +270,12 @@ impl Proxy {
     pub fn start(upstream_port: u16) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let events = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Log::default());
         let corrupt = Arc::new(Mutex::new(None));
         let bearer: Arc<Mutex<Option<Bearer>>> = Arc::new(Mutex::new(None));
         let faults = Arc::new(Mutex::new(Faults::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (ev, co, be, fa, st) = (events.clone(), corrupt.clone(), bearer.clone(), faults.clone(), stop.clone());
+        let (ev, co, be, fa, st) = (log.clone(), corrupt.clone(), bearer.clone(), faults.clone(), stop.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if st.load(Ordering::SeqCst) {
@@ -250,7 +288,7 @@ impl Proxy {
                 });
             }
         });
-        Proxy { port, events, corrupt, bearer, faults, stop }
+        Proxy { port, log, corrupt, bearer, faults, stop }
     }
 
     /// Answer the next `count` requests of `method` with `status` and `Retry-After: 0`, without
@@ -284,6 +322,30 @@ impl Proxy {
         (f.delay, f.delay_count) = (delay, count);
     }
 
+    /// Answer the next `count` blob downloads longer than `after_bytes` with their headers and `after_bytes`
+    /// of the body, then nothing (the connection stays open for 20 s): a registry whose transfer stalls.
+    pub fn stall_blob_downloads(&self, after_bytes: u64, count: usize) {
+        let mut f = self.faults.lock().unwrap();
+        (f.stall_after, f.stall_count) = (after_bytes, count);
+    }
+
+    /// Point upload sessions (`Location` answers under `/blobs/uploads/`) at `port` on 127.0.0.1 (None: as
+    /// upstream says).
+    pub fn send_uploads_to(&self, port: Option<u16>) {
+        self.faults.lock().unwrap().uploads_to = port;
+    }
+
+    /// Answer blob downloads with `307` to the same path on `port` of 127.0.0.1 (None: serve them).
+    pub fn redirect_blob_downloads_to(&self, port: Option<u16>) {
+        self.faults.lock().unwrap().blobs_to = port;
+    }
+
+    /// Play an OCI 1.1 registry: answer `GET /v2/<name>/referrers/<digest>` from the manifests with a
+    /// `subject` put through the proxy from now on, and answer their `PUT` with `OCI-Subject`.
+    pub fn emulate_referrers_api(&self) {
+        self.faults.lock().unwrap().referrers = Some(BTreeMap::new());
+    }
+
     /// Like [`Proxy::require_bearer`], with `salt` appended to every token handed out.
     pub fn require_bearer_salted(&self, user: &str, password: &str, salt: &str) {
         *self.bearer.lock().unwrap() =
@@ -312,13 +374,19 @@ impl Proxy {
     }
 
     /// Every request seen so far.
+    /// Requests still being answered are waited for (up to 5 s): an answer reaches the client a moment
+    /// before its event is recorded.
     pub fn events(&self) -> Vec<Event> {
-        self.events.lock().unwrap().clone()
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.log.inflight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.log.events.lock().unwrap().clone()
     }
 
     /// Forget the requests seen so far.
     pub fn clear(&self) {
-        self.events.lock().unwrap().clear();
+        self.log.events.lock().unwrap().clear();
     }
 
     /// Flip the first byte of 200 answers to `GET …/blobs/<digest>` (None: stop corrupting).
@@ -605,11 +673,79 @@ fn bearer_gate(
     Ok(Some((401, n)))
 }
 
+/// The referrers API answer for `GET /v2/<name>/referrers/<digest>[?artifactType=…]`, when emulated.
+fn referrers_answer(faults: &Mutex<Faults>, path: &str, query: &str) -> Option<(String, String)> {
+    let f = faults.lock().unwrap();
+    let known = f.referrers.as_ref()?;
+    let (name, subject) = path.strip_prefix("/v2/")?.split_once("/referrers/")?;
+    let wanted = query_param(query, "artifactType");
+    let entries: Vec<&serde_json::Value> = known
+        .get(&format!("{name}@{subject}"))
+        .into_iter()
+        .flatten()
+        .filter(|e| wanted.as_deref().is_none_or(|t| e["artifactType"] == t))
+        .collect();
+    let body = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    });
+    let filters = if wanted.is_some() { "OCI-Filters-Applied: artifactType\r\n" } else { "" };
+    Some((body.to_string(), filters.to_string()))
+}
+
+/// Record a manifest put with a `subject` as its referrer; returns the subject digest.
+fn record_referrer(faults: &Mutex<Faults>, path: &str, content_type: Option<&str>, body: &[u8]) -> Option<String> {
+    let mut f = faults.lock().unwrap();
+    let known = f.referrers.as_mut()?;
+    let name = path.strip_prefix("/v2/")?.split_once("/manifests/")?.0;
+    let m: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let subject = m["subject"]["digest"].as_str()?.to_string();
+    let artifact_type = m.get("artifactType").unwrap_or(&m["config"]["mediaType"]).clone();
+    let mut entry = serde_json::json!({
+        "mediaType": m.get("mediaType").and_then(|v| v.as_str()).or(content_type).unwrap_or_default(),
+        "digest": layers::Digest::of_bytes(body).to_string(),
+        "size": body.len(),
+        "artifactType": artifact_type,
+    });
+    if let Some(a) = m.get("annotations") {
+        entry["annotations"] = a.clone();
+    }
+    known.entry(format!("{name}@{subject}")).or_default().push(entry);
+    Some(subject)
+}
+
+/// A response head with its `Location` moved to `port` (when given) and `extra` header lines added.
+fn edit_head(raw: &[u8], own_port: u16, move_location_to: Option<u16>, extra: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(raw);
+    let mut out = String::new();
+    for line in text.split_inclusive("\r\n") {
+        if line == "\r\n" {
+            out.push_str(extra);
+            out.push_str(line);
+            continue;
+        }
+        match (line.split_once(':'), move_location_to) {
+            (Some((name, value)), Some(port)) if name.eq_ignore_ascii_case("location") => {
+                let value = value.trim();
+                let moved = match value.strip_prefix(&format!("http://127.0.0.1:{own_port}")) {
+                    Some(rest) => format!("http://127.0.0.1:{port}{rest}"),
+                    None if value.starts_with('/') => format!("http://127.0.0.1:{port}{value}"),
+                    None => value.to_string(),
+                };
+                out.push_str(&format!("Location: {moved}\r\n"));
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out.into_bytes()
+}
+
 fn serve_connection(
     client: TcpStream,
     own_port: u16,
     upstream_port: u16,
-    events: &Mutex<Vec<Event>>,
+    log: &Log,
     corrupt: &Mutex<Option<String>>,
     bearer: &Mutex<Option<Bearer>>,
     faults: &Mutex<Faults>,
@@ -620,6 +756,7 @@ fn serve_connection(
     let mut up_w = upstream.try_clone()?;
     let mut up_r = BufReader::new(upstream);
     while let Some(req) = read_head(&mut client_r)? {
+        let inflight = InFlight::enter(log);
         let mut parts = req.first.split_whitespace();
         let method = parts.next().unwrap_or("").to_string();
         let target = parts.next().unwrap_or("").to_string();
@@ -627,6 +764,20 @@ fn serve_connection(
             Some((p, q)) => (p.to_string(), q.to_string()),
             None => (target.clone(), String::new()),
         };
+        let authorized = req.get("authorization").is_some();
+        let record =
+            |method: String, path: String, query: String, status: u16, request_bytes: u64, response_bytes: u64| {
+                log.events.lock().unwrap().push(Event {
+                    method,
+                    path,
+                    query,
+                    status,
+                    request_bytes,
+                    response_bytes,
+                    authorized,
+                });
+            };
+        let is_blob_get = method == "GET" && path.contains("/blobs/sha256:");
         let fault = {
             let mut f = faults.lock().unwrap();
             (f.count > 0 && f.method == method).then(|| {
@@ -639,13 +790,28 @@ fn serve_connection(
             let body = r#"{"errors":[{"code":"UNAVAILABLE","message":"injected failure"}]}"#;
             let retry_after = format!("Retry-After: {}\r\n", faults.lock().unwrap().retry_after);
             let request_bytes = answer_locally(&mut client_r, &mut client_w, &req, &line, &retry_after, body)?;
-            events.lock().unwrap().push(Event { method, path, query, status, request_bytes, response_bytes: 0 });
+            record(method, path, query, status, request_bytes, 0);
+            continue;
+        }
+        if method == "GET"
+            && let Some((body, headers)) = referrers_answer(faults, &path, &query)
+        {
+            let request_bytes = answer_locally(&mut client_r, &mut client_w, &req, "200 OK", &headers, &body)?;
+            record(method, path, query, 200, request_bytes, body.len() as u64);
+            continue;
+        }
+        let blobs_to = faults.lock().unwrap().blobs_to;
+        if is_blob_get && let Some(port) = blobs_to {
+            let location = format!("Location: http://127.0.0.1:{port}{target}\r\n");
+            let request_bytes =
+                answer_locally(&mut client_r, &mut client_w, &req, "307 Temporary Redirect", &location, "")?;
+            record(method, path, query, 307, request_bytes, 0);
             continue;
         }
         if let Some((status, request_bytes)) =
             bearer_gate(bearer, own_port, &req, &method, &path, &query, &mut client_r, &mut client_w)?
         {
-            events.lock().unwrap().push(Event { method, path, query, status, request_bytes, response_bytes: 0 });
+            record(method, path, query, status, request_bytes, 0);
             if req.closes() {
                 break;
             }
@@ -665,45 +831,34 @@ fn serve_connection(
             // A connection reset mid-upload: part of the body goes upstream, then both sides are cut.
             let limit = req.content_length().map_or(after, |n| n.min(after));
             let sent = std::io::copy(&mut (&mut client_r).take(limit), &mut up_w)?;
-            events.lock().unwrap().push(Event {
-                method,
-                path,
-                query,
-                status: 0,
-                request_bytes: sent,
-                response_bytes: 0,
-            });
+            record(method, path, query, 0, sent, 0);
             let _ = client_w.shutdown(Shutdown::Both);
             let _ = up_w.shutdown(Shutdown::Both);
             return Ok(());
         }
-        let mut counted = Metered { inner: &mut up_w, bytes: 0, rate: throttle, start: Instant::now() };
+        let is_manifest_put = method == "PUT" && path.contains("/manifests/");
+        let tee = (is_manifest_put && faults.lock().unwrap().referrers.is_some()).then(Vec::new);
+        let mut counted = Metered { inner: &mut up_w, bytes: 0, rate: throttle, start: Instant::now(), tee };
         let relayed = relay_body(&mut client_r, &mut counted, &req, false, false);
-        let sent = counted.bytes;
+        let (sent, put_body) = (counted.bytes, counted.tee.take());
         let request_bytes = match relayed {
             Ok((n, _)) => n,
             Err(e) => {
                 // The client went away mid-body (killed, or gave up): record the interrupted request.
-                events.lock().unwrap().push(Event {
-                    method,
-                    path,
-                    query,
-                    status: 0,
-                    request_bytes: sent,
-                    response_bytes: 0,
-                });
+                record(method, path, query, 0, sent, 0);
                 return Err(e);
             }
         };
         up_w.flush()?;
         let corrupt_this = method == "GET"
             && corrupt.lock().unwrap().as_deref().is_some_and(|d| path.ends_with(&format!("/blobs/{d}")));
-        let delay = {
+        let (delay, uploads_to) = {
             let mut f = faults.lock().unwrap();
-            (f.delay_count > 0).then(|| {
+            let delay = (f.delay_count > 0).then(|| {
                 f.delay_count -= 1;
                 f.delay
-            })
+            });
+            (delay, f.uploads_to.filter(|_| path.contains("/blobs/uploads/")))
         };
         // Forward interim 1xx answers, then the final one.
         let resp = loop {
@@ -711,18 +866,42 @@ fn serve_connection(
             if let Some(d) = delay {
                 std::thread::sleep(d); // a slow registry: the answer is ready but arrives late
             }
-            client_w.write_all(&resp.raw)?;
-            if resp.first.split_whitespace().nth(1).is_some_and(|s| s.starts_with('1')) {
+            let status = resp.first.split_whitespace().nth(1).unwrap_or("");
+            let subject = match (&put_body, status) {
+                (Some(body), "201") => record_referrer(faults, &path, req.get("content-type"), body),
+                _ => None,
+            };
+            let extra = subject.map(|d| format!("OCI-Subject: {d}\r\n")).unwrap_or_default();
+            client_w.write_all(&edit_head(&resp.raw, own_port, uploads_to, &extra))?;
+            if status.starts_with('1') {
                 continue;
             }
             break resp;
         };
         let status: u16 = resp.first.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         let no_body = method == "HEAD" || status == 204 || status == 304;
+        // A body no longer than the stall point is served whole (it cannot stall).
+        let stall_after = {
+            let mut f = faults.lock().unwrap();
+            let longer = resp.content_length().is_some_and(|n| n > f.stall_after);
+            (is_blob_get && status == 200 && longer && f.stall_count > 0).then(|| {
+                f.stall_count -= 1;
+                f.stall_after
+            })
+        };
+        if let Some(after) = stall_after {
+            // Headers and the start of the body, then silence on a live connection.
+            let n = std::io::copy(&mut (&mut up_r).take(after), &mut client_w)?;
+            client_w.flush()?;
+            record(method, path, query, status, request_bytes, n);
+            drop(inflight);
+            std::thread::sleep(Duration::from_secs(20));
+            break;
+        }
         let (response_bytes, until_close) =
             relay_body(&mut up_r, &mut client_w, &resp, no_body, corrupt_this && status == 200)?;
         client_w.flush()?;
-        events.lock().unwrap().push(Event { method, path, query, status, request_bytes, response_bytes });
+        record(method, path, query, status, request_bytes, response_bytes);
         if until_close || req.closes() || resp.closes() {
             break;
         }
@@ -738,6 +917,8 @@ struct Metered<'a, W: Write> {
     bytes: u64,
     rate: Option<u64>,
     start: Instant,
+    /// A copy of what passed, when wanted.
+    tee: Option<Vec<u8>>,
 }
 
 impl<W: Write> Write for Metered<'_, W> {
@@ -746,6 +927,9 @@ impl<W: Write> Write for Metered<'_, W> {
         let buf = if self.rate.is_some() { &buf[..buf.len().min(16 << 10)] } else { buf };
         let n = self.inner.write(buf)?;
         self.bytes += n as u64;
+        if let Some(t) = &mut self.tee {
+            t.extend_from_slice(&buf[..n]);
+        }
         if let Some(rate) = self.rate.filter(|r| *r > 0) {
             let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
             if let Some(wait) = due.checked_sub(self.start.elapsed()) {
