@@ -229,10 +229,10 @@ fn build_one(ws: &Workspace, job: &Job, opts: &BuildOptions, run: &RunOptions) -
         },
         None => Box::new(io::sink()),
     };
-    if let (Some(spec), Some(sopts)) = (&job.sources, &run.sources) {
-        if let Err(e) = sources::prepare(&job.context, spec, sopts) {
-            return fail(job, run, &mut *log, format!("preparing the sources of {}: {e}", job.name));
-        }
+    if let (Some(spec), Some(sopts)) = (&job.sources, &run.sources)
+        && let Err(e) = sources::prepare(&job.context, spec, sopts)
+    {
+        return fail(job, run, &mut *log, format!("preparing the sources of {}: {e}", job.name));
     }
     let req = BuildRequest { dockerfile: &job.dockerfile, context: &job.context, tag: &job.tag };
     match build_image(ws, &req, opts, &mut *log) {

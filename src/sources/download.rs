@@ -125,11 +125,11 @@ impl Downloader {
         }
         let mut resp = req.send().map_err(|e| Failure::from_http(&e))?;
         let status = resp.status();
-        if status == StatusCode::NOT_MODIFIED {
-            if let Some(c) = cached {
-                tracing::debug!(url, "not modified: using the cached download");
-                return Ok(c.digest);
-            }
+        if status == StatusCode::NOT_MODIFIED
+            && let Some(c) = cached
+        {
+            tracing::debug!(url, "not modified: using the cached download");
+            return Ok(c.digest);
         }
         if !status.is_success() {
             let transient = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;

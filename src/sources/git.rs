@@ -52,10 +52,10 @@ pub(crate) fn checkout(
     let archive =
         archives.join(format!("{}.tar", Digest::of_bytes(format!("{url}\0{commit}\0{folder}").as_bytes()).hex()));
     let digest_file = archive.with_extension("sha256");
-    if let (Ok(want), Ok(have)) = (fs::read_to_string(&digest_file), hash_file(&archive)) {
-        if want.trim() == have.hex() {
-            return Ok(Checkout { commit, archive });
-        }
+    if let (Ok(want), Ok(have)) = (fs::read_to_string(&digest_file), hash_file(&archive))
+        && want.trim() == have.hex()
+    {
+        return Ok(Checkout { commit, archive });
     }
     let tmp = tempfile::tempdir_in(&archives).map_err(|e| SourceError::io(&archives, "create temp dir", e))?;
     let work = tmp.path().join(folder);
@@ -101,10 +101,10 @@ fn normalize(work: &Path, url: &str) -> Result<(), SourceError> {
     for name in ["logs", "hooks", "info", "branches", "description", "FETCH_HEAD", "ORIG_HEAD", "index"] {
         let p = dot_git.join(name);
         let removed = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
-        if let Err(e) = removed.map_err(|e| (e.kind(), e)) {
-            if e.0 != std::io::ErrorKind::NotFound {
-                return Err(SourceError::io(&p, "remove", e.1));
-            }
+        if let Err(e) = removed.map_err(|e| (e.kind(), e))
+            && e.0 != std::io::ErrorKind::NotFound
+        {
+            return Err(SourceError::io(&p, "remove", e.1));
         }
     }
     git(Some(work), url, &["read-tree", "HEAD"]).map(drop)

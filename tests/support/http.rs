@@ -54,10 +54,10 @@ impl FileServer {
                         if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
                             break;
                         }
-                        if let Some((k, v)) = header.split_once(':') {
-                            if k.eq_ignore_ascii_case("if-none-match") {
-                                if_none_match = Some(v.trim().to_string());
-                            }
+                        if let Some((k, v)) = header.split_once(':')
+                            && k.eq_ignore_ascii_case("if-none-match")
+                        {
+                            if_none_match = Some(v.trim().to_string());
                         }
                     }
                     let body = f.lock().unwrap().get(&path).cloned();
