@@ -38,7 +38,7 @@ fn air_gapped_base(upstream: &str) -> String {
     let start = out.find(block).expect("apt key block");
     let end = start + out[start..].find("{% endblock %}").expect("end of the apt key block");
     out.replace_range(start + block.len()..end, "\n    ");
-    assert!(!out.contains("extrepo") && !out.contains("keyserver") && !out.contains("curl {{ key.url }}"));
+    assert!(!out.contains("extrepo enable") && !out.contains("gpg --keyserver") && !out.contains("curl {{ key.url }}"));
     out
 }
 
