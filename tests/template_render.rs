@@ -194,6 +194,65 @@ fn patches_are_copied_and_confined() {
     assert!(matches!(e, TemplateError::UnsafePatch { .. }), "{e}");
 }
 
+/// A hostile `--patches-path` or `--docker-dir`: each link to a host file (the patch, the series, the
+/// image's patch dir, a context file) is refused and named, and nothing of the host file is copied.
+#[test]
+fn links_out_of_user_given_directories_are_refused_and_named() {
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    small_tree(&tree);
+    let secret = tmp.path().join("host-secret");
+    std::fs::write(&secret, "root:x:0:0\n").unwrap();
+    let outside_dir = tmp.path().join("host-dir");
+    write_tree(&outside_dir, &[("series", "x.patch\n"), ("x.patch", "host\n")]);
+    let t = tree.to_str().unwrap();
+    let cases: [(&str, &dyn Fn(&std::path::Path) -> std::path::PathBuf); 3] = [
+        ("patch", &|p| {
+            write_tree(p, &[("cron/series", "fix.patch\n")]);
+            symlink(&secret, p.join("cron/fix.patch")).unwrap();
+            p.join("cron/fix.patch")
+        }),
+        ("series", &|p| {
+            std::fs::create_dir_all(p.join("cron")).unwrap();
+            symlink(&secret, p.join("cron/series")).unwrap();
+            p.join("cron/series")
+        }),
+        ("image dir", &|p| {
+            std::fs::create_dir_all(p).unwrap();
+            symlink(&outside_dir, p.join("cron")).unwrap();
+            p.join("cron")
+        }),
+    ];
+    for (i, (what, make)) in cases.iter().enumerate() {
+        let patches = tmp.path().join(format!("patches-{i}"));
+        let link = make(&patches);
+        let work = tmp.path().join(format!("w-{i}"));
+        let (w, p) = (work.to_str().unwrap(), patches.to_str().unwrap());
+        let e = render_all(&config(&opts(t, w, &["--patches-path", p]))).unwrap_err();
+        match &e {
+            TemplateError::LinkOutside { link: named, .. } => assert_eq!(named, &link, "{what}: {e}"),
+            other => panic!("{what}: a link out of --patches-path was followed or misreported: {other}"),
+        }
+        assert!(e.to_string().contains(link.to_str().unwrap()), "{what}: the message names the link: {e}");
+        let copied = work.join("docker/cron/patches");
+        for f in ["fix.patch", "series", "x.patch"] {
+            assert!(!copied.join(f).exists(), "{what}: {f} was copied from the host");
+        }
+    }
+
+    let docker_dir = tmp.path().join("overlay");
+    std::fs::create_dir_all(docker_dir.join("cron")).unwrap();
+    symlink(&secret, docker_dir.join("cron/extend_start.sh")).unwrap();
+    let w = tmp.path().join("w-docker-dir");
+    let e = render_all(&config(&opts(t, w.to_str().unwrap(), &["--docker-dir", docker_dir.to_str().unwrap()])))
+        .unwrap_err();
+    assert!(
+        matches!(&e, TemplateError::LinkOutside { link, .. } if *link == docker_dir.join("cron/extend_start.sh")),
+        "{e}"
+    );
+}
+
 #[test]
 fn symlinks_in_an_existing_work_dir_are_replaced_not_followed() {
     let tmp = tempfile::tempdir().unwrap();
