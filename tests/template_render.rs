@@ -207,7 +207,8 @@ fn links_out_of_user_given_directories_are_refused_and_named() {
     let outside_dir = tmp.path().join("host-dir");
     write_tree(&outside_dir, &[("series", "x.patch\n"), ("x.patch", "host\n")]);
     let t = tree.to_str().unwrap();
-    let cases: [(&str, &dyn Fn(&std::path::Path) -> std::path::PathBuf); 3] = [
+    type MakeLink<'a> = &'a dyn Fn(&std::path::Path) -> std::path::PathBuf;
+    let cases: [(&str, MakeLink); 3] = [
         ("patch", &|p| {
             write_tree(p, &[("cron/series", "fix.patch\n")]);
             symlink(&secret, p.join("cron/fix.patch")).unwrap();
