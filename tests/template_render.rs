@@ -173,6 +173,47 @@ fn looping_template_fails_quickly() {
 }
 
 #[test]
+fn oversized_output_is_refused_with_the_template_named() {
+    // ~8.4 MB of output from a few thousand instructions: fuel alone would let it through.
+    let line = "x".repeat(1000);
+    let e = render_error(
+        &[("cron/Dockerfile.j2", &format!("FROM x\n{{% for i in range(8400) %}}{line}\n{{% endfor %}}"))],
+        &[],
+    );
+    assert!(matches!(e, TemplateError::OutputTooLarge { ref file, .. } if file.ends_with("cron/Dockerfile.j2")), "{e}");
+    assert!(e.to_string().contains("8 MiB"), "{e}");
+}
+
+/// A template that doubles a string 40 times (a terabyte, in a few hundred instructions of fuel): the
+/// process stops with a message naming the template, without ever holding more than half a gigabyte.
+#[test]
+fn a_template_growing_a_string_hits_the_memory_cap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    small_tree(&tree);
+    let doubling = "FROM x\n{% macro grow(s, n) %}{% if n %}{{ grow(s ~ s, n - 1) }}{% else %}{{ s | length }}\
+                    {% endif %}{% endmacro %}{{ grow('0123456789abcdef', 40) }}\n";
+    write_tree(&tree, &[("cron/Dockerfile.j2", doubling)]);
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let work = tmp.path().join("w");
+    let mut cmd = kolla_oci_build(&home);
+    cmd.args(["--template-only", "--template-tree", tree.to_str().unwrap(), "--work-dir", work.to_str().unwrap()]);
+    let child = cmd.stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.unwrap(), &mut stderr).unwrap();
+    // wait4, not Child::wait: we want this child's own peak RSS.
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    // SAFETY: waiting for our own child, with valid out-pointers.
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+    assert!(!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0), "the render succeeded: {stderr}");
+    assert!(stderr.contains("rendering cron/Dockerfile.j2 needs more than the 256 MiB render memory cap"), "{stderr}");
+    let peak_mib = usage.ru_maxrss / 1024;
+    assert!(peak_mib < 512, "peak RSS {peak_mib} MiB");
+}
+
+#[test]
 fn patches_are_copied_and_confined() {
     let tmp = tempfile::tempdir().unwrap();
     let tree = tmp.path().join("tree");

@@ -14,6 +14,7 @@
 //! `parent_template` naming the image's template, so `{% extends parent_template %}` works.
 //! Rendering is bounded by minijinja's fuel so a looping template fails instead of hanging.
 
+pub mod budget;
 mod repos;
 
 use std::collections::BTreeMap;
@@ -80,6 +81,14 @@ pub enum TemplateError {
         target: PathBuf,
         /// The directory it must stay in.
         dir: PathBuf,
+    },
+    /// A template rendered to more than [`budget::MAX_OUTPUT`] bytes.
+    #[error("{}: rendered output passes the {} MiB cap (a template that loops or grows without bound?)", file.display(), limit >> 20)]
+    OutputTooLarge {
+        /// The template.
+        file: PathBuf,
+        /// The cap in bytes.
+        limit: usize,
     },
     /// A patch file named in a `series` file escapes the patches directory.
     #[error("{}: patch name {name:?} is not a plain relative path", series.display())]
@@ -571,9 +580,19 @@ pub fn render_all(cfg: &KollaConfig) -> Result<RenderedTree, TemplateError> {
                 ctx.insert("parent_template".into(), Value::from(tpl_name.as_str()));
                 env.get_template(OVERRIDE_TEMPLATE)
             };
-            let rendered = template
-                .and_then(|t| t.render(Value::from(ctx)))
-                .map_err(|e| render_error(&e, &root, &override_lines, &tpl_name))?;
+            let mut out = budget::BoundedOutput::default();
+            let rendered = budget::track(&tpl_name, || {
+                template.and_then(|t| t.render_captured_to(Value::from(ctx), &mut out).map(drop))
+            });
+            if out.overflowed {
+                return Err(TemplateError::OutputTooLarge { file: root.join(&tpl_name), limit: budget::MAX_OUTPUT });
+            }
+            rendered.map_err(|e| render_error(&e, &root, &override_lines, &tpl_name))?;
+            let rendered = String::from_utf8(out.bytes).map_err(|e| TemplateError::Render {
+                file: root.join(&tpl_name),
+                line: None,
+                message: format!("rendered output is not UTF-8: {e}"),
+            })?;
             let dockerfile = insert_pip_args(rendered, cfg);
             let context_dir = root.join(rel);
             let out = context_dir.join("Dockerfile");
