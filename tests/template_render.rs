@@ -199,11 +199,12 @@ fn a_template_growing_a_string_hits_the_memory_cap() {
     let work = tmp.path().join("w");
     let mut cmd = kolla_oci_build(&home);
     cmd.args(["--template-only", "--template-tree", tree.to_str().unwrap(), "--work-dir", work.to_str().unwrap()]);
+    #[allow(clippy::zombie_processes)] // reaped by wait4 below
     let child = cmd.stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn().unwrap();
     let pid = child.id() as libc::pid_t;
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.unwrap(), &mut stderr).unwrap();
-    // wait4, not Child::wait: we want this child's own peak RSS.
+    // wait4, not Child::wait (which could only say how it ended): we want this child's own peak RSS.
     let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
     // SAFETY: waiting for our own child, with valid out-pointers.
     assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
