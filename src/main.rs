@@ -6,6 +6,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// The system allocator, bounding the memory template renders may hold (see `template::budget`).
+#[global_allocator]
+static ALLOCATOR: kolla_oci::template::budget::RenderAccounting = kolla_oci::template::budget::RenderAccounting;
+
 /// Build Kolla-style OpenStack image sets as OCI images, with no daemon and no root.
 #[derive(Parser, Debug)]
 #[command(name = "kolla-oci", version, about)]

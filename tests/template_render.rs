@@ -173,6 +173,48 @@ fn looping_template_fails_quickly() {
 }
 
 #[test]
+fn oversized_output_is_refused_with_the_template_named() {
+    // ~8.4 MB of output from a few thousand instructions: fuel alone would let it through.
+    let line = "x".repeat(1000);
+    let e = render_error(
+        &[("cron/Dockerfile.j2", &format!("FROM x\n{{% for i in range(8400) %}}{line}\n{{% endfor %}}"))],
+        &[],
+    );
+    assert!(matches!(e, TemplateError::OutputTooLarge { ref file, .. } if file.ends_with("cron/Dockerfile.j2")), "{e}");
+    assert!(e.to_string().contains("8 MiB"), "{e}");
+}
+
+/// A template that doubles a string 40 times (a terabyte, in a few hundred instructions of fuel): the
+/// process stops with a message naming the template, without ever holding more than half a gigabyte.
+#[test]
+fn a_template_growing_a_string_hits_the_memory_cap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    small_tree(&tree);
+    let doubling = "FROM x\n{% macro grow(s, n) %}{% if n %}{{ grow(s ~ s, n - 1) }}{% else %}{{ s | length }}\
+                    {% endif %}{% endmacro %}{{ grow('0123456789abcdef', 40) }}\n";
+    write_tree(&tree, &[("cron/Dockerfile.j2", doubling)]);
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let work = tmp.path().join("w");
+    let mut cmd = kolla_oci_build(&home);
+    cmd.args(["--template-only", "--template-tree", tree.to_str().unwrap(), "--work-dir", work.to_str().unwrap()]);
+    #[allow(clippy::zombie_processes)] // reaped by wait4 below
+    let child = cmd.stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.unwrap(), &mut stderr).unwrap();
+    // wait4, not Child::wait (which could only say how it ended): we want this child's own peak RSS.
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    // SAFETY: waiting for our own child, with valid out-pointers.
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+    assert!(!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0), "the render succeeded: {stderr}");
+    assert!(stderr.contains("rendering cron/Dockerfile.j2 needs more than the 256 MiB render memory cap"), "{stderr}");
+    let peak_mib = usage.ru_maxrss / 1024;
+    assert!(peak_mib < 512, "peak RSS {peak_mib} MiB");
+}
+
+#[test]
 fn patches_are_copied_and_confined() {
     let tmp = tempfile::tempdir().unwrap();
     let tree = tmp.path().join("tree");
@@ -192,6 +234,66 @@ fn patches_are_copied_and_confined() {
     std::fs::write(patches.join("cron/series"), "../../../etc/passwd\n").unwrap();
     let e = render_all(&config(&opts(t, tmp.path().join("w2").to_str().unwrap(), &["--patches-path", p]))).unwrap_err();
     assert!(matches!(e, TemplateError::UnsafePatch { .. }), "{e}");
+}
+
+/// A hostile `--patches-path` or `--docker-dir`: each link to a host file (the patch, the series, the
+/// image's patch dir, a context file) is refused and named, and nothing of the host file is copied.
+#[test]
+fn links_out_of_user_given_directories_are_refused_and_named() {
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    small_tree(&tree);
+    let secret = tmp.path().join("host-secret");
+    std::fs::write(&secret, "root:x:0:0\n").unwrap();
+    let outside_dir = tmp.path().join("host-dir");
+    write_tree(&outside_dir, &[("series", "x.patch\n"), ("x.patch", "host\n")]);
+    let t = tree.to_str().unwrap();
+    type MakeLink<'a> = &'a dyn Fn(&std::path::Path) -> std::path::PathBuf;
+    let cases: [(&str, MakeLink); 3] = [
+        ("patch", &|p| {
+            write_tree(p, &[("cron/series", "fix.patch\n")]);
+            symlink(&secret, p.join("cron/fix.patch")).unwrap();
+            p.join("cron/fix.patch")
+        }),
+        ("series", &|p| {
+            std::fs::create_dir_all(p.join("cron")).unwrap();
+            symlink(&secret, p.join("cron/series")).unwrap();
+            p.join("cron/series")
+        }),
+        ("image dir", &|p| {
+            std::fs::create_dir_all(p).unwrap();
+            symlink(&outside_dir, p.join("cron")).unwrap();
+            p.join("cron")
+        }),
+    ];
+    for (i, (what, make)) in cases.iter().enumerate() {
+        let patches = tmp.path().join(format!("patches-{i}"));
+        let link = make(&patches);
+        let work = tmp.path().join(format!("w-{i}"));
+        let (w, p) = (work.to_str().unwrap(), patches.to_str().unwrap());
+        let e = render_all(&config(&opts(t, w, &["--patches-path", p]))).unwrap_err();
+        match &e {
+            TemplateError::LinkOutside { link: named, .. } => assert_eq!(named, &link, "{what}: {e}"),
+            other => panic!("{what}: a link out of --patches-path was followed or misreported: {other}"),
+        }
+        assert!(e.to_string().contains(link.to_str().unwrap()), "{what}: the message names the link: {e}");
+        let copied = work.join("docker/cron/patches");
+        for f in ["fix.patch", "series", "x.patch"] {
+            assert!(!copied.join(f).exists(), "{what}: {f} was copied from the host");
+        }
+    }
+
+    let docker_dir = tmp.path().join("overlay");
+    std::fs::create_dir_all(docker_dir.join("cron")).unwrap();
+    symlink(&secret, docker_dir.join("cron/extend_start.sh")).unwrap();
+    let w = tmp.path().join("w-docker-dir");
+    let e = render_all(&config(&opts(t, w.to_str().unwrap(), &["--docker-dir", docker_dir.to_str().unwrap()])))
+        .unwrap_err();
+    assert!(
+        matches!(&e, TemplateError::LinkOutside { link, .. } if *link == docker_dir.join("cron/extend_start.sh")),
+        "{e}"
+    );
 }
 
 #[test]

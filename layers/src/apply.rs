@@ -40,9 +40,10 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timest
 use rustix::io::Errno;
 use tar::EntryType;
 
-use crate::LayerError;
+use crate::digest::HashingReader;
 use crate::error::show;
 use crate::tree::{WH_OPAQUE, WH_PREFIX};
+use crate::{Digest, LayerError};
 
 /// Most bytes of tar metadata (extension records, padding) accepted between two entries, and
 /// after the end-of-archive blocks.
@@ -69,8 +70,8 @@ pub struct ApplyOptions {
     pub same_owner: bool,
 }
 
-/// Counters of one application.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What one application did, and what it read.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApplyStats {
     /// Entries processed (including whiteouts; extension headers not counted).
     pub entries: u64,
@@ -78,6 +79,17 @@ pub struct ApplyStats {
     pub skipped_devices: u64,
     /// Regular-file bytes written.
     pub bytes: u64,
+    /// sha256 of the whole uncompressed stream: the layer's diff_id. A caller that files the result
+    /// under a diff_id claimed by an image config compares it with this before trusting the name.
+    pub diff_id: Digest,
+}
+
+/// The counters kept while applying.
+#[derive(Default)]
+struct Counts {
+    entries: u64,
+    skipped_devices: u64,
+    bytes: u64,
 }
 
 /// Applies a layer (gzip incl. multi-member, zstd or plain tar, sniffed by magic) onto `root`,
@@ -86,7 +98,7 @@ pub fn apply_layer(reader: impl Read, root: &Path, opts: &ApplyOptions) -> Resul
     let root_fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| LayerError::io(root.display().to_string(), "open root directory", e.into()))?;
     let stream = |entry: Option<&Vec<u8>>, source| LayerError::Stream { entry: entry.map(|p| show(p)), source };
-    let input = decompress(reader).map_err(|e| stream(None, e))?;
+    let input = HashingReader::new(decompress(reader).map_err(|e| stream(None, e))?);
     let budget = Rc::new(Cell::new(u64::MAX));
     let mut archive = tar::Archive::new(Budgeted { inner: input, budget: budget.clone() });
     let mut ap = Applier {
@@ -94,7 +106,7 @@ pub fn apply_layer(reader: impl Read, root: &Path, opts: &ApplyOptions) -> Resul
         opts,
         created: HashSet::new(),
         dirs: Vec::new(),
-        stats: ApplyStats::default(),
+        stats: Counts::default(),
         buf: vec![0; 256 << 10],
     };
     let mut last: Option<Vec<u8>> = None;
@@ -112,9 +124,21 @@ pub fn apply_layer(reader: impl Read, root: &Path, opts: &ApplyOptions) -> Resul
     // Read what follows the end-of-archive blocks (record padding), so that the decoder checks
     // its trailer (gzip CRC-32 and length, zstd checksum) — within the budget.
     budget.set(METADATA_BUDGET);
-    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(|e| stream(last.as_ref(), e))?;
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(|e| stream(last.as_ref(), e))?;
     ap.finish_dirs()?;
-    Ok(ap.stats)
+    let (diff_id, _) = rest.inner.finish();
+    let Counts { entries, skipped_devices, bytes } = ap.stats;
+    Ok(ApplyStats { entries, skipped_devices, bytes, diff_id })
+}
+
+/// sha256 and length of a layer's uncompressed stream (gzip, zstd or plain, sniffed as
+/// [`decompress`] does): its diff_id, checked without unpacking anything — what a pull does before
+/// it tags an image whose config claims diff_ids.
+pub fn uncompressed_digest(reader: impl Read) -> io::Result<(Digest, u64)> {
+    let mut hashed = HashingReader::new(decompress(reader)?);
+    io::copy(&mut hashed, &mut io::sink())?;
+    Ok(hashed.finish())
 }
 
 /// Picks the decoder from the first bytes: gzip `1f 8b` (multi-member), zstd `28 b5 2f fd`, else plain
@@ -226,7 +250,7 @@ struct Applier<'a> {
     created: HashSet<Vec<u8>>,
     /// Directories whose mtime is set at the end, once their children exist.
     dirs: Vec<(Vec<Vec<u8>>, Timespec)>,
-    stats: ApplyStats,
+    stats: Counts,
     buf: Vec<u8>,
 }
 

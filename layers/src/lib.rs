@@ -15,8 +15,10 @@ mod error;
 mod gzip;
 mod tree;
 
-pub use apply::{ApplyOptions, ApplyStats, METADATA_BUDGET, WhiteoutMode, apply_layer, decompress, is_tar};
+pub use apply::{
+    ApplyOptions, ApplyStats, METADATA_BUDGET, WhiteoutMode, apply_layer, decompress, is_tar, uncompressed_digest,
+};
 pub use compress::{Compression, LayerInfo, compress_tar};
-pub use digest::{Digest, HashingWriter};
+pub use digest::{Digest, HashingReader, HashingWriter};
 pub use error::LayerError;
 pub use tree::{TreeOptions, write_layer};

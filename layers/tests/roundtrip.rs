@@ -7,7 +7,9 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::process::Command;
 
-use layers::{ApplyOptions, Compression, TreeOptions, WhiteoutMode, apply_layer, write_layer};
+use layers::{
+    ApplyOptions, Compression, Digest, TreeOptions, WhiteoutMode, apply_layer, uncompressed_digest, write_layer,
+};
 use support::{assert_same_tree, pseudo_random, run, set_mtime, snapshot};
 
 const EPOCH: i64 = 1_700_000_000;
@@ -118,6 +120,10 @@ fn tree_layer_apply_round_trip() {
     assert_eq!(info.entries as usize, want.len(), "one tar entry per file");
     assert_eq!(info.size, fs::metadata(&layer).unwrap().len());
     assert_eq!(info.media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
+    let (diff_id, _) = uncompressed_digest(fs::File::open(&layer).unwrap()).unwrap();
+    assert_eq!(diff_id, info.diff_id);
+    assert_eq!(info.digest, Digest::of_bytes(&fs::read(&layer).unwrap()), "and the blob digest is of the bytes");
+    assert_ne!(diff_id, info.digest);
 
     for whiteouts in [WhiteoutMode::Apply, WhiteoutMode::Overlay] {
         let dst = tmp.path().join(format!("dst-{whiteouts:?}"));
@@ -126,6 +132,7 @@ fn tree_layer_apply_round_trip() {
             apply_layer(fs::File::open(&layer).unwrap(), &dst, &ApplyOptions { whiteouts, same_owner: true }).unwrap();
         assert_eq!(stats.entries, info.entries);
         assert_eq!(stats.skipped_devices, 0);
+        assert_eq!(stats.diff_id, info.diff_id, "the applier hashes the uncompressed stream it reads");
         assert_same_tree("applied layer", &snapshot(&dst), &want);
     }
 

@@ -27,6 +27,7 @@ pub use gc::{GcOptions, GcOutcome};
 pub use workspace::Workspace;
 
 use crate::store::StoreError;
+use layers::Digest;
 
 /// How images are built; the same for every image of a run.
 #[derive(Debug, Clone)]
@@ -139,6 +140,17 @@ pub enum BuildError {
     /// The sandbox could not run a command.
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
+    /// A layer blob does not decompress to the diff_id its image config claims: filing it under that
+    /// name would plant its content in every image that shares the real layer.
+    #[error("layer {layer}: uncompressed content is {actual}, but the image config claims diff_id {claimed}")]
+    DiffIdMismatch {
+        /// The layer blob.
+        layer: Digest,
+        /// The diff_id the config claims.
+        claimed: Digest,
+        /// The sha256 of what the blob decompresses to.
+        actual: Digest,
+    },
     /// Pulling the `FROM` image failed.
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),

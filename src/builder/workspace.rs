@@ -193,7 +193,8 @@ impl Workspace {
 
     /// The extracted directory of a layer, applying its blob first if it is not there yet (a layer that
     /// was pulled, or whose directory was removed). Extraction goes to a temp dir that is renamed into
-    /// place, so a killed process never leaves a half-extracted layer behind.
+    /// place, so a killed process never leaves a half-extracted layer behind, and only once the stream
+    /// it read hashes to `diff_id`.
     pub fn ensure_layer_dir(&self, layer: &Descriptor, diff_id: &Digest) -> Result<PathBuf, BuildError> {
         let dest = self.layer_dir(diff_id);
         if dest.exists() {
@@ -204,8 +205,13 @@ impl Workspace {
         fs::create_dir(&root).map_err(|e| BuildError::io(&root, "create directory", e))?;
         let blob = self.store.open_blob(&layer.digest)?;
         let opts = ApplyOptions { whiteouts: WhiteoutMode::Overlay, same_owner: true };
-        layers::apply_layer(io::BufReader::with_capacity(1 << 20, blob), &root, &opts)
+        let stats = layers::apply_layer(io::BufReader::with_capacity(1 << 20, blob), &root, &opts)
             .map_err(|e| BuildError::Layer { what: format!("extracting layer {}", layer.digest), error: e })?;
+        // The name is shared by every image with this layer: adopt the directory only under the diff_id
+        // its content has. (The temp dir goes away with `tmp`.)
+        if stats.diff_id != *diff_id {
+            return Err(BuildError::DiffIdMismatch { layer: layer.digest, claimed: *diff_id, actual: stats.diff_id });
+        }
         self.adopt_layer_dir(&root, diff_id)
     }
 }

@@ -1,5 +1,6 @@
 //! Pull: manifest (choosing a platform from an index), then config and layers streamed into the store with
-//! their digests verified, then the manifest bytes verbatim, then the tag.
+//! their digests verified, each layer's uncompressed digest checked against the config's diff_id, then the
+//! manifest bytes verbatim, then the tag.
 
 use std::io::{Read, Write};
 
@@ -80,8 +81,9 @@ pub fn pull(
     }
     let blobs: Vec<&Descriptor> = std::iter::once(&manifest.config).chain(manifest.layers.iter()).collect();
     let fetched = fetch_blobs(store, &client, repo, &blobs, opts.threads.max(1))?;
-    store.put_blob(&bytes[..], Some(&digest)).map_err(RegistryError::Store)?;
     let config = store.read_config(&manifest.config)?;
+    check_diff_ids(store, reference, &manifest, &config.rootfs.diff_ids, opts.threads.max(1))?;
+    store.put_blob(&bytes[..], Some(&digest)).map_err(RegistryError::Store)?;
     let mut desc = Descriptor::new(media_type, digest, bytes.len() as u64);
     if !config.os.is_empty() && !config.architecture.is_empty() {
         desc.platform = Some(config.platform());
@@ -183,6 +185,40 @@ fn fetch_blobs(
     todo.dedup_by_key(|d| d.digest);
     super::parallel(threads, &todo, |desc| fetch_blob(store, client, repo, desc))?;
     Ok(todo.len())
+}
+
+/// Check that every layer decompresses to the diff_id the config claims, before the image is tagged.
+/// Extracted layers are shared by diff_id across all images of the store, so an image that lies about one
+/// must never get a name. (A layer whose blob is absent — non-distributable — is checked when extracted.)
+fn check_diff_ids(
+    store: &Store,
+    reference: &Reference,
+    manifest: &Manifest,
+    diff_ids: &[Digest],
+    threads: usize,
+) -> Result<(), RegistryError> {
+    if diff_ids.len() != manifest.layers.len() {
+        return Err(RegistryError::Protocol {
+            what: format!("config {} of {reference}", manifest.config.digest),
+            reason: format!("{} rootfs.diff_ids for {} layers", diff_ids.len(), manifest.layers.len()),
+        });
+    }
+    let pairs: Vec<(&Descriptor, &Digest)> =
+        manifest.layers.iter().zip(diff_ids).filter(|(l, _)| store.has_blob(&l.digest)).collect();
+    super::parallel(threads, &pairs, |&(layer, claimed)| {
+        let what = format!("layer {} of {reference}", layer.digest);
+        let blob = store.open_blob(&layer.digest).map_err(RegistryError::Store)?;
+        let (actual, _) = layers::uncompressed_digest(std::io::BufReader::with_capacity(1 << 20, blob))
+            .map_err(|e| RegistryError::Io { what: format!("decompressing {what}"), source: e })?;
+        if actual != *claimed {
+            return Err(RegistryError::DigestMismatch {
+                what: format!("uncompressed {what} (its diff_id)"),
+                expected: claimed.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(())
+    })
 }
 
 /// Stream one blob into a store temp file; `commit` verifies the digest (nothing becomes visible on a

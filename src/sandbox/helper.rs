@@ -14,7 +14,7 @@ use std::ffi::CString;
 use std::fmt::Display;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -75,10 +75,14 @@ fn helper(mut spec_file: File, report: &File) -> Result<i32, StepError> {
     unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC) }
         .map_err(StepError::at("unshare pid/uts/ipc namespaces"))?;
     let scratch = Scratch::prepare(&spec, scratch)?;
+    // PID 1 sees no parent (`getppid()` is 0 across the pid namespace), so it learns whether we died
+    // before it armed its parent-death signal from a pidfd of ours: readable once we have exited.
+    let me = rustix::process::pidfd_open(rustix::process::getpid(), rustix::process::PidfdFlags::empty())
+        .map_err(StepError::at("pidfd_open"))?;
     // SAFETY: single-threaded process, so the child may do anything after fork.
     match unsafe { libc::fork() } {
         -1 => Err(StepError::at("fork pid 1")(std::io::Error::last_os_error())),
-        0 => pid1(&spec, &scratch, report),
+        0 => pid1(&spec, &scratch, report, &me),
         pid => Ok(exit_code(wait_for(pid_of(pid))?)),
     }
 }
@@ -102,8 +106,8 @@ fn exit_code(status: WaitStatus) -> i32 {
 }
 
 /// PID 1 of the new pid namespace. Never returns.
-fn pid1(spec: &RunSpec, scratch: &Scratch, report: &File) -> ! {
-    let code = match pid1_setup(spec, scratch) {
+fn pid1(spec: &RunSpec, scratch: &Scratch, report: &File, parent: &OwnedFd) -> ! {
+    let code = match pid1_setup(spec, scratch, parent) {
         Ok(exec) => {
             // SAFETY: single-threaded process.
             match unsafe { libc::fork() } {
@@ -117,11 +121,16 @@ fn pid1(spec: &RunSpec, scratch: &Scratch, report: &File) -> ! {
     std::process::exit(code)
 }
 
-fn pid1_setup(spec: &RunSpec, scratch: &Scratch) -> Result<Exec, StepError> {
+fn pid1_setup(spec: &RunSpec, scratch: &Scratch, parent: &OwnedFd) -> Result<Exec, StepError> {
     // Docker's umask, so that what lands in the layer does not depend on the builder's umask.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
         .map_err(StepError::at("set parent-death signal"))?;
+    let mut poll = libc::pollfd { fd: parent.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, zero timeout.
+    if unsafe { libc::poll(&mut poll, 1, 0) } > 0 {
+        return Err(StepError::at("the sandbox helper")(std::io::Error::other("exited before PID 1 started")));
+    }
     // SAFETY: single-threaded process.
     unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }.map_err(StepError::at("unshare mount namespace"))?;
     mounts::setup_root(spec, scratch)?;

@@ -202,8 +202,9 @@ pub fn run(spec: &RunSpec, output: &mut dyn Write) -> Result<i32, SandboxError> 
     let mut cmd = Command::new(exe);
     cmd.arg(HELPER_ARG).stdin(Stdio::null()).stdout(Stdio::from(out_w)).stderr(Stdio::from(out_w2));
     let fds = [(spec_r.as_raw_fd(), SPEC_FD), (report_w.as_raw_fd(), REPORT_FD)];
-    // SAFETY: the hook only makes async-signal-safe syscalls (fcntl, dup2, prctl).
-    unsafe { cmd.pre_exec(move || child_setup(&fds)) };
+    let parent = rustix::process::getpid();
+    // SAFETY: the hook only makes async-signal-safe syscalls (fcntl, dup2, prctl, getppid).
+    unsafe { cmd.pre_exec(move || child_setup(&fds, parent)) };
     debug!(argv = ?spec.argv, user = %spec.user, cwd = %spec.cwd, layers = spec.lowerdirs.len(), "sandbox run");
     let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn { exe: exe.to_owned(), source })?;
     drop(cmd); // our copies of the output pipe's write end
@@ -309,7 +310,11 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// In a freshly forked child (`pre_exec`): put `fds[i].0` on fd number `fds[i].1` (inheritable) and
 /// die with the parent thread. Only async-signal-safe calls.
-fn child_setup(fds: &[(RawFd, RawFd)]) -> io::Result<()> {
+///
+/// A parent that died between fork and `prctl` sends no signal: the child would live on as an orphan
+/// holding the sandbox. Re-parenting shows it — `getppid()` is no longer `parent` — so check after
+/// arming the signal and give up then.
+fn child_setup(fds: &[(RawFd, RawFd)], parent: rustix::process::Pid) -> io::Result<()> {
     let mut moved = [0; 2];
     // Move everything above the targets first, so that placing one cannot clobber another.
     for (slot, &(fd, _)) in moved.iter_mut().zip(fds) {
@@ -326,5 +331,8 @@ fn child_setup(fds: &[(RawFd, RawFd)]) -> io::Result<()> {
         }
     }
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    if rustix::process::getppid() != Some(parent) {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
     Ok(())
 }

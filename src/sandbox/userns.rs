@@ -101,8 +101,9 @@ fn try_parent() -> Result<(), String> {
     }
     cmd.args(args).env(CHILD_ENV, "1");
     let fds = [(ready_w.as_raw_fd(), SPEC_FD), (go_r.as_raw_fd(), REPORT_FD)];
-    // SAFETY: the hook only makes async-signal-safe syscalls (fcntl, dup2, prctl).
-    unsafe { cmd.pre_exec(move || child_setup(&fds)) };
+    let parent = rustix::process::getpid();
+    // SAFETY: the hook only makes async-signal-safe syscalls (fcntl, dup2, prctl, getppid).
+    unsafe { cmd.pre_exec(move || child_setup(&fds, parent)) };
     let spawned = cmd.spawn();
     drop((ready_w, go_r));
     let mut child = match spawned {

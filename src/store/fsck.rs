@@ -3,7 +3,9 @@
 //! fsck has two passes: (1) hash every file under `blobs/sha256/` (in parallel) and compare with its name,
 //! flagging anything that is not a `<64 hex>` regular file; (2) walk every descriptor reachable from
 //! `index.json` (indexes → manifests → config + layers), checking presence and size, parsing the JSON
-//! documents and comparing each manifest's layer count with its config's `rootfs.diff_ids`.
+//! documents and comparing each manifest's layer count with its config's `rootfs.diff_ids`; (3) decompress
+//! every reachable layer (in parallel) and compare its sha256 with the diff_id each config claims for it —
+//! extracted layers are shared by diff_id, so a lying config would otherwise name another image's layer.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -79,6 +81,18 @@ pub enum FsckProblem {
         referenced_by: String,
         /// The parse error.
         reason: String,
+    },
+    /// A layer blob that does not decompress to the diff_id an image config claims for it.
+    #[error("layer {layer} of manifest {manifest}: uncompressed content is {actual}, config claims diff_id {claimed}")]
+    DiffIdMismatch {
+        /// The layer blob.
+        layer: Digest,
+        /// The manifest pairing it with the claim.
+        manifest: Digest,
+        /// The diff_id its config claims.
+        claimed: Digest,
+        /// What it decompresses to.
+        actual: Digest,
     },
     /// A manifest whose layer count differs from its config's `rootfs.diff_ids`.
     #[error("manifest {manifest}: {layers} layers but config has {diff_ids} diff_ids")]
@@ -184,6 +198,8 @@ struct Walk<'a> {
     reachable: BTreeSet<Digest>,
     /// `rootfs.diff_ids` of every reachable image config.
     diff_ids: BTreeSet<Digest>,
+    /// (layer blob, claimed diff_id) → the first manifest pairing them, for layers present and intact.
+    claims: BTreeMap<(Digest, Digest), Digest>,
     parsed: BTreeSet<Digest>,
     problems: Vec<FsckProblem>,
     notes: Vec<String>,
@@ -260,9 +276,7 @@ impl Walk<'_> {
             Ok(m) => m,
             Err(e) => return self.bad_doc(desc, from, e),
         };
-        for layer in &manifest.layers {
-            self.check(layer, &here);
-        }
+        let intact: Vec<bool> = manifest.layers.iter().map(|layer| self.check(layer, &here)).collect();
         // An artifact's config (the empty `{}` of an SBOM, say) is not an image config: presence only.
         let image_config =
             manifest.config.media_type != super::MEDIA_OCI_EMPTY && !manifest.extra.contains_key("artifactType");
@@ -275,7 +289,14 @@ impl Walk<'_> {
                         diff_ids: config.rootfs.diff_ids.len(),
                     });
                 }
-                Ok(config) => self.diff_ids.extend(config.rootfs.diff_ids),
+                Ok(config) => {
+                    for ((layer, ok), diff_id) in manifest.layers.iter().zip(intact).zip(&config.rootfs.diff_ids) {
+                        if ok {
+                            self.claims.entry((layer.digest, *diff_id)).or_insert(desc.digest);
+                        }
+                    }
+                    self.diff_ids.extend(config.rootfs.diff_ids)
+                }
                 Err(e) => self.bad_doc(&manifest.config, &here, e),
             }
         }
@@ -288,6 +309,8 @@ pub(super) struct Walked {
     pub(super) reachable: BTreeSet<Digest>,
     /// `rootfs.diff_ids` of every image config reached.
     pub(super) diff_ids: BTreeSet<Digest>,
+    /// (layer blob, claimed diff_id) → a manifest making the claim, for every intact layer reached.
+    pub(super) claims: BTreeMap<(Digest, Digest), Digest>,
 }
 
 /// Walk from `index.json`; fills `report.reachable`, `tags`, problems and notes.
@@ -311,7 +334,7 @@ pub(super) fn walk(
         Ok(index) => index,
         Err(e) => {
             report.problems.push(FsckProblem::BadLayout { path: store.index_path(), reason: e.to_string() });
-            return Walked { reachable: BTreeSet::new(), diff_ids: BTreeSet::new() };
+            return Walked { reachable: BTreeSet::new(), diff_ids: BTreeSet::new(), claims: BTreeMap::new() };
         }
     };
     let mut w = Walk {
@@ -320,6 +343,7 @@ pub(super) fn walk(
         corrupt,
         reachable: BTreeSet::new(),
         diff_ids: BTreeSet::new(),
+        claims: BTreeMap::new(),
         parsed: BTreeSet::new(),
         problems: Vec::new(),
         notes: Vec::new(),
@@ -337,7 +361,7 @@ pub(super) fn walk(
     report.problems.append(&mut w.problems);
     report.notes.append(&mut w.notes);
     report.reachable = w.reachable.len();
-    Walked { reachable: w.reachable, diff_ids: w.diff_ids }
+    Walked { reachable: w.reachable, diff_ids: w.diff_ids, claims: w.claims }
 }
 
 /// [`Store::fsck`].
@@ -367,7 +391,34 @@ pub(super) fn fsck(store: &Store) -> Result<FsckReport, StoreError> {
         }
     }
     let present: BTreeMap<Digest, u64> = files.iter().map(|b| (b.digest, b.size)).collect();
-    let reachable = walk(store, index, &present, &corrupt, &mut report).reachable;
+    let walked = walk(store, index, &present, &corrupt, &mut report);
+    report.problems.extend(check_claims(store, &walked.claims));
+    let reachable = walked.reachable;
     report.unreferenced = files.iter().filter(|b| !reachable.contains(&b.digest)).map(|b| (b.digest, b.size)).collect();
     Ok(report)
+}
+
+/// Decompress each claimed layer once (in parallel) and report the claims its content does not meet.
+fn check_claims(store: &Store, claims: &BTreeMap<(Digest, Digest), Digest>) -> Vec<FsckProblem> {
+    let layers: BTreeSet<Digest> = claims.keys().map(|(layer, _)| *layer).collect();
+    let layers: Vec<Digest> = layers.into_iter().collect();
+    let actual: BTreeMap<Digest, io::Result<Digest>> = layers
+        .par_iter()
+        .map(|layer| {
+            let digest = store
+                .open_blob(layer)
+                .map_err(io::Error::other)
+                .and_then(|f| layers::uncompressed_digest(io::BufReader::with_capacity(1 << 20, f)).map(|(d, _)| d));
+            (*layer, digest)
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for (&(layer, claimed), &manifest) in claims {
+        match &actual[&layer] {
+            Ok(d) if *d == claimed => {}
+            Ok(d) => problems.push(FsckProblem::DiffIdMismatch { layer, manifest, claimed, actual: *d }),
+            Err(e) => problems.push(FsckProblem::Unreadable { digest: layer, reason: format!("decompressing: {e}") }),
+        }
+    }
+    problems
 }

@@ -14,6 +14,7 @@
 //! `parent_template` naming the image's template, so `{% extends parent_template %}` works.
 //! Rendering is bounded by minijinja's fuel so a looping template fails instead of hanging.
 
+pub mod budget;
 mod repos;
 
 use std::collections::BTreeMap;
@@ -69,6 +70,25 @@ pub enum TemplateError {
         path: PathBuf,
         /// What is wrong.
         message: String,
+    },
+    /// A symlink in a user-given directory (template tree, `--docker-dir`, `--patches-path`) resolves
+    /// outside it: following it would ship a host file into a build context.
+    #[error("{}: symlink to {} points outside {}", link.display(), target.display(), dir.display())]
+    LinkOutside {
+        /// The link.
+        link: PathBuf,
+        /// Where it resolves.
+        target: PathBuf,
+        /// The directory it must stay in.
+        dir: PathBuf,
+    },
+    /// A template rendered to more than [`budget::MAX_OUTPUT`] bytes.
+    #[error("{}: rendered output passes the {} MiB cap (a template that loops or grows without bound?)", file.display(), limit >> 20)]
+    OutputTooLarge {
+        /// The template.
+        file: PathBuf,
+        /// The cap in bytes.
+        limit: usize,
     },
     /// A patch file named in a `series` file escapes the patches directory.
     #[error("{}: patch name {name:?} is not a plain relative path", series.display())]
@@ -154,6 +174,26 @@ fn unlink_symlink(path: &Path) -> Result<(), TemplateError> {
     }
 }
 
+/// Refuse `path` (under the user-given directory whose canonical form is `root`) if it resolves
+/// outside `root`, naming the first symlink on the way that leaves it.
+fn inside(root: &Path, path: &Path) -> Result<(), TemplateError> {
+    let real = path.canonicalize().map_err(io_err(path))?;
+    if real.starts_with(root) {
+        return Ok(());
+    }
+    // Name the link itself: the shortest prefix of `path` that already resolves outside.
+    let mut prefix = PathBuf::new();
+    let link = path
+        .components()
+        .find_map(|c| {
+            prefix.push(c);
+            let leaves = prefix.is_symlink() && prefix.canonicalize().is_ok_and(|r| !r.starts_with(root));
+            leaves.then(|| prefix.clone())
+        })
+        .unwrap_or_else(|| path.to_path_buf());
+    Err(TemplateError::LinkOutside { link, target: real, dir: root.to_path_buf() })
+}
+
 /// Copy `src` into `dst` recursively, overwriting files (Python `copytree(dirs_exist_ok=True)`:
 /// symlinks in the source are followed, modification times kept). A symlink already in the
 /// destination is replaced, never written through.
@@ -167,11 +207,7 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<(), TemplateError> {
             TemplateError::Io { path, source: e.into() }
         })?;
         if entry.path_is_symlink() {
-            let real = entry.path().canonicalize().map_err(io_err(entry.path()))?;
-            if !real.starts_with(&root) {
-                let why = format!("symlink to {} points outside the template tree", real.display());
-                return Err(TemplateError::Io { path: entry.path().to_path_buf(), source: std::io::Error::other(why) });
-            }
+            inside(&root, entry.path())?;
         }
         let rel = entry.path().strip_prefix(src).expect("walkdir yields paths under its root");
         let target = dst.join(rel);
@@ -434,14 +470,21 @@ fn copy_patches(image_dir: &Path, name: &str, patches_path: Option<&Path>) -> Re
     let dest = image_dir.join("patches");
     unlink_symlink(&dest)?;
     std::fs::create_dir_all(&dest).map_err(io_err(&dest))?;
-    let Some(src) = patches_path.map(|p| p.join(name)).filter(|p| p.is_dir()) else { return Ok(()) };
+    let Some(patches_path) = patches_path else { return Ok(()) };
+    let root = patches_path.canonicalize().map_err(io_err(patches_path))?;
+    let src = patches_path.join(name);
+    if !src.is_dir() {
+        return Ok(());
+    }
+    inside(&root, &src)?;
     let series = src.join("series");
     if !series.is_file() {
         return Ok(());
     }
-    unlink_symlink(&dest.join("series"))?;
-    std::fs::copy(&series, dest.join("series")).map_err(io_err(&series))?;
+    inside(&root, &series)?;
+    // Check every source first, so that a refused link leaves no partial copy behind.
     let text = std::fs::read_to_string(&series).map_err(io_err(&series))?;
+    let mut copies = vec![(series.clone(), PathBuf::from("series"))];
     for entry in text.lines().filter(|l| !l.starts_with('#')).map(str::trim).filter(|l| !l.is_empty()) {
         let rel = Path::new(entry);
         if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
@@ -449,16 +492,20 @@ fn copy_patches(image_dir: &Path, name: &str, patches_path: Option<&Path>) -> Re
         }
         let from = src.join(rel);
         if from.is_file() {
-            let to = dest.join(rel);
-            let mut dir = dest.clone();
-            for c in rel.parent().into_iter().flat_map(Path::components) {
-                dir.push(c);
-                unlink_symlink(&dir)?;
-                std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-            }
-            unlink_symlink(&to)?;
-            std::fs::copy(&from, &to).map_err(io_err(&from))?;
+            inside(&root, &from)?;
+            copies.push((from, rel.to_path_buf()));
         }
+    }
+    for (from, rel) in copies {
+        let mut dir = dest.clone();
+        for c in rel.parent().into_iter().flat_map(Path::components) {
+            dir.push(c);
+            unlink_symlink(&dir)?;
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        let to = dest.join(&rel);
+        unlink_symlink(&to)?;
+        std::fs::copy(&from, &to).map_err(io_err(&from))?;
     }
     Ok(())
 }
@@ -533,9 +580,19 @@ pub fn render_all(cfg: &KollaConfig) -> Result<RenderedTree, TemplateError> {
                 ctx.insert("parent_template".into(), Value::from(tpl_name.as_str()));
                 env.get_template(OVERRIDE_TEMPLATE)
             };
-            let rendered = template
-                .and_then(|t| t.render(Value::from(ctx)))
-                .map_err(|e| render_error(&e, &root, &override_lines, &tpl_name))?;
+            let mut out = budget::BoundedOutput::default();
+            let rendered = budget::track(&tpl_name, || {
+                template.and_then(|t| t.render_captured_to(Value::from(ctx), &mut out).map(drop))
+            });
+            if out.overflowed {
+                return Err(TemplateError::OutputTooLarge { file: root.join(&tpl_name), limit: budget::MAX_OUTPUT });
+            }
+            rendered.map_err(|e| render_error(&e, &root, &override_lines, &tpl_name))?;
+            let rendered = String::from_utf8(out.bytes).map_err(|e| TemplateError::Render {
+                file: root.join(&tpl_name),
+                line: None,
+                message: format!("rendered output is not UTF-8: {e}"),
+            })?;
             let dockerfile = insert_pip_args(rendered, cfg);
             let context_dir = root.join(rel);
             let out = context_dir.join("Dockerfile");
