@@ -142,13 +142,14 @@ pub fn build_selection(
 }
 
 /// Push the images `summary` lists as built to where their canonical names point
-/// (`[registry/]namespace/[prefix]name:tag`), then, unless `--no-attestations`, their referrers.
+/// (`[registry/]namespace/[prefix]name:tag`), then, unless `--no-attestations`, their referrers (SBOM,
+/// provenance). Returns what each of the two pushes did.
 pub fn push_built(
     ws: &Workspace,
     cfg: &KollaConfig,
     graph: &Graph,
     summary: &Summary,
-) -> Result<PushReport, RegistryError> {
+) -> Result<(PushReport, PushReport), RegistryError> {
     let mut images = Vec::new();
     for b in &summary.built {
         if let Some(i) = graph.find(&b.name) {
@@ -157,9 +158,8 @@ pub fn push_built(
         }
     }
     let opts = registry_options(cfg);
-    let mut report = registry::push(ws.store(), &images, &opts)?;
-    if cfg.attestations {
-        report.add(&registry::push_referrers_of(ws.store(), &images, &opts)?);
-    }
-    Ok(report)
+    let report = registry::push(ws.store(), &images, &opts)?;
+    let referrers =
+        if cfg.attestations { registry::push_referrers_of(ws.store(), &images, &opts)? } else { PushReport::default() };
+    Ok((report, referrers))
 }

@@ -263,7 +263,7 @@ fn build_one(ws: &Workspace, job: &Job, opts: &BuildOptions, run: &RunOptions) -
         };
         if let Err(e) = attest::record_build(ws, facts, &image) {
             let msg = format!(
-                "{} was built ({}) but its SBOM and provenance could not be recorded: {e}",
+                "{} was built ({}) but its SBOM and provenance could not be recorded (--no-attestations skips them): {e}",
                 job.tag, o.manifest.digest
             );
             return fail(job, run, &mut *log, msg);

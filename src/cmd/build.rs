@@ -70,14 +70,25 @@ fn build(
         .context("reading the build's inputs for the images' provenance (--no-attestations skips it)")?;
     if cfg.push && !summary.built.is_empty() {
         match kolla::push_built(&ws, cfg, graph, &summary) {
-            Ok(r) => tracing::info!(
-                "pushed {} manifests (images and their attestations): {} blobs uploaded ({} bytes), {} mounted, {} already there",
-                r.manifests,
-                r.uploaded_blobs,
-                r.uploaded_bytes,
-                r.mounted_blobs,
-                r.existing_blobs
-            ),
+            Ok((r, a)) => {
+                tracing::info!(
+                    "pushed {} images: {} blobs uploaded ({} bytes), {} mounted, {} already there",
+                    r.manifests,
+                    r.uploaded_blobs,
+                    r.uploaded_bytes,
+                    r.mounted_blobs,
+                    r.existing_blobs
+                );
+                if a.manifests > 0 {
+                    tracing::info!(
+                        "pushed {} attestations (SBOM, provenance): {} blobs uploaded ({} bytes), {} referrers tags written",
+                        a.manifests,
+                        a.uploaded_blobs,
+                        a.uploaded_bytes,
+                        a.referrers_tags
+                    );
+                }
+            }
             Err(e) => {
                 tracing::error!("push failed: {e}");
                 ok = false;

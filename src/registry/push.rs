@@ -34,18 +34,6 @@ pub struct PushReport {
     pub referrers_tags: usize,
 }
 
-impl PushReport {
-    /// Add the counts of another push of the same run (the referrers pushed after the images).
-    pub fn add(&mut self, other: &PushReport) {
-        self.uploaded_blobs += other.uploaded_blobs;
-        self.uploaded_bytes += other.uploaded_bytes;
-        self.mounted_blobs += other.mounted_blobs;
-        self.existing_blobs += other.existing_blobs;
-        self.manifests += other.manifests;
-        self.referrers_tags += other.referrers_tags;
-    }
-}
-
 /// One manifest to push, resolved from the store.
 struct Job {
     target: Reference,
