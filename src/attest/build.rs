@@ -72,19 +72,9 @@ pub struct ImageBuild<'a> {
     pub finished_on: i64,
 }
 
-/// What [`record_build`] stored.
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    /// The SPDX SBOM.
-    pub sbom: Vec<u8>,
-    /// The in-toto provenance statement.
-    pub provenance: Vec<u8>,
-    /// How long making and storing both took.
-    pub elapsed: std::time::Duration,
-}
-
-/// Make and store the SPDX SBOM and the provenance of the image `image` names, as its referrers.
-pub fn record_build(ws: &Workspace, facts: &BuildFacts, image: &ImageBuild) -> Result<Recorded, AttestError> {
+/// Make and store the SPDX SBOM and the provenance of the image `image` names, as its referrers; logs
+/// how long that took (the cost a build pays per image).
+pub fn record_build(ws: &Workspace, facts: &BuildFacts, image: &ImageBuild) -> Result<(), AttestError> {
     let t0 = Instant::now();
     let store = ws.store();
     // The descriptor the build wrote, not a fresh tag lookup: another run may retag meanwhile.
@@ -111,15 +101,14 @@ pub fn record_build(ws: &Workspace, facts: &BuildFacts, image: &ImageBuild) -> R
     input.started_on = Some(image.started_on);
     input.finished_on = Some(image.finished_on);
     input.source_date_epoch = facts.source_date_epoch;
-    let provenance = record_provenance(store, &subject.descriptor, &input)?;
-    let elapsed = t0.elapsed();
+    record_provenance(store, &subject.descriptor, &input)?;
     tracing::info!(
         image = image.tag,
         sbom_bytes = sbom.len(),
-        ms = elapsed.as_millis() as u64,
+        ms = t0.elapsed().as_millis() as u64,
         "attestations recorded (SPDX SBOM, provenance)"
     );
-    Ok(Recorded { sbom, provenance, elapsed })
+    Ok(())
 }
 
 /// Seconds since the Unix epoch, now.
