@@ -21,7 +21,7 @@ mod transport;
 pub use auth::{Credential, Secret, lookup_credential};
 pub use client::{Client, MountOutcome};
 pub use pull::{ensure_image, pull};
-pub use push::{PushReport, push, push_referrers};
+pub use push::{PushReport, push, push_referrers, push_referrers_of};
 pub use reference::{DOCKER_HUB, Reference, host_is_loopback};
 pub use referrers::{Referrer, referrers, referrers_tag};
 pub use transport::{Backoff, Timeouts, http_client, is_timeout};

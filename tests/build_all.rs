@@ -9,6 +9,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use kolla_oci::store::Store;
+use serde_json::Value;
+
+#[path = "support/template.rs"]
+#[allow(unused_imports)]
+mod venv;
+
 const BIN: &str = env!("CARGO_BIN_EXE_kolla-oci");
 const TAG: &str = "2026.2-debian-trixie";
 
@@ -55,9 +62,10 @@ impl Env {
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| {
-                let name = m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap().to_owned();
-                (name, m["digest"].as_str().unwrap().to_owned())
+            // Referrers (SBOM, provenance) have untagged entries: only tags.
+            .filter_map(|m| {
+                let name = m["annotations"]["org.opencontainers.image.ref.name"].as_str()?.to_owned();
+                Some((name, m["digest"].as_str().unwrap().to_owned()))
             })
             .collect()
     }
@@ -67,6 +75,117 @@ impl Env {
         let path = self.layout().join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
         serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
     }
+}
+
+/// PEP 503 name normalization, as pip compares names.
+fn normalize(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !out.ends_with('-') {
+                out.push('-');
+            }
+        } else {
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+/// stdout of a successful kolla-oci run.
+fn stdout_ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The attestations the cold build recorded for `keystone`: its SPDX SBOM lists exactly the Debian
+/// packages `dpkg-query -W` sees inside the image and the Python distributions of its venv (`pip list`)
+/// and of the system Python, and validates with pyspdxtools; its provenance names its `FROM` image
+/// (keystone-base, also its parent) by digest, and base's names the Debian image it was built on.
+fn check_keystone_attestations(env: &Env, digests: &BTreeMap<String, String>) {
+    const SPDX: &str = "application/spdx+json";
+    let tag = format!("kolla/keystone:{TAG}");
+    let store = Store::open(&env.layout()).unwrap();
+    let digest = digests[&tag].parse().unwrap();
+    let [artifact] = store.referrers(&digest, Some(SPDX)).unwrap().try_into().expect("one SBOM recorded by the build");
+    let spdx_bytes = store.read_referrer_document(&artifact).unwrap();
+    let spdx: Value = serde_json::from_slice(&spdx_bytes).unwrap();
+    let packages = |prefix: &'static str| {
+        spdx["packages"].as_array().unwrap().iter().filter(move |p| p["SPDXID"].as_str().unwrap().starts_with(prefix))
+    };
+    let in_image = |argv: &[&str]| {
+        let mut args = vec!["run", tag.as_str(), "--"];
+        args.extend(argv);
+        stdout_ok(env.kolla(&args), &format!("kolla-oci run {tag} -- {argv:?}"))
+    };
+
+    // Debian: the installed packages, by name and version.
+    let dpkg = in_image(&["dpkg-query", "-W", "-f", "${db:Status-Abbrev}|${Package} ${Version}\n"]);
+    let want: BTreeSet<String> = dpkg.lines().filter_map(|l| l.strip_prefix("ii |")).map(str::to_owned).collect();
+    assert!(want.len() > 80, "dpkg-query listed too little: {dpkg}");
+    let got: BTreeSet<String> = packages("SPDXRef-deb-")
+        .map(|p| format!("{} {}", p["name"].as_str().unwrap(), p["versionInfo"].as_str().unwrap()))
+        .collect();
+    assert_eq!(got, want, "keystone's SBOM Debian packages differ from dpkg-query -W in the image");
+
+    // Python: pip's view of the Kolla venv plus what the system Python sees, names normalized.
+    let pip = in_image(&[
+        "/var/lib/kolla/venv/bin/python",
+        "-m",
+        "pip",
+        "list",
+        "--format=freeze",
+        "--disable-pip-version-check",
+    ]);
+    let mut want: BTreeSet<(String, String)> =
+        pip.lines().filter_map(|l| l.split_once("==")).map(|(n, v)| (normalize(n), v.to_owned())).collect();
+    assert!(want.iter().any(|(n, _)| n == "keystone"), "keystone is not in the venv: {pip}");
+    let system = in_image(&[
+        "python3",
+        "-c",
+        "import importlib.metadata as m\nfor d in m.distributions(): print(d.metadata['Name'], d.version)",
+    ]);
+    want.extend(system.lines().filter_map(|l| l.split_once(' ')).map(|(n, v)| (normalize(n), v.to_owned())));
+    let got: BTreeSet<(String, String)> = packages("SPDXRef-pypi-")
+        .map(|p| (normalize(p["name"].as_str().unwrap()), p["versionInfo"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(got, want, "keystone's SBOM Python distributions differ from pip list + importlib.metadata");
+
+    // Someone else's validator (the venv the SBOM test uses, same packages, so it is shared).
+    let tools =
+        venv::cached_venv("sbom-tools-venv", &["spdx-tools==0.8.3", "cyclonedx-python-lib[json-validation]==8.5.0"]);
+    let file = env.dir.join("keystone.spdx.json");
+    fs::write(&file, &spdx_bytes).unwrap();
+    let out = Command::new(tools.join("bin/pyspdxtools")).arg("-i").arg(&file).output().unwrap();
+    stdout_ok(out, "pyspdxtools -i keystone.spdx.json");
+
+    // Provenance: FROM keystone-base (its parent) by digest; base FROM the Debian image by digest.
+    let deps = |image: &str, role: &str| -> Vec<(String, String)> {
+        let text = stdout_ok(env.kolla(&["provenance", &format!("kolla/{image}:{TAG}")]), "kolla-oci provenance");
+        let s: Value = serde_json::from_str(&text).unwrap();
+        s["predicate"]["buildDefinition"]["resolvedDependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["annotations"]["role"] == role)
+            .map(|d| {
+                (d["name"].as_str().unwrap().to_owned(), format!("sha256:{}", d["digest"]["sha256"].as_str().unwrap()))
+            })
+            .collect()
+    };
+    let parent = format!("kolla/keystone-base:{TAG}");
+    for role in ["from", "parent"] {
+        assert_eq!(deps("keystone", role), [(parent.clone(), digests[&parent].clone())], "{role}");
+    }
+    let from = deps("base", "from");
+    assert_eq!(from.len(), 1, "{from:?}");
+    assert!(from[0].0.starts_with("debian:"), "{from:?}");
+    assert_eq!(Some(&from[0].1), digests.get(&from[0].0), "base's FROM digest is the stored Debian image's");
 }
 
 fn names(v: &serde_json::Value) -> BTreeSet<String> {
@@ -137,6 +256,9 @@ fn build_all_of_the_bundled_tree() {
     );
     let fsck = env.kolla(&["fsck"]);
     assert!(fsck.status.success(), "fsck: {}", String::from_utf8_lossy(&fsck.stdout));
+
+    // The SBOM and provenance the build recorded, checked against the keystone image itself.
+    check_keystone_attestations(&env, &digests);
 
     // No-op rebuild: nothing to do, same digests.
     let (ok, noop) = env.build_all("noop", &[]);

@@ -111,7 +111,7 @@ fn sources_become_kolla_archives_in_the_images() {
     let plugin = tarball("plugin-one-2.0", &[("README", "plugin one\n")]);
     let server = FileServer::start(BTreeMap::from([
         ("app-1.0.tar.gz".to_string(), app.clone()),
-        ("plugin-one-2.0.tar.gz".to_string(), plugin),
+        ("plugin-one-2.0.tar.gz".to_string(), plugin.clone()),
     ]));
     let sum = sha256_hex(&app);
     git_repo(&data.join("repo"));
@@ -192,6 +192,42 @@ fn sources_become_kolla_archives_in_the_images() {
     assert_eq!(git_out(&["describe", "--tags"]), "v1", "pbr can compute the version");
     assert_eq!(git_out(&["remote"]), "", "origin is removed, as kolla does");
     assert_eq!(git_out(&["status", "--porcelain"]), "", "the index matches the checkout");
+
+    // Each image's provenance names the archives that went into its context, by the digest of the file
+    // there: the url download is the served tarball (its pinned sum), git the commit its tag resolved to,
+    // plugins and additions each by their own archive. The SBOM lists them too.
+    let sources = |name: &str| -> BTreeMap<String, serde_json::Value> {
+        let tag = format!("kolla/{name}:{KOLLA_TAG}");
+        let run = run_bounded(&mut bench.kolla("a", &["provenance", &tag]), LIMIT).ok();
+        let s: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        s["predicate"]["buildDefinition"]["resolvedDependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["annotations"]["role"] == "source")
+            .map(|d| (d["name"].as_str().unwrap().to_owned(), d.clone()))
+            .collect()
+    };
+    let url = sources("app-url");
+    assert_eq!(url.keys().collect::<Vec<_>>(), ["app-url-archive"]);
+    assert_eq!(url["app-url-archive"]["digest"]["sha256"], sum.as_str());
+    assert_eq!(url["app-url-archive"]["uri"], server.url("app-1.0.tar.gz").as_str());
+    let commit =
+        Command::new("git").arg("-C").arg(data.join("repo")).args(["rev-parse", "v1^{commit}"]).output().unwrap();
+    let commit = String::from_utf8(commit.stdout).unwrap().trim().to_owned();
+    let git_src = &sources("app-git")["app-git-archive"];
+    assert_eq!(git_src["annotations"]["reference"], commit.as_str(), "{git_src}");
+    assert_eq!(git_src["uri"], format!("git+{}@{commit}", d("repo")).as_str());
+    let plug = sources("app-plug");
+    assert_eq!(
+        plug.keys().collect::<Vec<_>>(),
+        ["app-plug-additions-extra-archive", "app-plug-plugin-one-archive", "app-plug-plugin-two-archive"]
+    );
+    assert_eq!(plug["app-plug-plugin-one-archive"]["digest"]["sha256"], sha256_hex(&plugin).as_str());
+    let run = run_bounded(&mut bench.kolla("a", &["sbom", &format!("kolla/app-url:{KOLLA_TAG}")]), LIMIT).ok();
+    let sbom: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let listed = sbom["packages"].as_array().unwrap().iter().find(|p| p["name"] == "app-url-archive").unwrap();
+    assert_eq!(listed["checksums"][0]["checksumValue"], sum.as_str());
 
     // A rebuild re-validates the downloads (304) and builds nothing.
     server.clear();

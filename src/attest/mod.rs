@@ -8,6 +8,7 @@
 //! artifacts whose `subject` is the image manifest (see `store::referrers`), so they never change the
 //! image's own digest.
 
+pub mod build;
 pub mod contents;
 pub mod cyclonedx;
 pub mod dpkg;
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 
 use layers::Digest;
 
+pub use build::{BuildFacts, ImageBuild, record_build};
 pub use contents::ImageContents;
 pub use record::{SbomFormat, Subject, record_provenance, record_sbom};
 
@@ -56,6 +58,14 @@ pub enum AttestError {
     /// A layer could not be extracted.
     #[error(transparent)]
     Build(#[from] crate::builder::BuildError),
+    /// A build input (config file, template tree) could not be read to take its digest.
+    #[error("reading {}: {reason}", path.display())]
+    Input {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// An image as the documents name it: its name (a store tag or reference) and manifest digest.

@@ -104,8 +104,8 @@ impl Subject {
 }
 
 /// Compute the SBOM of `subject` from its layers, store it as its referrer (replacing an earlier one of
-/// the same format) and return the document. `base` and `sources` are what the build knows; `None`
-/// for `base` looks it up ([`Subject::base_image`]).
+/// the same format) and return the document. `base` and `sources` are what the caller knows (a build
+/// knows its `FROM` image; `kolla-oci sbom` looks it up with [`Subject::base_image`]).
 pub fn record_sbom(
     ws: &Workspace,
     subject: &Subject,
@@ -115,10 +115,6 @@ pub fn record_sbom(
     source_date_epoch: Option<i64>,
 ) -> Result<Vec<u8>, AttestError> {
     let contents = ImageContents::read(&ws.lower_dirs(&subject.image)?)?;
-    let base = match base {
-        Some(b) => Some(b),
-        None => subject.base_image(ws.store())?,
-    };
     let input = SbomInput { image: subject.image_ref(), base, sources, contents: &contents, source_date_epoch };
     let doc = match format {
         SbomFormat::Spdx => spdx::document(&input),

@@ -42,6 +42,11 @@ pub struct BuildOutcome {
     pub layers_built: usize,
     /// Steps whose result came from the cache.
     pub layers_cached: usize,
+    /// Each `FROM` image as written and the manifest digest it resolved to, in Dockerfile order
+    /// (`scratch` has none): what the image's provenance names as its base.
+    pub from_images: Vec<crate::attest::ImageRef>,
+    /// sha256 of the Dockerfile as read (for Kolla images: the rendered one).
+    pub dockerfile: Digest,
 }
 
 /// The image being built, one step at a time.
@@ -89,6 +94,7 @@ pub fn build_image(
     log: &mut dyn Write,
 ) -> Result<BuildOutcome, BuildError> {
     let text = fs::read_to_string(req.dockerfile).map_err(|e| BuildError::io(req.dockerfile, "read Dockerfile", e))?;
+    let dockerfile_digest = Digest::of_bytes(text.as_bytes());
     let df = dockerfile::parse(req.dockerfile, &text)?;
     for w in &df.warnings {
         tracing::warn!("{w}");
@@ -97,15 +103,19 @@ pub fn build_image(
     let cache = StepCache::new(ws.cache_dir(), opts.cache);
     let mut ex = Expander::new(opts.build_args.clone());
     let mut st: Option<ImageState> = None;
+    let mut from_images = Vec::new();
     let (mut built, mut cached) = (0, 0);
     for raw in &df.instructions {
         let ins = ex.expand(raw)?;
         let at =
             |e: BuildError| BuildError::At { path: req.dockerfile.to_path_buf(), line: ins.line, error: Box::new(e) };
         if let Kind::From(from) = &ins.kind {
-            let state = from_image(ws, &from.image, opts).map_err(at)?;
+            let (state, digest) = from_image(ws, &from.image, opts).map_err(at)?;
             ex.set_base_env(&state.config.config.env);
             st = Some(state);
+            if let Some(digest) = digest {
+                from_images.push(crate::attest::ImageRef { name: from.image.clone(), digest });
+            }
             continue;
         }
         let Some(state) = st.as_mut() else {
@@ -129,22 +139,25 @@ pub fn build_image(
     let store = ws.store();
     let manifest = store.write_image(&state.config, &state.layers)?;
     store.set_tag(req.tag, &manifest)?;
-    Ok(BuildOutcome { manifest, layers_built: built, layers_cached: cached })
+    Ok(BuildOutcome {
+        manifest,
+        layers_built: built,
+        layers_cached: cached,
+        from_images,
+        dockerfile: dockerfile_digest,
+    })
 }
 
-/// The starting point of a build: `scratch`, an image in the store, or one fetched or bootstrapped.
-fn from_image(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<ImageState, BuildError> {
+/// The starting point of a build: `scratch`, an image in the store, or one fetched or bootstrapped;
+/// with the manifest digest of the image (none for `scratch`).
+fn from_image(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<(ImageState, Option<Digest>), BuildError> {
     let zero = Digest::from_bytes([0; 32]);
     if name == "scratch" {
         let platform = Platform::host();
         let config = ImageConfig { architecture: platform.architecture, os: platform.os, ..Default::default() };
-        return Ok(ImageState {
-            config,
-            layers: vec![],
-            dirs: vec![],
-            key: chain(&zero, &[b"scratch"]),
-            cmd_set: false,
-        });
+        let state =
+            ImageState { config, layers: vec![], dirs: vec![], key: chain(&zero, &[b"scratch"]), cmd_set: false };
+        return Ok((state, None));
     }
     let store = ws.store();
     if store.resolve(name)?.is_none() {
@@ -166,7 +179,8 @@ fn from_image(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<ImageSt
         .map(|(layer, diff_id)| ws.ensure_layer_dir(layer, diff_id))
         .collect::<Result<Vec<_>, _>>()?;
     let key = chain(&zero, &[b"from", image.manifest_digest.to_string().as_bytes()]);
-    Ok(ImageState { config: image.config, layers: image.manifest.layers, dirs, key, cmd_set: false })
+    let digest = image.manifest_digest;
+    Ok((ImageState { config: image.config, layers: image.manifest.layers, dirs, key, cmd_set: false }, Some(digest)))
 }
 
 /// A `FROM` image that is not in the store: pulled when its name says which registry holds it, or

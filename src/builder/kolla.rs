@@ -2,9 +2,12 @@
 //! jobs, the outcome becomes kolla's summary, and `--push` publishes what was built.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use super::scheduler::{self, Job, NameEntry, RunOptions, Summary};
 use super::{BuildOptions, Workspace};
+use crate::attest::provenance::BUILD_TYPE_KOLLA;
+use crate::attest::{self, AttestError, BuildFacts};
 use crate::config::{CompressionKind, KollaConfig};
 use crate::graph::{Graph, Selection, Status};
 use crate::registry::{self, PushReport, Reference, RegistryError, RegistryOptions};
@@ -52,21 +55,71 @@ pub fn jobs(cfg: &KollaConfig, graph: &Graph, sel: &Selection, tree: &RenderedTr
                 dockerfile: img.context_dir.join("Dockerfile"),
                 context: img.context_dir.clone(),
                 parent: graph.parent(i).and_then(|p| index.get(&p).copied()),
+                parent_image: graph.parent(i).map(|p| graph.nodes[p].canonical_name.clone()),
                 sources: Some(cfg.image_sources(&node.name)),
             })
         })
         .collect()
 }
 
+/// What every image's provenance of a Kolla build says: the template trees' digest, the options and
+/// config files that shape the images, the effective build args.
+pub fn attestation_facts(cfg: &KollaConfig, opts: &BuildOptions) -> Result<BuildFacts, AttestError> {
+    let mut facts = BuildFacts::new(BUILD_TYPE_KOLLA, &opts.build_args, opts.source_date_epoch);
+    let mut trees = vec![cfg.template_tree.clone()];
+    trees.extend(cfg.docker_dirs.iter().cloned());
+    facts.template_tree = Some(attest::build::tree_digest(&trees)?);
+    let flag = |b: bool| b.to_string();
+    let paths = |v: &[PathBuf]| v.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",");
+    let options: [(&str, String); 23] = [
+        ("base", cfg.base.clone()),
+        ("base_image", cfg.base_image.clone()),
+        ("base_tag", cfg.base_tag.clone()),
+        ("base_arch", cfg.base_arch.clone()),
+        ("debian_arch", cfg.debian_arch.clone()),
+        ("namespace", cfg.namespace.clone()),
+        ("tag", cfg.tag.clone()),
+        ("image_name_prefix", cfg.image_prefix.clone()),
+        ("openstack_release", cfg.openstack_release.clone()),
+        ("openstack_release_codename", cfg.openstack_release_codename.clone()),
+        ("openstack_branch", cfg.openstack_branch.clone()),
+        ("maintainer", cfg.maintainer.clone()),
+        ("kolla_version", cfg.kolla_version.clone()),
+        ("use_dumb_init", flag(cfg.use_dumb_init)),
+        ("docker_healthchecks", flag(cfg.docker_healthchecks)),
+        ("clean_package_cache", flag(cfg.clean_package_cache)),
+        ("rpm_setup_config", cfg.rpm_setup.join("\n")),
+        ("profile", cfg.profile.join(",")),
+        ("template_override", paths(&cfg.template_overrides)),
+        ("docker_dir", paths(&cfg.docker_dirs)),
+        ("patches_path", cfg.patches_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+        ("repos_yaml", cfg.repos_yaml.clone()),
+        ("compression", format!("{:?}", cfg.compression).to_lowercase()),
+    ];
+    facts.options = options.into_iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_owned(), v)).collect();
+    let mut files: Vec<PathBuf> = cfg.config_files.clone();
+    files.extend(cfg.template_overrides.iter().cloned());
+    files.extend(cfg.apt_sources_list.iter().cloned());
+    files.extend(cfg.apt_preferences.iter().cloned());
+    files.extend(Some(PathBuf::from(&cfg.repos_yaml)).filter(|p| !cfg.repos_yaml.is_empty() && p.is_file()));
+    files.extend(cfg.default_repos_yaml.iter().filter(|p| !trees.iter().any(|t| p.starts_with(t))).cloned());
+    facts.config_files = files.iter().map(|f| attest::build::file_digest(f)).collect::<Result<_, _>>()?;
+    Ok(facts)
+}
+
 /// Build the selection and return kolla's summary, plus whether every built image succeeded (images in
-/// `allowed_to_fail` do not count, as in kolla-build).
+/// `allowed_to_fail` do not count, as in kolla-build). Unless `--no-attestations`, each image built gets
+/// its SBOM and provenance in the store; an error here (reading the inputs the provenance names) stops
+/// the run before anything is built.
 pub fn build_selection(
     ws: &Workspace,
     cfg: &KollaConfig,
     graph: &Graph,
     sel: &Selection,
     tree: &RenderedTree,
-) -> (Summary, bool) {
+) -> Result<(Summary, bool), AttestError> {
+    let opts = build_options(cfg);
+    let attest = if cfg.attestations { Some(attestation_facts(cfg, &opts)?) } else { None };
     let jobs = jobs(cfg, graph, sel, tree);
     let sources = SourceOptions {
         cache_dir: ws.sources_dir(),
@@ -75,8 +128,9 @@ pub fn build_selection(
         refetch: !cfg.cache,
         retries: cfg.retries,
     };
-    let run = RunOptions { threads: cfg.threads.max(1), logs_dir: cfg.logs_dir.clone(), sources: Some(sources) };
-    let report = scheduler::run(ws, &jobs, &build_options(cfg), &run);
+    let run =
+        RunOptions { threads: cfg.threads.max(1), logs_dir: cfg.logs_dir.clone(), sources: Some(sources), attest };
+    let report = scheduler::run(ws, &jobs, &opts, &run);
     let mut summary = Summary::default();
     report.fill(&jobs, &mut summary);
     let names = |status| sel.names_with(graph, status).into_iter().map(|n| NameEntry { name: n.to_owned() }).collect();
@@ -84,17 +138,18 @@ pub fn build_selection(
     summary.skipped = names(Status::Skipped);
     summary.unbuildable = names(Status::Unbuildable);
     let ok = summary.failed.iter().all(|f| cfg.allowed_to_fail.contains(&f.name));
-    (summary, ok)
+    Ok((summary, ok))
 }
 
 /// Push the images `summary` lists as built to where their canonical names point
-/// (`[registry/]namespace/[prefix]name:tag`).
+/// (`[registry/]namespace/[prefix]name:tag`), then, unless `--no-attestations`, their referrers (SBOM,
+/// provenance). Returns what each of the two pushes did.
 pub fn push_built(
     ws: &Workspace,
     cfg: &KollaConfig,
     graph: &Graph,
     summary: &Summary,
-) -> Result<PushReport, RegistryError> {
+) -> Result<(PushReport, PushReport), RegistryError> {
     let mut images = Vec::new();
     for b in &summary.built {
         if let Some(i) = graph.find(&b.name) {
@@ -102,5 +157,9 @@ pub fn push_built(
             images.push((canonical.clone(), Reference::parse(canonical)?));
         }
     }
-    registry::push(ws.store(), &images, &registry_options(cfg))
+    let opts = registry_options(cfg);
+    let report = registry::push(ws.store(), &images, &opts)?;
+    let referrers =
+        if cfg.attestations { registry::push_referrers_of(ws.store(), &images, &opts)? } else { PushReport::default() };
+    Ok((report, referrers))
 }

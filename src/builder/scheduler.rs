@@ -11,8 +11,9 @@ use std::sync::{Condvar, Mutex};
 use serde::Serialize;
 
 use super::{BuildOptions, BuildRequest, Workspace, build_image};
-use crate::config::ImageSources;
-use crate::sources::{self, SourceOptions};
+use crate::attest::{self, BuildFacts, ImageBuild, SourceArchive};
+use crate::config::{self, ImageSources};
+use crate::sources::{self, PreparedSource, SourceOptions};
 
 /// One image to build.
 #[derive(Debug, Clone)]
@@ -27,6 +28,9 @@ pub struct Job {
     pub context: PathBuf,
     /// Index (in the job list) of the job that builds its `FROM` image, if that is part of this run.
     pub parent: Option<usize>,
+    /// The name its Dockerfile's `FROM` gives its parent in the Kolla tree (built in this run or
+    /// not); `None` for a root image. The provenance names it as the parent.
+    pub parent_image: Option<String>,
     /// kolla sources to archive into the context first (`None`: the context is complete as it is).
     pub sources: Option<ImageSources>,
 }
@@ -40,6 +44,9 @@ pub struct RunOptions {
     pub logs_dir: Option<PathBuf>,
     /// How jobs' kolla sources are fetched.
     pub sources: Option<SourceOptions>,
+    /// Record each built image's SBOM and provenance with these run-wide facts (`None`:
+    /// `--no-attestations`).
+    pub attest: Option<BuildFacts>,
 }
 
 /// Outcome of one image.
@@ -229,18 +236,55 @@ fn build_one(ws: &Workspace, job: &Job, opts: &BuildOptions, run: &RunOptions) -
         },
         None => Box::new(io::sink()),
     };
-    if let (Some(spec), Some(sopts)) = (&job.sources, &run.sources)
-        && let Err(e) = sources::prepare(&job.context, spec, sopts)
-    {
-        return fail(job, run, &mut *log, format!("preparing the sources of {}: {e}", job.name));
+    let started_on = attest::build::now();
+    let mut prepared = Vec::new();
+    if let (Some(spec), Some(sopts)) = (&job.sources, &run.sources) {
+        match sources::prepare(&job.context, spec, sopts) {
+            Ok(p) => prepared = p,
+            Err(e) => return fail(job, run, &mut *log, format!("preparing the sources of {}: {e}", job.name)),
+        }
     }
     let req = BuildRequest { dockerfile: &job.dockerfile, context: &job.context, tag: &job.tag };
-    match build_image(ws, &req, opts, &mut *log) {
-        Ok(o) => {
-            tracing::info!(image = %job.name, layers_built = o.layers_built, cached = o.layers_cached, "built {}", job.tag);
-            Outcome::Built { layers_built: o.layers_built, layers_cached: o.layers_cached }
+    let o = match build_image(ws, &req, opts, &mut *log) {
+        Ok(o) => o,
+        Err(e) => return fail(job, run, &mut *log, e.to_string()),
+    };
+    tracing::info!(image = %job.name, layers_built = o.layers_built, cached = o.layers_cached, "built {}", job.tag);
+    if let Some(facts) = &run.attest {
+        let sources: Vec<SourceArchive> = prepared.iter().map(source_archive).collect();
+        let image = ImageBuild {
+            tag: &job.tag,
+            outcome: &o,
+            kolla_image: Some(&job.name),
+            parent: job.parent_image.as_deref(),
+            sources: &sources,
+            started_on,
+            finished_on: attest::build::now(),
+        };
+        if let Err(e) = attest::record_build(ws, facts, &image) {
+            let msg = format!(
+                "{} was built ({}) but its SBOM and provenance could not be recorded (--no-attestations skips them): {e}",
+                job.tag, o.manifest.digest
+            );
+            return fail(job, run, &mut *log, msg);
         }
-        Err(e) => fail(job, run, &mut *log, e.to_string()),
+    }
+    Outcome::Built { layers_built: o.layers_built, layers_cached: o.layers_cached }
+}
+
+/// A source archive as the SBOM and provenance name it: `<section>-archive` in the build context,
+/// with the digest of the file that went into the context and, for git, the commit it resolved to.
+fn source_archive(p: &PreparedSource) -> SourceArchive {
+    SourceArchive {
+        name: format!("{}-archive", p.name),
+        kind: match p.kind {
+            config::SourceKind::Url => attest::SourceKind::Url,
+            config::SourceKind::Git => attest::SourceKind::Git,
+            config::SourceKind::Local => attest::SourceKind::Local,
+        },
+        location: p.location.clone(),
+        reference: p.commit.clone().or_else(|| p.reference.clone()),
+        sha256: p.sha256,
     }
 }
 

@@ -66,17 +66,29 @@ fn build(
     let ws = Workspace::open(&ctx.store_dir).with_context(|| format!("opening {}", ctx.store_dir.display()))?;
     let matched = selection.names_with(graph, Status::Matched).len();
     tracing::info!("building {matched} images with {} threads", cfg.threads);
-    let (summary, mut ok) = kolla::build_selection(&ws, cfg, graph, selection, tree);
+    let (summary, mut ok) = kolla::build_selection(&ws, cfg, graph, selection, tree)
+        .context("reading the build's inputs for the images' provenance (--no-attestations skips it)")?;
     if cfg.push && !summary.built.is_empty() {
         match kolla::push_built(&ws, cfg, graph, &summary) {
-            Ok(r) => tracing::info!(
-                "pushed {} images: {} blobs uploaded ({} bytes), {} mounted, {} already there",
-                r.manifests,
-                r.uploaded_blobs,
-                r.uploaded_bytes,
-                r.mounted_blobs,
-                r.existing_blobs
-            ),
+            Ok((r, a)) => {
+                tracing::info!(
+                    "pushed {} images: {} blobs uploaded ({} bytes), {} mounted, {} already there",
+                    r.manifests,
+                    r.uploaded_blobs,
+                    r.uploaded_bytes,
+                    r.mounted_blobs,
+                    r.existing_blobs
+                );
+                if a.manifests > 0 {
+                    tracing::info!(
+                        "pushed {} attestations (SBOM, provenance): {} blobs uploaded ({} bytes), {} referrers tags written",
+                        a.manifests,
+                        a.uploaded_blobs,
+                        a.uploaded_bytes,
+                        a.referrers_tags
+                    );
+                }
+            }
             Err(e) => {
                 tracing::error!("push failed: {e}");
                 ok = false;

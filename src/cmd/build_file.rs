@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use kolla_oci::attest::provenance::BUILD_TYPE_DOCKERFILE;
+use kolla_oci::attest::{self, BuildFacts, ImageBuild};
 use kolla_oci::builder::{BuildOptions, BuildRequest, Workspace, build_image};
 
 /// Options of `kolla-oci build-file`.
@@ -33,6 +35,9 @@ pub struct Args {
     /// Write the RUN output here (default: standard error).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+    /// Record no SBOM and provenance for the image.
+    #[arg(long)]
+    pub no_attestations: bool,
 }
 
 /// Build the image and print its manifest digest.
@@ -56,8 +61,27 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
         None => Box::new(std::io::stderr()),
     };
+    let started_on = attest::build::now();
     let out = build_image(&ws, &req, &opts, &mut *log).with_context(|| format!("building {}", args.tag))?;
     tracing::info!(layers_built = out.layers_built, cached = out.layers_cached, "built {}", args.tag);
+    if !args.no_attestations {
+        let facts = BuildFacts::new(BUILD_TYPE_DOCKERFILE, &opts.build_args, opts.source_date_epoch);
+        let image = ImageBuild {
+            tag: &args.tag,
+            outcome: &out,
+            kolla_image: None,
+            parent: None,
+            sources: &[],
+            started_on,
+            finished_on: attest::build::now(),
+        };
+        attest::record_build(&ws, &facts, &image).with_context(|| {
+            format!(
+                "{} was built ({}) but its SBOM and provenance could not be recorded (--no-attestations skips them)",
+                args.tag, out.manifest.digest
+            )
+        })?;
+    }
     println!("{}", out.manifest.digest);
     Ok(ExitCode::SUCCESS)
 }

@@ -31,6 +31,9 @@ pub struct Args {
     /// Upload blobs in PATCH chunks of this size (bytes, or with a K/M/G suffix) instead of one PUT.
     #[arg(long, value_parser = parse_size)]
     pub chunk_size: Option<u64>,
+    /// Push only the images, not the SBOM and provenance the store keeps for them.
+    #[arg(long)]
+    pub no_attestations: bool,
 }
 
 /// `4194304`, `512K`, `4M`, `1G` → bytes.
@@ -82,6 +85,16 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         "pushed {} image(s): {} blob(s) uploaded ({} bytes), {} mounted, {} already present",
         report.manifests, report.uploaded_blobs, report.uploaded_bytes, report.mounted_blobs, report.existing_blobs
     );
+    if !args.no_attestations {
+        let r = registry::push_referrers_of(&store, &images, &opts)
+            .context("pushing the images' attestations failed (the images are pushed; --no-attestations skips them)")?;
+        if r.manifests > 0 {
+            println!(
+                "pushed {} attestation(s) (SBOM, provenance): {} blob(s) uploaded ({} bytes), {} referrers tag(s) written",
+                r.manifests, r.uploaded_blobs, r.uploaded_bytes, r.referrers_tags
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

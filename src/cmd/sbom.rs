@@ -29,7 +29,8 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         Some(doc) => doc,
         None => {
             let epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse().ok());
-            attest::record_sbom(&ws, &subject, args.format, None, Vec::new(), epoch)
+            let base = subject.base_image(ws.store())?;
+            attest::record_sbom(&ws, &subject, args.format, base, Vec::new(), epoch)
                 .with_context(|| format!("making the SBOM of {}", args.image))?
         }
     };

@@ -385,6 +385,9 @@ pub struct BuildArgs {
     /// kolla-oci: value of `kolla_version` seen by templates [default: 23.0.0].
     #[arg(long, help_heading = "kolla-oci options")]
     pub kolla_version: Option<String>,
+    /// kolla-oci: record no SBOM and provenance for the images built (and push none with them).
+    #[arg(long = "no-attestations", alias = "noattestations", help_heading = "kolla-oci options")]
+    pub no_attestations: bool,
 }
 
 fn pair(yes: bool, no: bool) -> Option<bool> {
@@ -469,6 +472,7 @@ impl BuildArgs {
             ("enable_unbuildable", pair(self.enable_unbuildable, self.noenable_unbuildable)),
             ("summary", pair(self.summary, self.nosummary)),
             ("all", self.all.then_some(true)),
+            ("attestations", self.no_attestations.then_some(false)),
         ];
         for (k, v) in bools {
             if let Some(v) = v {
@@ -563,6 +567,7 @@ const DEFAULT_OPTIONS: &[(&str, Option<&str>)] = &[
     ("pip_extra_index_url", None),
     // kolla-oci additions
     ("all", Some("false")),
+    ("attestations", Some("true")),
     ("compression", Some("gzip")),
     ("insecure_registry", None),
     ("template_tree", None),
@@ -758,6 +763,11 @@ pub struct KollaConfig {
     pub compression: CompressionKind,
     /// Registries allowed over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// kolla-oci: record each built image's SBOM and provenance in the store, and push them with it.
+    pub attestations: bool,
+    /// The config files read, in order (what the provenance names with their digests); empty when
+    /// resolved over files parsed elsewhere ([`KollaConfig::resolve`]).
+    pub config_files: Vec<PathBuf>,
 }
 
 /// Where an option value came from (for error messages).
@@ -1087,7 +1097,9 @@ impl KollaConfig {
             tracing::debug!(file = %f.display(), "reading config file");
             ini.read_file(f)?;
         }
-        Self::resolve(args, &ini)
+        let mut cfg = Self::resolve(args, &ini)?;
+        cfg.config_files = files;
+        Ok(cfg)
     }
 
     /// Resolve `args` over already-parsed config files.
@@ -1226,6 +1238,8 @@ impl KollaConfig {
             timeout: r.integer("timeout", 0)?,
             compression,
             insecure_registries: r.multi("insecure_registry")?,
+            attestations: r.boolean("attestations")?,
+            config_files: Vec::new(),
             base,
             base_tag,
             base_arch,

@@ -101,21 +101,42 @@ pub fn push_referrers(
     artifacts: &[Descriptor],
     opts: &RegistryOptions,
 ) -> Result<PushReport, RegistryError> {
-    let jobs = artifacts
-        .iter()
-        .map(|a| {
-            let target = Reference::parse(&format!("{}/{}@{}", image.registry(), image.repository(), a.digest))?;
-            let job = load_job(store, &format!("artifact {}", a.digest), a, target)?;
-            match &job.subject {
-                Some(_) => Ok(job),
-                None => Err(RegistryError::Protocol {
-                    what: format!("pushing artifact {} as a referrer of {image}", a.digest),
-                    reason: "the manifest has no subject".into(),
-                }),
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let jobs = artifacts.iter().map(|a| referrer_job(store, image, a)).collect::<Result<Vec<_>, _>>()?;
     run(store, &jobs, opts)
+}
+
+/// Push every referrer the store keeps for each local tag's image (its SBOM, its provenance) into the
+/// target's repository, in one run, as [`push_referrers`] does for one image. Push the images first.
+/// Tags whose image has no referrers are skipped; with none at all nothing is contacted.
+pub fn push_referrers_of(
+    store: &Store,
+    images: &[(String, Reference)],
+    opts: &RegistryOptions,
+) -> Result<PushReport, RegistryError> {
+    let mut jobs = Vec::new();
+    for (tag, target) in images {
+        let desc = store.resolve(tag)?.ok_or_else(|| RegistryError::NotInStore(tag.to_string()))?;
+        for a in store.referrers(&desc.digest, None)? {
+            jobs.push(referrer_job(store, target, &a)?);
+        }
+    }
+    if jobs.is_empty() {
+        return Ok(PushReport::default());
+    }
+    run(store, &jobs, opts)
+}
+
+/// The push of artifact `a` into `image`'s repository, by digest; an error if it has no subject.
+fn referrer_job(store: &Store, image: &Reference, a: &Descriptor) -> Result<Job, RegistryError> {
+    let target = Reference::parse(&format!("{}/{}@{}", image.registry(), image.repository(), a.digest))?;
+    let job = load_job(store, &format!("artifact {}", a.digest), a, target)?;
+    match &job.subject {
+        Some(_) => Ok(job),
+        None => Err(RegistryError::Protocol {
+            what: format!("pushing artifact {} as a referrer of {image}", a.digest),
+            reason: "the manifest has no subject".into(),
+        }),
+    }
 }
 
 fn load_job(store: &Store, what: &str, desc: &Descriptor, target: Reference) -> Result<Job, RegistryError> {

@@ -272,9 +272,10 @@ pub fn tag_digests(layout: &Path) -> BTreeMap<String, String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| {
-            let name = m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap().to_owned();
-            (name, m["digest"].as_str().unwrap().to_owned())
+        // Referrers (SBOM, provenance) have untagged entries: only tags.
+        .filter_map(|m| {
+            let name = m["annotations"]["org.opencontainers.image.ref.name"].as_str()?.to_owned();
+            Some((name, m["digest"].as_str().unwrap().to_owned()))
         })
         .collect()
 }
