@@ -10,14 +10,14 @@ use layers::{Digest, TreeOptions};
 use super::bootstrap;
 use super::cache::{CachedLayer, CachedStep, StepCache, chain};
 use super::context::{self, BuildContext, StageOptions};
+use super::rules::{self, RuleState};
 use super::view::RootView;
 use super::{BuildError, BuildOptions, Workspace};
-use crate::dockerfile::{self, Command, CopySpec, Expander, Instruction, Kind, RunScript};
-use crate::store::{Descriptor, EmptyObject, Healthcheck, History, ImageConfig, Platform, Store};
+use crate::dockerfile::{self, CopySpec, Expander, Instruction, Kind, RunScript};
+use crate::store::{Descriptor, History, ImageConfig, Platform, Store};
 use crate::{registry, sandbox};
 
 /// Docker's default shell for shell-form RUN/CMD/ENTRYPOINT.
-const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
 /// How much of a RUN's output is kept for the error message.
 const TAIL_BYTES: usize = 4096;
 const TAIL_LINES: usize = 20;
@@ -57,8 +57,8 @@ struct ImageState {
     dirs: Vec<PathBuf>,
     /// Cache chain key of everything so far.
     key: Digest,
-    /// Whether this Dockerfile set CMD (ENTRYPOINT resets an inherited CMD, as Docker does).
-    cmd_set: bool,
+    /// What the config rules remember across instructions.
+    rules: RuleState,
 }
 
 impl ImageState {
@@ -67,22 +67,7 @@ impl ImageState {
     }
 
     fn workdir(&self) -> String {
-        self.config.config.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into())
-    }
-
-    fn shell(&self) -> Vec<String> {
-        self.config.config.shell.clone().unwrap_or_else(|| DEFAULT_SHELL.map(String::from).to_vec())
-    }
-
-    fn shell_form(&self, cmd: &Command) -> Vec<String> {
-        match cmd {
-            Command::Exec(argv) => argv.clone(),
-            Command::Shell(s) => {
-                let mut v = self.shell();
-                v.push(s.clone());
-                v
-            }
-        }
+        rules::workdir(&self.config)
     }
 }
 
@@ -155,8 +140,13 @@ fn from_image(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<(ImageS
     if name == "scratch" {
         let platform = Platform::host();
         let config = ImageConfig { architecture: platform.architecture, os: platform.os, ..Default::default() };
-        let state =
-            ImageState { config, layers: vec![], dirs: vec![], key: chain(&zero, &[b"scratch"]), cmd_set: false };
+        let state = ImageState {
+            config,
+            layers: vec![],
+            dirs: vec![],
+            key: chain(&zero, &[b"scratch"]),
+            rules: RuleState::default(),
+        };
         return Ok((state, None));
     }
     let store = ws.store();
@@ -180,7 +170,9 @@ fn from_image(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<(ImageS
         .collect::<Result<Vec<_>, _>>()?;
     let key = chain(&zero, &[b"from", image.manifest_digest.to_string().as_bytes()]);
     let digest = image.manifest_digest;
-    Ok((ImageState { config: image.config, layers: image.manifest.layers, dirs, key, cmd_set: false }, Some(digest)))
+    let state =
+        ImageState { config: image.config, layers: image.manifest.layers, dirs, key, rules: RuleState::default() };
+    Ok((state, Some(digest)))
 }
 
 /// A `FROM` image that is not in the store: pulled when its name says which registry holds it, or
@@ -226,78 +218,17 @@ struct Step<'a> {
 
 impl Step<'_> {
     fn apply(&self, st: &mut ImageState, ins: &Instruction, log: &mut dyn Write) -> Result<StepResult, BuildError> {
-        let c = &mut st.config.config;
         match &ins.kind {
             Kind::From(_) => unreachable!("handled by build_image"),
-            Kind::Arg(_) => {
-                // Values reach RUN through its environment (and its cache key); nothing to record.
-                return Ok(StepResult::Config);
-            }
-            Kind::Env(kvs) => {
-                for kv in kvs {
-                    let prefix = format!("{}=", kv.key);
-                    let entry = format!("{}={}", kv.key, kv.value);
-                    match c.env.iter_mut().find(|e| e.starts_with(&prefix)) {
-                        Some(e) => *e = entry,
-                        None => c.env.push(entry),
-                    }
-                }
-            }
-            Kind::Label(kvs) => {
-                for kv in kvs {
-                    c.labels.insert(kv.key.clone(), kv.value.clone());
-                }
-            }
-            Kind::User(u) => c.user = Some(u.clone()),
-            Kind::Workdir(w) => {
-                let base = c.working_dir.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
-                let joined = if w.starts_with('/') { PathBuf::from(w) } else { Path::new(&base).join(w) };
-                c.working_dir = Some(joined.to_string_lossy().into_owned());
-            }
-            Kind::Cmd(cmd) => {
-                let argv = st.shell_form(cmd);
-                st.config.config.cmd = Some(argv);
-                st.cmd_set = true;
-            }
-            Kind::Entrypoint(cmd) => {
-                let argv = st.shell_form(cmd);
-                let c = &mut st.config.config;
-                c.entrypoint = (!argv.is_empty()).then_some(argv);
-                if !st.cmd_set {
-                    c.cmd = None;
-                }
-            }
-            Kind::Expose(ports) => {
-                for p in ports {
-                    c.exposed_ports.insert(p.clone(), EmptyObject {});
-                }
-            }
-            Kind::Volume(vols) => {
-                for v in vols {
-                    c.volumes.insert(v.clone(), EmptyObject {});
-                }
-            }
-            Kind::Healthcheck(h) => {
-                let nonzero = |v: i64| (v != 0).then_some(v);
-                c.healthcheck = Some(match h {
-                    None => Healthcheck { test: vec!["NONE".into()], ..Default::default() },
-                    Some(h) => Healthcheck {
-                        test: h.test(),
-                        interval: nonzero(h.interval),
-                        timeout: nonzero(h.timeout),
-                        start_period: nonzero(h.start_period),
-                        start_interval: nonzero(h.start_interval),
-                        retries: nonzero(i64::from(h.retries)),
-                        ..Default::default()
-                    },
-                });
-            }
-            Kind::StopSignal(s) => c.stop_signal = Some(s.clone()),
-            Kind::Shell(sh) => c.shell = Some(sh.clone()),
-            Kind::Maintainer(m) => st.config.author = Some(m.clone()),
+            // Values reach RUN through its environment (and its cache key); nothing to record.
+            Kind::Arg(_) => return Ok(StepResult::Config),
             Kind::Copy(spec) => return self.copy(st, ins, spec, false),
             Kind::Add(spec) => return self.copy(st, ins, spec, true),
             Kind::Run(_) => return self.run(st, ins, log),
+            kind => {
+                let config_only = rules::apply(&mut st.config, &mut st.rules, kind);
+                debug_assert!(config_only, "every other instruction only changes the config");
+            }
         }
         st.key = chain(&st.key, &[format!("{:?}", ins.kind).as_bytes()]);
         self.history(st, ins, true);
@@ -450,7 +381,7 @@ impl Step<'_> {
                     write_heredoc(&pipes, &f.name, &f.content, 0o755)?;
                     binds.push(sandbox::Bind { source: pipes, target: "/dev/pipes".into(), readonly: true });
                 }
-                let mut v = st.shell();
+                let mut v = rules::shell(&st.config);
                 v.push(script);
                 v
             }

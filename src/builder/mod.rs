@@ -14,6 +14,7 @@ mod context;
 mod executor;
 mod gc;
 pub mod kolla;
+mod rules;
 pub mod scheduler;
 pub(crate) mod view;
 mod workspace;
