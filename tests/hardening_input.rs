@@ -137,7 +137,8 @@ fn runaway_templates_fail_fast_with_their_location() {
             "nested",
             "{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}{% endfor %}{% endfor %}\n",
             &[],
-            "fuel",
+            // Its output reaches the 8 MiB cap before the fuel runs out (the error has no line then).
+            "rendered output passes the 8 MiB cap",
         ),
         ("macro", "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(1) }}\n", &[], "recursion limit"),
         ("include", "{% include \"evil/Dockerfile.j2\" %}\n", &[], "recursion limit"),
@@ -159,7 +160,8 @@ fn runaway_templates_fail_fast_with_their_location() {
     ];
     for (name, template, extra, message) in cases {
         let run = render(&bench, name, template, extra);
-        assert_contains(run.failed(), &["evil/Dockerfile.j2:2", message]);
+        let location = if message.contains("MiB cap") { "evil/Dockerfile.j2:" } else { "evil/Dockerfile.j2:2" };
+        assert_contains(run.failed(), &[location, message]);
         assert!(run.max_rss_kib < TEMPLATE_RSS_KIB, "{name}: peak RSS {} KiB", run.max_rss_kib);
     }
 }

@@ -125,9 +125,16 @@ pub fn start(kolla: Command, img: &KeystoneImage, cfg: &Path, log: &Path) -> Run
     Running { child: cmd.spawn().unwrap(), log: log.to_path_buf() }
 }
 
+/// An HTTP client for talking to keystone, built the way kolla-oci builds its own (which installs the
+/// TLS crypto provider that reqwest's `rustls-no-provider` build needs, even for plain HTTP).
+fn client(timeout: Duration) -> reqwest::blocking::Client {
+    let timeouts = kolla_oci::http::Timeouts::default();
+    kolla_oci::http::http_client(&timeouts).timeout(timeout).build().unwrap()
+}
+
 /// `GET /v3` until it answers 200 (keystone is up), within `limit`.
 pub fn wait_for_api(running: &mut Running, port: u16, limit: Duration) {
-    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let http = client(Duration::from_secs(10));
     let started = Instant::now();
     loop {
         if let Ok(r) = http.get(format!("http://127.0.0.1:{port}/v3")).send() {
@@ -147,7 +154,7 @@ pub fn wait_for_api(running: &mut Running, port: u16, limit: Duration) {
 
 /// `POST /v3/auth/tokens` with the admin password: 201 with an `X-Subject-Token`. Returns the token.
 pub fn issue_token(port: u16) -> String {
-    let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let http = client(Duration::from_secs(30));
     let body = serde_json::json!({"auth": {
         "identity": {"methods": ["password"], "password": {"user": {
             "name": "admin", "domain": {"id": "default"}, "password": ADMIN_PASSWORD}}},
