@@ -7,8 +7,9 @@
 //! * [`RenderAccounting`]: the `kolla-oci` binary's global allocator counts the bytes that threads
 //!   held inside [`track`] (the renders, which run in parallel) and refuses an allocation that would
 //!   take them past [`MAX_MEMORY`] together. Rust cannot unwind from a failed allocation, so the
-//!   process then stops — after printing which template was rendering — instead of swapping or being
-//!   killed by the OOM killer. Rendering writes nothing to the store, so nothing is lost.
+//!   process then exits with status 1 — after printing which template was rendering — instead of
+//!   swapping or being killed by the OOM killer. Rendering writes nothing to the store, so nothing is
+//!   lost (the temporary work dir is left behind).
 //!
 //! The counter is approximate: memory a render allocates and another thread frees (the rendered
 //! strings, handed back to the caller) stays counted. That is a few kB per image and only makes the
@@ -57,17 +58,17 @@ pub fn track<R>(name: &str, f: impl FnOnce() -> R) -> R {
 pub struct RenderAccounting;
 
 impl RenderAccounting {
-    /// Accounts `grow` more bytes if this thread is rendering; false when that passes the bound.
-    fn admit(grow: usize) -> bool {
-        let Ok((name, len)) = RENDERING.try_with(Cell::get) else { return true };
+    /// Accounts `grow` more bytes if this thread is rendering; exits the process when that passes the
+    /// bound.
+    fn admit(grow: usize) {
+        let Ok((name, len)) = RENDERING.try_with(Cell::get) else { return };
         if name.is_null() {
-            return true;
+            return;
         }
         let grow = grow as isize;
         if HELD.fetch_add(grow, Ordering::Relaxed) + grow <= MAX_MEMORY as isize {
-            return true;
+            return;
         }
-        HELD.fetch_sub(grow, Ordering::Relaxed);
         // SAFETY: `track` keeps the name alive while it is set.
         let name = unsafe { std::slice::from_raw_parts(name, len) };
         let parts: [&[u8]; 3] = [b"kolla-oci: rendering ", name, OVER_CAP];
@@ -75,9 +76,10 @@ impl RenderAccounting {
             // SAFETY: writing a valid buffer to stderr; no allocation.
             unsafe { libc::write(2, p.as_ptr().cast(), p.len()) };
         }
-        // The process aborts next; what it allocates on the way (its own message) must not be refused.
-        let _ = RENDERING.try_with(|r| r.set((std::ptr::null(), 0)));
-        false
+        // Rust cannot unwind out of an allocation, and an abort would look like a crash: exit as any
+        // failed command does. Rendering has written nothing to the store, so nothing is left half-done.
+        // SAFETY: `_exit` ends the process without running anything else.
+        unsafe { libc::_exit(1) }
     }
 
     /// Gives back `shrink` bytes if this thread is rendering.
@@ -88,21 +90,16 @@ impl RenderAccounting {
     }
 }
 
-// SAFETY: every call is forwarded to `System` unchanged, or refused with null (which the GlobalAlloc
-// contract allows) before reaching it.
+// SAFETY: every call is forwarded to `System` unchanged (accounting only looks at sizes).
 unsafe impl GlobalAlloc for RenderAccounting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if !Self::admit(layout.size()) {
-            return std::ptr::null_mut();
-        }
+        Self::admit(layout.size());
         // SAFETY: forwarded as is.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if !Self::admit(layout.size()) {
-            return std::ptr::null_mut();
-        }
+        Self::admit(layout.size());
         // SAFETY: forwarded as is.
         unsafe { System.alloc_zeroed(layout) }
     }
@@ -114,8 +111,8 @@ unsafe impl GlobalAlloc for RenderAccounting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size > layout.size() && !Self::admit(new_size - layout.size()) {
-            return std::ptr::null_mut();
+        if new_size > layout.size() {
+            Self::admit(new_size - layout.size());
         }
         // SAFETY: forwarded as is.
         let out = unsafe { System.realloc(ptr, layout, new_size) };
