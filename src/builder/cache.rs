@@ -1,6 +1,7 @@
-//! The step cache: each step's result keyed by a chain digest over everything that can change it — the
-//! base image, every earlier instruction as expanded, the instruction itself, and the content of the
-//! context files it reads. Entries are small JSON files written atomically; a hit is used only when
+//! The step cache: each step's result keyed by a [`Key`] over everything that can change the files it
+//! produces — its parent step, the instruction as expanded with the config state it runs in (argv, env,
+//! user, workdir), and the content of the context files it reads. Instructions that only change the
+//! config (LABEL, CMD, EXPOSE, …) make no layer and do not enter the chain. Entries are small JSON files written atomically; a hit is used only when
 //! its layer blob is still in the store.
 
 use std::fs;
@@ -13,8 +14,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::store::Descriptor;
 
-/// Version of the key derivation: bump it when what a step produces changes for the same inputs.
-const KEY_VERSION: &[u8] = b"kolla-oci step cache v1\0";
+/// The key format, hashed first into every key. Bump it when what a step produces changes for the same
+/// inputs, or when the encoding below changes: every key then changes, and old entries are never hit.
+const KEY_FORMAT: &[u8] = b"kolla-oci step key v2";
 
 /// What a cached step produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,16 +40,56 @@ pub(crate) struct StepCache {
     read: bool,
 }
 
-/// The next link of a cache chain: `parent` plus the parts that describe one step.
-pub(crate) fn chain(parent: &Digest, parts: &[&[u8]]) -> Digest {
-    let mut h = Sha256::new();
-    h.update(KEY_VERSION);
-    h.update(parent.to_string().as_bytes());
-    for p in parts {
-        h.update((p.len() as u64).to_le_bytes());
-        h.update(p);
+/// A step key: an explicit encoding of everything that can change what a step produces, hashed. Keys are
+/// shared between machines (see `remote`), so they hold no host path, mtime, owner or umask, and their
+/// encoding is spelled out here rather than derived from a type's `Debug` output (which changes when a
+/// field is renamed). Each field is its name, a NUL, then its length-prefixed bytes; a list is its name,
+/// a NUL, its item count, then each item length-prefixed. The first field is the step kind and the
+/// parent key.
+pub(crate) struct Key {
+    hash: Sha256,
+}
+
+impl Key {
+    /// A key for a step of `kind` (`from`, `scratch`, `run`, `copy`, `add`) on top of `parent`.
+    pub(crate) fn new(kind: &str, parent: &Digest) -> Key {
+        let mut hash = Sha256::new();
+        hash.update((KEY_FORMAT.len() as u64).to_le_bytes());
+        hash.update(KEY_FORMAT);
+        Key { hash }.field("kind", kind).field("parent", parent.as_bytes())
     }
-    Digest::from_bytes(h.finalize().into())
+
+    /// Adds a named value.
+    pub(crate) fn field(mut self, name: &str, value: impl AsRef<[u8]>) -> Key {
+        self.name(name);
+        self.bytes(value.as_ref());
+        self
+    }
+
+    /// Adds a named list of values (order matters).
+    pub(crate) fn list<T: AsRef<[u8]>>(mut self, name: &str, items: &[T]) -> Key {
+        self.name(name);
+        self.hash.update((items.len() as u64).to_le_bytes());
+        for item in items {
+            self.bytes(item.as_ref());
+        }
+        self
+    }
+
+    /// The key.
+    pub(crate) fn finish(self) -> Digest {
+        Digest::from_bytes(self.hash.finalize().into())
+    }
+
+    fn name(&mut self, name: &str) {
+        self.hash.update(name.as_bytes());
+        self.hash.update([0]);
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.hash.update((b.len() as u64).to_le_bytes());
+        self.hash.update(b);
+    }
 }
 
 impl StepCache {
@@ -86,5 +128,37 @@ impl StepCache {
             }
         }
         Err(std::io::Error::other("temp files keep disappearing"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys are shared between machines and releases: these pins fail when the encoding changes by
+    /// accident. Change them only together with `KEY_FORMAT`. (The first was also computed from the
+    /// documented encoding with Python's hashlib.)
+    #[test]
+    fn keys_are_pinned() {
+        let zero = Digest::from_bytes([0; 32]);
+        let from = Key::new("from", &zero).field("manifest", "sha256:abc").field("platform", "linux/amd64").finish();
+        let run = Key::new("run", &from)
+            .list("argv", &["/bin/sh", "-c", "apt-get update"])
+            .list("env", &["PATH=/usr/bin"])
+            .field("user", "")
+            .field("workdir", "/")
+            .finish();
+        assert_eq!(from.hex(), "2bb8466d0864857f61bae5a64f3d96d2b77f21cd551df7f4958df50ce5a77e54");
+        assert_eq!(run.hex(), "334d4f699e356f97ff7adbe9deee74d9fb6411e401b54134eb3c6bd894ca8426");
+    }
+
+    #[test]
+    fn fields_do_not_run_into_each_other() {
+        let zero = Digest::from_bytes([0; 32]);
+        let a = Key::new("run", &zero).list("argv", &["ab", "c"]).finish();
+        let b = Key::new("run", &zero).list("argv", &["a", "bc"]).finish();
+        let c = Key::new("run", &zero).field("argv", "abc").finish();
+        assert!(a != b && b != c && a != c);
+        assert_ne!(Key::new("copy", &zero).finish(), Key::new("add", &zero).finish());
     }
 }

@@ -89,7 +89,7 @@ impl BuildContext {
     }
 
     /// A digest of what the sources contain — names, types, modes, sizes, bytes, link targets — but not
-    /// mtimes or owners, so a fresh copy of an unchanged context hits the cache.
+    /// mtimes, owners or the umask's write bits, so a fresh copy of an unchanged context hits the cache.
     pub fn digest(&self, sources: &[PathBuf]) -> Result<Digest, BuildError> {
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
@@ -101,7 +101,9 @@ impl BuildContext {
                 let meta = entry.metadata().map_err(|e| BuildError::io(entry.path(), "stat source", e.into()))?;
                 let rel = entry.path().strip_prefix(src).unwrap_or(entry.path());
                 h.update(rel.as_os_str().as_encoded_bytes());
-                h.update(format!("\0{:o}\0{}\0", meta.mode(), meta.len()).as_bytes());
+                // Group/other write bits follow the umask of whoever checked the tree out: left out, so
+                // that machines share keys (see `cache::Key`).
+                h.update(format!("\0{:o}\0{}\0", meta.mode() & !0o022, meta.len()).as_bytes());
                 if meta.is_file() {
                     let mut f =
                         fs::File::open(entry.path()).map_err(|e| BuildError::io(entry.path(), "read source", e))?;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use layers::{Digest, TreeOptions};
 
 use super::bootstrap;
-use super::cache::{CachedLayer, CachedStep, StepCache, chain};
+use super::cache::{CachedLayer, CachedStep, Key, StepCache};
 use super::context::{self, BuildContext, StageOptions};
 use super::rules::{self, RuleState};
 use super::view::RootView;
@@ -144,7 +144,7 @@ fn from_image(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<(ImageS
             config,
             layers: vec![],
             dirs: vec![],
-            key: chain(&zero, &[b"scratch"]),
+            key: Key::new("scratch", &zero).field("platform", Platform::host().to_string()).finish(),
             rules: RuleState::default(),
         };
         return Ok((state, None));
@@ -168,7 +168,10 @@ fn from_image(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<(ImageS
         .zip(diff_ids)
         .map(|(layer, diff_id)| ws.ensure_layer_dir(layer, diff_id))
         .collect::<Result<Vec<_>, _>>()?;
-    let key = chain(&zero, &[b"from", image.manifest_digest.to_string().as_bytes()]);
+    let key = Key::new("from", &zero)
+        .field("manifest", image.manifest_digest.to_string())
+        .field("platform", image.config.platform().to_string())
+        .finish();
     let digest = image.manifest_digest;
     let state =
         ImageState { config: image.config, layers: image.manifest.layers, dirs, key, rules: RuleState::default() };
@@ -230,7 +233,8 @@ impl Step<'_> {
                 debug_assert!(config_only, "every other instruction only changes the config");
             }
         }
-        st.key = chain(&st.key, &[format!("{:?}", ins.kind).as_bytes()]);
+        // Config-only: no layer, so the key chain (which names layers) does not change; the steps that
+        // do make layers put the config they run with (env, user, workdir, shell) in their own keys.
         self.history(st, ins, true);
         Ok(StepResult::Config)
     }
@@ -321,16 +325,23 @@ impl Step<'_> {
         }
         let content = self.ctx.digest(&sources)?;
         let workdir = st.workdir();
-        let key =
-            chain(&st.key, &[format!("{:?}", ins.kind).as_bytes(), content.to_string().as_bytes(), workdir.as_bytes()]);
-        if let Some(r) = self.cached(st, ins, key)? {
-            return Ok(r);
-        }
         let dest = if spec.dest.starts_with('/') {
             spec.dest.clone()
         } else {
             format!("{}/{}", workdir.trim_end_matches('/'), spec.dest)
         };
+        let heredocs: Vec<&str> = spec.heredocs.iter().flat_map(|d| [d.name.as_str(), d.content.as_str()]).collect();
+        let key = Key::new(if add { "add" } else { "copy" }, &st.key)
+            .list("sources", &spec.sources)
+            .field("content", content.as_bytes())
+            .list("heredocs", &heredocs)
+            .field("dest", &dest)
+            .field("chown", spec.chown.as_deref().unwrap_or_default())
+            .field("chmod", spec.chmod.as_deref().unwrap_or_default())
+            .finish();
+        if let Some(r) = self.cached(st, ins, key)? {
+            return Ok(r);
+        }
         let lowers = st.top_first();
         let view = RootView::new(&lowers);
         let owner = spec.chown.as_deref().map(|o| view.resolve_owner(o)).transpose()?;
@@ -362,7 +373,26 @@ impl Step<'_> {
             .filter(|(k, _)| !st.config.config.env.iter().any(|e| e.split_once('=').is_some_and(|(ek, _)| ek == k)))
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        let key = chain(&st.key, &[format!("{:?}", ins.kind).as_bytes(), run_env.join("\0").as_bytes()]);
+        let (argv, file) = match spec.script() {
+            RunScript::Exec(argv) => (argv, None),
+            RunScript::Shell { script, file } => {
+                let mut v = rules::shell(&st.config);
+                v.push(script);
+                (v, file)
+            }
+        };
+        let mut env = st.config.config.env.clone();
+        env.extend(run_env);
+        let user = st.config.config.user.clone().unwrap_or_default();
+        let cwd = st.workdir();
+        let script_file: Vec<&str> = file.iter().flat_map(|f| [f.name.as_str(), f.content.as_str()]).collect();
+        let key = Key::new("run", &st.key)
+            .list("argv", &argv)
+            .list("script-file", &script_file)
+            .list("env", &env)
+            .field("user", &user)
+            .field("workdir", &cwd)
+            .finish();
         if let Some(r) = self.cached(st, ins, key)? {
             return Ok(r);
         }
@@ -372,22 +402,12 @@ impl Step<'_> {
             fs::create_dir(d).map_err(|e| BuildError::io(d, "create directory", e))?;
         }
         let mut binds = Vec::new();
-        let argv = match spec.script() {
-            RunScript::Exec(argv) => argv,
-            RunScript::Shell { script, file } => {
-                if let Some(f) = file {
-                    let pipes = tmp.path().join("pipes");
-                    fs::create_dir(&pipes).map_err(|e| BuildError::io(&pipes, "create directory", e))?;
-                    write_heredoc(&pipes, &f.name, &f.content, 0o755)?;
-                    binds.push(sandbox::Bind { source: pipes, target: "/dev/pipes".into(), readonly: true });
-                }
-                let mut v = rules::shell(&st.config);
-                v.push(script);
-                v
-            }
-        };
-        let mut env = st.config.config.env.clone();
-        env.extend(run_env);
+        if let Some(f) = file {
+            let pipes = tmp.path().join("pipes");
+            fs::create_dir(&pipes).map_err(|e| BuildError::io(&pipes, "create directory", e))?;
+            write_heredoc(&pipes, &f.name, &f.content, 0o755)?;
+            binds.push(sandbox::Bind { source: pipes, target: "/dev/pipes".into(), readonly: true });
+        }
         if let Some(bundle) = &self.opts.ca_bundle {
             let dir = tmp.path().join("ca");
             let dest = dir.join("ca-certificates.crt");
@@ -407,8 +427,8 @@ impl Step<'_> {
             workdir: work,
             argv,
             env,
-            user: st.config.config.user.clone().unwrap_or_default(),
-            cwd: st.workdir(),
+            user,
+            cwd,
             hostname: String::new(),
             binds,
         };
