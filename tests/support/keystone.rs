@@ -35,7 +35,7 @@ pub fn write_config(dir: &Path, port: u16, img: &KeystoneImage) -> PathBuf {
     fs::create_dir_all(&cfg).unwrap();
     fs::write(
         cfg.join("keystone.conf"),
-        "[DEFAULT]\nlog_file = /var/log/kolla/keystone/keystone.log\n\
+        "[DEFAULT]\nuse_stderr = true\n\
          [database]\nconnection = sqlite:////var/lib/keystone/keystone.db\n\
          [token]\nprovider = fernet\n\
          [fernet_tokens]\nkey_repository = /etc/keystone/fernet-keys\nmax_active_keys = 3\n",
