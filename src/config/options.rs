@@ -437,3 +437,175 @@ impl clap::FromArgMatches for BuildArgs {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, FromArgMatches};
+
+    fn command() -> Command {
+        BuildArgs::augment_args(Command::new("build"))
+    }
+
+    fn parse(argv: &[&str]) -> BuildArgs {
+        let m = command().try_get_matches_from(std::iter::once("build").chain(argv.iter().copied())).unwrap();
+        BuildArgs::from_arg_matches(&m).unwrap()
+    }
+
+    /// The command line and the table agree exactly: every command-line option of the table is
+    /// a flag of its kind (with its `--noX` twin for a boolean), and every flag is an option of
+    /// the table or one of oslo's `--config-file`/`--config-dir`.
+    #[test]
+    fn command_line_and_table_agree() {
+        let cmd = command();
+        let arg = |id: &str| cmd.get_arguments().find(|a| a.get_id() == id);
+        for o in OPTIONS {
+            let own = arg(o.name);
+            let twin = arg(&no_id(o.name));
+            if !o.cli {
+                assert!(own.is_none() && twin.is_none(), "{}: config-file only, but on the command line", o.name);
+                continue;
+            }
+            let dashed = o.name.replace('_', "-");
+            if o.kind == Kind::Bool && o.flags == BoolFlags::PositiveOnly {
+                assert!(twin.is_none(), "{}: positive only", o.name);
+            } else if o.kind == Kind::Bool {
+                let twin = twin.unwrap_or_else(|| panic!("{}: boolean without --no twin", o.name));
+                assert!(matches!(twin.get_action(), ArgAction::SetTrue), "{}", o.name);
+                match o.flags {
+                    BoolFlags::Twins | BoolFlags::TwinsShown(_) => {
+                        assert_eq!(twin.get_long(), Some(format!("no{}", o.name).as_str()));
+                        assert_eq!(twin.is_hide_set(), o.flags == BoolFlags::Twins, "{}", o.name);
+                    }
+                    BoolFlags::NegativeOnly { long, .. } => {
+                        assert_eq!(twin.get_long(), Some(long));
+                        assert!(own.is_none(), "{}: negative only", o.name);
+                        continue;
+                    }
+                    BoolFlags::PositiveOnly => unreachable!("handled above"),
+                }
+            } else {
+                assert!(twin.is_none() && o.flags == BoolFlags::Twins, "{}: not a boolean", o.name);
+            }
+            let own = own.unwrap_or_else(|| panic!("{}: not on the command line", o.name));
+            let action = own.get_action();
+            match o.kind {
+                Kind::Bool => assert!(matches!(action, ArgAction::SetTrue), "{}", o.name),
+                Kind::Multi => assert!(matches!(action, ArgAction::Append), "{}", o.name),
+                _ => assert!(matches!(action, ArgAction::Set), "{}", o.name),
+            }
+            if o.positional {
+                assert!(own.is_positional(), "{}", o.name);
+            } else {
+                assert_eq!(own.get_long(), Some(o.long.unwrap_or(&dashed)), "{}", o.name);
+            }
+            assert_eq!(own.get_short(), o.short, "{}", o.name);
+            assert_eq!(own.get_help().map(|h| h.to_string()).as_deref(), Some(o.help), "{}", o.name);
+        }
+        for a in cmd.get_arguments() {
+            let id = a.get_id().as_str();
+            let known = option(id).is_some_and(|o| o.cli)
+                || id.strip_prefix("no").and_then(option).is_some_and(|o| o.cli && o.kind == Kind::Bool)
+                || ["config_file", "config_dir"].contains(&id);
+            assert!(known, "flag {id} is not in the option table");
+        }
+    }
+
+    #[test]
+    fn every_flag_reaches_its_option() {
+        for o in OPTIONS.iter().filter(|o| o.cli) {
+            let flag = match o.long {
+                _ if o.positional => None,
+                Some(l) => Some(format!("--{l}")),
+                None => Some(format!("--{}", o.name.replace('_', "-"))),
+            };
+            let values = |argv: &[&str]| parse(argv).cli_values().get(o.name).cloned();
+            match (o.kind, o.flags, &flag) {
+                (Kind::Bool, BoolFlags::NegativeOnly { long, alias, .. }, _) => {
+                    assert_eq!(values(&[&format!("--{long}")]), Some(vec!["false".to_string()]));
+                    assert_eq!(values(&[&format!("--{alias}")]), Some(vec!["false".to_string()]));
+                }
+                (Kind::Bool, flags, Some(flag)) => {
+                    assert_eq!(values(&[flag]), Some(vec!["true".to_string()]), "{flag}");
+                    if flags != BoolFlags::PositiveOnly {
+                        let no = format!("--no{}", o.name);
+                        assert_eq!(values(&[&no]), Some(vec!["false".to_string()]), "{no}");
+                        assert_eq!(values(&[flag, &no]), Some(vec!["false".to_string()]), "{flag} {no}");
+                        assert_eq!(values(&[&no, flag]), Some(vec!["true".to_string()]), "{no} {flag}");
+                    }
+                }
+                (Kind::Multi, _, None) => assert_eq!(values(&["a", "b"]), Some(vec!["a".into(), "b".into()])),
+                (Kind::Multi, _, Some(flag)) => {
+                    assert_eq!(values(&[flag, "a", flag, "b"]), Some(vec!["a".into(), "b".into()]), "{flag}")
+                }
+                (_, _, Some(flag)) => {
+                    let v = if o.values.is_some() { "zstd" } else { "v" };
+                    assert_eq!(values(&[flag, v]), Some(vec![v.to_string()]), "{flag}");
+                }
+                (_, _, None) => unreachable!("only regex is positional"),
+            }
+            assert_eq!(values(&[]), None, "{}: set without a flag", o.name);
+        }
+        let a = parse(&["-b", "rocky", "-d", "--network-mode", "none", "--config-file", "a.conf"]);
+        assert_eq!(a.cli_values()["base"], ["rocky"]);
+        assert_eq!(a.cli_values()["network_mode"], ["none"]);
+        assert!(a.debug_requested() && !parse(&["-d", "--nodebug"]).debug_requested());
+        assert_eq!(a.config_file, [PathBuf::from("a.conf")]);
+        assert!(command().try_get_matches_from(["build", "--compression", "lz4"]).is_err());
+    }
+
+    /// kolla-build 23.0.0's options as oslo.config declares them (`kolla/common/config.py`,
+    /// dumped to a table): name, short flag, type, default, command line or config file only.
+    const KOLLA_OPTIONS: &str =
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/kolla-options-23.0.0.tsv"));
+
+    /// Options whose kolla-oci default differs from kolla-build's on purpose: `base` (the bundled
+    /// tree is Debian's), and the defaults the resolver derives (from `--base` and the host) where
+    /// kolla-build's are static; `None` booleans read as false in both.
+    const OWN_DEFAULTS: &[&str] = &["base", "base_tag", "base_arch", "debian_arch", "list_dependencies", "list_images"];
+
+    #[test]
+    fn table_has_kolla_builds_options() {
+        let mut kolla = Vec::new();
+        for line in KOLLA_OPTIONS.lines().skip(1) {
+            let f: Vec<&str> = line.split('\t').collect();
+            let [group, name, short, kind, default, scope] = f[..] else { panic!("bad line {line:?}") };
+            let dest = name.replace('-', "_");
+            if group == "profiles" {
+                let ours = super::super::DEFAULT_PROFILES.iter().find(|p| p.0 == name).unwrap().1.join(",");
+                assert_eq!(ours, default, "profile {name}");
+                continue;
+            }
+            let o = option(&dest).unwrap_or_else(|| panic!("kolla-build option {name} is not in the table"));
+            kolla.push(o.name);
+            assert!(!o.kolla_oci, "{name}");
+            assert_eq!(o.cli, scope == "cli", "{name}: {scope}");
+            if o.cli && !o.positional {
+                assert_eq!(o.long.unwrap_or(&o.name.replace('_', "-")), name, "{name}: long flag");
+            }
+            assert_eq!(o.short, short.chars().next(), "{name}: short flag");
+            let kinds: &[Kind] = match kind {
+                "StrOpt" => &[Kind::Str, Kind::Path],
+                "BoolOpt" => &[Kind::Bool],
+                "IntOpt" => &[Kind::Int],
+                "ListOpt" => &[Kind::List],
+                "DictOpt" => &[Kind::Dict],
+                "MultiOpt" => &[Kind::Multi],
+                other => panic!("{name}: unexpected type {other}"),
+            };
+            assert!(kinds.contains(&o.kind), "{name}: {kind} but {:?}", o.kind);
+            let theirs = match default {
+                "None" => None,
+                "[]" => Some(String::new()),
+                "True" | "False" => Some(default.to_lowercase()),
+                d => Some(d.trim_matches('\'').to_string()),
+            };
+            if !OWN_DEFAULTS.contains(&o.name) {
+                assert_eq!(o.default.map(str::to_string), theirs, "{name}: default");
+            }
+        }
+        let extra: Vec<&str> =
+            OPTIONS.iter().filter(|o| !o.kolla_oci && !kolla.contains(&o.name)).map(|o| o.name).collect();
+        assert!(extra.is_empty(), "not kolla-build options but not marked kolla-oci: {extra:?}");
+    }
+}

@@ -463,3 +463,39 @@ impl KollaConfig {
         Ok(users)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_option_is_read_by_resolve() {
+        let (args, ini) = (BuildArgs::default(), IniData::default());
+        let mut r = Resolver::new(&args, &ini);
+        KollaConfig::resolve_with(&mut r).unwrap();
+        let read = r.read.into_inner();
+        let unread: Vec<&str> = options::OPTIONS.iter().map(|o| o.name).filter(|n| !read.contains(n)).collect();
+        assert!(unread.is_empty(), "options in the table that resolve never reads: {unread:?}");
+    }
+
+    #[test]
+    fn undeclared_names_and_kinds_are_refused() {
+        let (args, ini) = (BuildArgs::default(), IniData::default());
+        let r = Resolver::new(&args, &ini);
+        assert_eq!(r.string("namespace").unwrap(), "kolla");
+        let e = r.string("namespce").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Undeclared { name, declared, .. } if name == "namespce" && declared == "no such option"),
+            "{e}"
+        );
+        let e = r.boolean("tag").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Undeclared { kind, declared, .. } if kind == "Bool" && declared == "Str"),
+            "{e}"
+        );
+        assert!(matches!(r.multi("base"), Err(ConfigError::Undeclared { .. })));
+        assert!(matches!(r.opt_path("registry"), Err(ConfigError::Undeclared { .. })));
+        assert!(matches!(r.integer::<u32>("pull", 0), Err(ConfigError::Undeclared { .. })));
+        assert!(r.read.borrow().contains("namespace") && !r.read.borrow().contains("tag"));
+    }
+}
