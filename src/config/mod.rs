@@ -10,11 +10,13 @@
 //! images are bootstrapped from the Debian archive. With `--base` given, an upstream tree renders
 //! exactly as kolla-build renders it (`tests/template_conformance.rs`).
 //!
-//! The module is split along its seams: [`options`](self) holds the one table of options and
-//! the command line generated from it, `resolve` the precedence, interpolation and derived
-//! defaults, `sources` the per-image source sections, and `bases` kolla's distros and profiles.
+//! Each option is defined once, in the table of `options`; the command line (`cli`), the
+//! `[DEFAULT]` defaults and the resolver's lookups (`resolve`: precedence, interpolation,
+//! kolla-build's derived defaults) all follow from it. `sources` holds the per-image source
+//! sections and `bases` kolla's base distros and profiles.
 
 mod bases;
+mod cli;
 pub mod ini;
 mod options;
 mod resolve;
@@ -27,7 +29,8 @@ use std::path::{Path, PathBuf};
 use ini::IniData;
 
 pub use bases::{DEFAULT_PROFILES, debian_arch_of};
-pub use options::{BuildArgs, CompressionKind};
+pub use cli::BuildArgs;
+pub use options::CompressionKind;
 pub use sources::{ImageSources, Source, SourceKind, tree_data_file};
 
 /// The Kolla release whose templates and options kolla-oci follows; templates see it as
