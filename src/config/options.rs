@@ -254,7 +254,7 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         .kolla_oci()
         .flags(BoolFlags::PositiveOnly),
     OptionDef {
-        values: Some(compression_values),
+        values: Some(variants::<CompressionKind>),
         ..opt("compression", Str, Some("gzip"), "kolla-oci: layer compression").kolla_oci()
     },
     opt(
@@ -290,8 +290,9 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
     }),
 ];
 
-fn compression_values() -> Vec<PossibleValue> {
-    CompressionKind::value_variants().iter().filter_map(ValueEnum::to_possible_value).collect()
+/// The values of an enum option, with their help, for [`OptionDef::values`].
+fn variants<E: ValueEnum>() -> Vec<PossibleValue> {
+    E::value_variants().iter().filter_map(ValueEnum::to_possible_value).collect()
 }
 
 /// The row of `name`, if it has one.
