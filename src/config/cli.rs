@@ -267,8 +267,8 @@ mod tests {
                     assert_eq!(values(&[flag, "a", flag, "b"]), Some(vec!["a".into(), "b".into()]), "{flag}")
                 }
                 (_, _, Some(flag)) => {
-                    let v = if o.values.is_some() { "zstd" } else { "v" };
-                    assert_eq!(values(&[flag, v]), Some(vec![v.to_string()]), "{flag}");
+                    let v = o.values.map_or_else(|| "v".to_string(), |values| values()[1].get_name().to_string());
+                    assert_eq!(values(&[flag, &v]), Some(vec![v.clone()]), "{flag}");
                 }
                 (_, _, None) => unreachable!("only regex is positional"),
             }
