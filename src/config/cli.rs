@@ -12,8 +12,10 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::options::{BoolFlags, Kind, OPTIONS, OptionDef};
 
-/// oslo.config's own options, which name config files rather than being read from them.
+/// Help of `--config-file`, one of oslo.config's own options, which name config files rather
+/// than being read from them (so they have no row in the table).
 const CONFIG_FILE_HELP: &str = "Config file(s), replacing the default search; later files win. Repeatable";
+/// Help of `--config-dir`, oslo.config's other own option.
 const CONFIG_DIR_HELP: &str = "Config directories: every `*.conf` in them, sorted, after the files. Repeatable";
 
 /// Options of `kolla-oci build`: kolla-build's options with kolla-build's names (each boolean
@@ -101,6 +103,7 @@ fn args_of(o: &OptionDef) -> Vec<Arg> {
     vec![arg]
 }
 
+/// `--config-file` or `--config-dir`: repeatable paths.
 fn config_arg(id: &'static str, help: &'static str) -> Arg {
     Arg::new(id)
         .long(id.replace('_', "-"))
