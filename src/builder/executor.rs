@@ -408,6 +408,9 @@ impl Step<'_> {
             write_heredoc(&pipes, &f.name, &f.content, 0o755)?;
             binds.push(sandbox::Bind { source: pipes, target: "/dev/pipes".into(), readonly: true });
         }
+        if self.opts.network == sandbox::NetworkMode::Private {
+            warn_loopback_proxy(&env);
+        }
         if let Some(bundle) = &self.opts.ca_bundle {
             let dir = tmp.path().join("ca");
             let dest = dir.join("ca-certificates.crt");
@@ -431,6 +434,7 @@ impl Step<'_> {
             cwd,
             hostname: String::new(),
             binds,
+            network: self.opts.network,
         };
         let _ = writeln!(log, "--> {}", ins.original);
         let mut tail = Tail { log, buf: VecDeque::with_capacity(TAIL_BYTES) };
@@ -439,6 +443,34 @@ impl Step<'_> {
             return Err(BuildError::RunFailed { command: ins.original.clone(), code, tail: tail.lines() });
         }
         self.commit_dir(st, ins, key, &upper, true)
+    }
+}
+
+/// Warns (once per process) when a proxy variable of a RUN names the host's loopback, which a RUN in
+/// its own network namespace cannot reach: the build then fails on the first download, and the
+/// message says why and what to do.
+fn warn_loopback_proxy(env: &[String]) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let loopback = |url: &str| {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let host_port = rest.split('/').next().unwrap_or("").rsplit('@').next().unwrap_or("");
+        let host = match host_port.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host_port.split(':').next().unwrap_or(""),
+        };
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    };
+    let found = env.iter().filter_map(|e| e.split_once('=')).find(|(k, v)| {
+        matches!(k.to_ascii_lowercase().as_str(), "http_proxy" | "https_proxy" | "ftp_proxy" | "all_proxy")
+            && loopback(v)
+    });
+    if let Some((k, v)) = found {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "{k}={v} points at the build host's loopback, which RUN steps cannot reach in their own \
+                 network namespace (--network private); use a proxy address other than loopback, or --network host"
+            )
+        });
     }
 }
 

@@ -229,7 +229,7 @@ pub struct BuildArgs {
     /// Image namespace [default: kolla].
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
-    /// Build network mode (engine option, accepted).
+    /// Docker's build network mode (engine option, accepted; kolla-oci's RUN network is --network).
     #[arg(long = "network_mode", alias = "network-mode")]
     pub network_mode: Option<String>,
     /// Use BuildKit (engine option, accepted and ignored).
@@ -375,6 +375,10 @@ pub struct BuildArgs {
     /// kolla-oci: layer compression.
     #[arg(long, value_enum, help_heading = "kolla-oci options")]
     pub compression: Option<CompressionKind>,
+    /// kolla-oci: the network of RUN steps: private (own namespace, outbound through slirp4netns, the
+    /// host's 127.0.0.1 out of reach), host, or none [default: private].
+    #[arg(long, value_enum, help_heading = "kolla-oci options")]
+    pub network: Option<crate::sandbox::NetworkMode>,
     /// kolla-oci: registries to reach over plain HTTP / without TLS verification; repeatable.
     #[arg(long, help_heading = "kolla-oci options")]
     pub insecure_registry: Vec<String>,
@@ -453,6 +457,7 @@ impl BuildArgs {
             CompressionKind::Zstd => "zstd".to_string(),
         });
         s("compression", &comp);
+        s("network", &self.network.map(|n| n.as_str().to_owned()));
         let bools = [
             ("use_dumb_init", pair(self.use_dumb_init, self.nouse_dumb_init)),
             ("debug", pair(self.debug, self.nodebug)),
@@ -569,6 +574,7 @@ const DEFAULT_OPTIONS: &[(&str, Option<&str>)] = &[
     ("all", Some("false")),
     ("attestations", Some("true")),
     ("compression", Some("gzip")),
+    ("network", Some("private")),
     ("insecure_registry", None),
     ("template_tree", None),
     ("kolla_version", Some(KOLLA_COMPAT_VERSION)),
@@ -761,6 +767,8 @@ pub struct KollaConfig {
     pub timeout: u64,
     /// Layer compression.
     pub compression: CompressionKind,
+    /// The network of RUN steps (`network`, a kolla-oci addition; not `network_mode`, Docker's).
+    pub network: crate::sandbox::NetworkMode,
     /// Registries allowed over plain HTTP.
     pub insecure_registries: Vec<String>,
     /// kolla-oci: record each built image's SBOM and provenance in the store, and push them with it.
@@ -1162,6 +1170,11 @@ impl KollaConfig {
             "zstd" => CompressionKind::Zstd,
             _ => CompressionKind::Gzip,
         };
+        let network = match r.choice("network", &["private", "host", "none"])?.as_str() {
+            "host" => crate::sandbox::NetworkMode::Host,
+            "none" => crate::sandbox::NetworkMode::None,
+            _ => crate::sandbox::NetworkMode::Private,
+        };
         r.choice("engine", &["docker", "podman"])?;
         for ignored in ["engine", "podman_base_url", "buildkit", "buildkit_builder", "squash", "keep", "platform"] {
             if r.cli.contains_key(ignored) || r.ini.get_last("DEFAULT", ignored).is_some() {
@@ -1237,6 +1250,7 @@ impl KollaConfig {
             tarballs_base: r.string("tarballs_base")?,
             timeout: r.integer("timeout", 0)?,
             compression,
+            network,
             insecure_registries: r.multi("insecure_registry")?,
             attestations: r.boolean("attestations")?,
             config_files: Vec::new(),
