@@ -137,7 +137,12 @@ impl Stack {
                 let mut out = String::new();
                 let _ = log.rewind().and_then(|()| log.read_to_string(&mut out));
                 let tail: Vec<&str> = out.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
-                Err(SandboxError::Network(format!("{STACK} {why}: {}", tail.join("; "))))
+                let hint = if out.contains("/dev/net/tun") {
+                    " (it needs /dev/net/tun open to all, mode 0666 as udev sets it; or give --network host)"
+                } else {
+                    ""
+                };
+                Err(SandboxError::Network(format!("{STACK} {why}: {}{hint}", tail.join("; "))))
             }
         }
     }
