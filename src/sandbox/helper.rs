@@ -84,9 +84,11 @@ fn helper(mut spec_file: File, report: &File) -> Result<i32, StepError> {
     if spec.network != NetworkMode::Host {
         network::loopback_up()?;
     }
-    if spec.network == NetworkMode::Private {
-        wait_for_network()?;
-    }
+    // The parent starts the network stack while we build the root; PID 1 waits for it before the command.
+    let net_go = match spec.network {
+        NetworkMode::Private => Some(announce_network()?),
+        NetworkMode::Host | NetworkMode::None => None,
+    };
     let scratch = Scratch::prepare(&spec, scratch)?;
     // PID 1 sees no parent (`getppid()` is 0 across the pid namespace), so it learns whether we died
     // before it armed its parent-death signal from a pidfd of ours: readable once we have exited.
@@ -95,21 +97,29 @@ fn helper(mut spec_file: File, report: &File) -> Result<i32, StepError> {
     // SAFETY: single-threaded process, so the child may do anything after fork.
     match unsafe { libc::fork() } {
         -1 => Err(StepError::at("fork pid 1")(std::io::Error::last_os_error())),
-        0 => pid1(&spec, &scratch, report, &me),
-        pid => Ok(exit_code(wait_for(pid_of(pid))?)),
+        0 => pid1(&spec, &scratch, report, &me, net_go),
+        pid => {
+            drop(net_go);
+            Ok(exit_code(wait_for(pid_of(pid))?))
+        }
     }
 }
 
-/// Tells the parent the network namespace exists, then waits until its network stack has configured
-/// the namespace's tap device. Both fds are closed afterwards (the command must not inherit them).
-fn wait_for_network() -> Result<(), StepError> {
+/// Tells the parent the network namespace exists (so that it starts the network stack on it) and
+/// returns the fd on which the parent says the stack is up; it is close-on-exec, like the other.
+fn announce_network() -> Result<File, StepError> {
     if !fd_is_open(NET_READY_FD) || !fd_is_open(NET_GO_FD) {
         return Err(StepError("network handshake: fds 5 and 6 are not open".into()));
     }
     // SAFETY: the parent placed these fds for us (checked open); nothing else owns them.
-    let (mut ready, mut go) = unsafe { (File::from_raw_fd(NET_READY_FD), File::from_raw_fd(NET_GO_FD)) };
+    let (mut ready, go) = unsafe { (File::from_raw_fd(NET_READY_FD), File::from_raw_fd(NET_GO_FD)) };
+    rustix::io::fcntl_setfd(&go, rustix::io::FdFlags::CLOEXEC).map_err(StepError::at("network handshake: fd"))?;
     ready.write_all(b"1").map_err(StepError::at("network handshake: write"))?;
-    drop(ready);
+    Ok(go)
+}
+
+/// Waits until the parent's network stack has configured the namespace's tap device.
+fn network_up(mut go: File) -> Result<(), StepError> {
     let mut up = [0u8; 1];
     match go.read(&mut up) {
         Ok(1) => Ok(()),
@@ -138,8 +148,9 @@ fn exit_code(status: WaitStatus) -> i32 {
 }
 
 /// PID 1 of the new pid namespace. Never returns.
-fn pid1(spec: &RunSpec, scratch: &Scratch, report: &File, parent: &OwnedFd) -> ! {
-    let code = match pid1_setup(spec, scratch, parent) {
+fn pid1(spec: &RunSpec, scratch: &Scratch, report: &File, parent: &OwnedFd, net_go: Option<File>) -> ! {
+    let setup = pid1_setup(spec, scratch, parent).and_then(|exec| net_go.map_or(Ok(()), network_up).map(|()| exec));
+    let code = match setup {
         Ok(exec) => {
             // SAFETY: single-threaded process.
             match unsafe { libc::fork() } {

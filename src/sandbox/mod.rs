@@ -14,8 +14,8 @@
 //!    forks the command. PID 1 reaps everything and exits with the command's status, which the helper
 //!    hands on.
 //! 3. Unless [`RunSpec::network`] is [`NetworkMode::Host`], the helper also creates a network namespace;
-//!    for [`NetworkMode::Private`] `run` starts slirp4netns on it and lets the helper go on once the
-//!    namespace's tap device is up (a pipe handshake on fds 5 and 6; see `network.rs`).
+//!    for [`NetworkMode::Private`] `run` starts slirp4netns on it, and PID 1 starts the command only once
+//!    the namespace's tap device is up (a pipe handshake on fds 5 and 6; see `network.rs`).
 //!
 //! The overlay's upper dir then holds exactly the command's changes, in overlayfs' `userxattr` format
 //! (a deleted lower file is a `c 0:0` device, a replaced lower dir carries `user.overlay.opaque=y`),
@@ -55,8 +55,8 @@ const SETUP_FAILED: i32 = 125;
 /// The fd numbers the helper finds its spec and its report channel on.
 const SPEC_FD: RawFd = 3;
 const REPORT_FD: RawFd = 4;
-/// [`NetworkMode::Private`] only: the helper says "namespace made" on the first and waits on the second
-/// for "network up" (end of file without it: the network could not be set up).
+/// [`NetworkMode::Private`] only: the helper says "namespace made" on the first; PID 1 waits on the
+/// second for "network up" (end of file without it: the network could not be set up).
 const NET_READY_FD: RawFd = 5;
 const NET_GO_FD: RawFd = 6;
 

@@ -17,8 +17,10 @@
 //!
 //! How: the helper `unshare`s the network namespace (with its pid, uts and ipc ones, see `helper.rs`),
 //! brings `lo` up and says so on a pipe; [`run`](super::run), in the parent, then starts slirp4netns
-//! against the helper's pid, waits for its ready fd and only then lets the helper go on. The stack is
-//! killed and reaped when the run ends ([`Stack`]'s `Drop`), whatever the outcome.
+//! against the helper's pid and waits for its ready fd while the helper builds the root, and then tells
+//! PID 1, which waits for that before it starts the command (a pipe handshake: no sleep, and the
+//! stack's start-up overlaps the mounts). The stack is killed and reaped when the run ends
+//! ([`Stack`]'s `Drop`), whatever the outcome.
 //!
 //! Guarantees: `--disable-host-loopback` makes slirp4netns refuse connections to its host alias
 //! 10.0.2.2 (which would otherwise reach the host's 127.0.0.1); DNS goes through slirp4netns' forwarder
