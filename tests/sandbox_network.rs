@@ -6,16 +6,25 @@
 //!   alias 10.0.2.2 (the server sees no request);
 //! * `host`: the same RUN reaches that service (TCP connect and HTTP GET);
 //! * `none`: the loopback, apt-get and pip RUNs fail, and kolla-oci's error shows the RUN's own message;
-//! * the mode is not part of the step cache key: a step built with `host` is a cache hit with `private`.
+//! * the mode is not part of the step cache key: a step built with `host` is a cache hit with `private`;
+//! * a host whose /etc/resolv.conf names a loopback resolver (systemd-resolved, dnsmasq): a private RUN
+//!   resolves through slirp4netns' forwarder, which reaches that resolver (a busybox root, run as root
+//!   in a mount namespace where /etc/resolv.conf names a relay the test runs on 127.x.y.z:53).
 
 #[path = "support/http.rs"]
 mod http;
+#[path = "support/sandbox.rs"]
+mod sandbox;
 #[path = "support/store.rs"]
 mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::net::UdpSocket;
 use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use support::{kolla_oci, run, run_ok};
 
@@ -123,4 +132,60 @@ fn run_network_is_private_by_default_host_on_request_and_absent_with_none() {
     assert_eq!(first, second, "the network mode changed the step cache key");
     let listing = run_ok(kolla_oci(&state).arg("images"));
     assert!(listing.contains("stamp:2"), "{listing}");
+}
+
+/// The first nameserver of the host's /etc/resolv.conf.
+fn host_nameserver() -> String {
+    let conf = fs::read_to_string("/etc/resolv.conf").expect("reading /etc/resolv.conf");
+    conf.lines()
+        .find_map(|l| l.strip_prefix("nameserver").map(|a| a.trim().to_owned()))
+        .expect("no nameserver in /etc/resolv.conf")
+}
+
+/// A DNS relay on `addr`:53 to the host's resolver; counts the answers it relayed.
+fn dns_relay(addr: &str) -> Arc<AtomicUsize> {
+    let sock = UdpSocket::bind((addr, 53)).unwrap_or_else(|e| panic!("binding {addr}:53: {e}"));
+    let upstream = (host_nameserver(), 53);
+    let relayed = Arc::new(AtomicUsize::new(0));
+    let count = relayed.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let up = UdpSocket::bind("0.0.0.0:0").unwrap();
+            up.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            let mut answer = [0u8; 4096];
+            if up.send_to(&buf[..n], (upstream.0.as_str(), upstream.1)).is_ok()
+                && let Ok(m) = up.recv(&mut answer)
+                && sock.send_to(&answer[..m], from).is_ok()
+            {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    relayed
+}
+
+#[test]
+fn private_run_resolves_through_the_forwarder_when_the_host_resolver_is_on_loopback() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root (a mount namespace over /etc/resolv.conf, a resolver on port 53), as CI runs it"
+    );
+    let addr = format!("127.53.{}.1", std::process::id() % 250 + 1);
+    let relayed = dns_relay(&addr);
+    let f = sandbox::Fixture::new();
+    let resolv = f.path().join("resolv.conf");
+    fs::write(&resolv, format!("nameserver {addr}\n")).unwrap();
+    let spec = f.spec("cat /etc/resolv.conf; nslookup deb.debian.org");
+    let spec_file = f.path().join("spec.json");
+    fs::write(&spec_file, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let out = run(Command::new("unshare")
+        .args(["--mount", "sh", "-c"])
+        .arg(format!("mount --bind {} /etc/resolv.conf && exec {}", resolv.display(), sandbox::kolla_oci().display()))
+        .env(kolla_oci::sandbox::SELFTEST_ENV, &spec_file));
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the private RUN could not resolve:\n{stdout}\n{stderr}");
+    assert!(stdout.starts_with("nameserver 10.0.2.3\n"), "{stdout}");
+    assert!(stdout.contains("Name:") && stdout.contains("deb.debian.org"), "{stdout}");
+    assert!(relayed.load(Ordering::SeqCst) > 0, "the host's loopback resolver saw no query: {stdout}");
 }
