@@ -1417,6 +1417,21 @@ mod tests {
     }
 
     #[test]
+    fn run_network_is_private_unless_the_command_line_or_a_file_says_otherwise() {
+        use crate::sandbox::NetworkMode;
+        // kolla-build's `network_mode` (Docker's, default "host") does not change it.
+        assert_eq!(resolve(&["--network_mode", "host"], "").unwrap().network, NetworkMode::Private);
+        assert_eq!(resolve(&["--network", "host"], "").unwrap().network, NetworkMode::Host);
+        assert_eq!(resolve(&[], "[DEFAULT]\nnetwork = none\n").unwrap().network, NetworkMode::None);
+        assert_eq!(
+            resolve(&["--network", "private"], "[DEFAULT]\nnetwork = none\n").unwrap().network,
+            NetworkMode::Private
+        );
+        let e = resolve(&[], "[DEFAULT]\nnetwork = bridge\n").unwrap_err().to_string();
+        assert!(e.contains("network") && e.contains("private, host, none"), "{e}");
+    }
+
+    #[test]
     fn files_cli_and_interpolation() {
         let conf = "[DEFAULT]\nbase = ubuntu\ntag = $openstack_release-x\nprofile = infra\npush = yes\n\
                     [profiles]\nmine = nova-,glance\n[nova-user]\nuid = 5\n[foo-user]\ngid = 7\n\

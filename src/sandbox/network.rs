@@ -54,7 +54,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// Its own network namespace, with outbound access through slirp4netns and the host's loopback
-    /// out of reach (the default for builds: see the module doc).
+    /// out of reach (the default for builds).
     #[default]
     Private,
     /// The host's network namespace, 127.0.0.1 included (the default of `kolla-oci run`, for services
