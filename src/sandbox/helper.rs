@@ -29,6 +29,9 @@ use super::network::{self, NetworkMode};
 use super::user;
 use super::{HelperInput, NET_GO_FD, NET_READY_FD, REPORT_FD, RunSpec, SETUP_FAILED, SPEC_FD, fd_is_open};
 
+/// How the helper's network-handshake errors start (the parent then reports the stack's own error).
+pub(super) const NETWORK_HANDSHAKE: &str = "network handshake";
+
 /// Docker's default `PATH` for a container whose environment has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -109,12 +112,13 @@ fn helper(mut spec_file: File, report: &File) -> Result<i32, StepError> {
 /// returns the fd on which the parent says the stack is up; it is close-on-exec, like the other.
 fn announce_network() -> Result<File, StepError> {
     if !fd_is_open(NET_READY_FD) || !fd_is_open(NET_GO_FD) {
-        return Err(StepError("network handshake: fds 5 and 6 are not open".into()));
+        return Err(StepError(format!("{NETWORK_HANDSHAKE}: fds 5 and 6 are not open")));
     }
     // SAFETY: the parent placed these fds for us (checked open); nothing else owns them.
     let (mut ready, go) = unsafe { (File::from_raw_fd(NET_READY_FD), File::from_raw_fd(NET_GO_FD)) };
-    rustix::io::fcntl_setfd(&go, rustix::io::FdFlags::CLOEXEC).map_err(StepError::at("network handshake: fd"))?;
-    ready.write_all(b"1").map_err(StepError::at("network handshake: write"))?;
+    rustix::io::fcntl_setfd(&go, rustix::io::FdFlags::CLOEXEC)
+        .map_err(StepError::at(format_args!("{NETWORK_HANDSHAKE}: fd")))?;
+    ready.write_all(b"1").map_err(StepError::at(format_args!("{NETWORK_HANDSHAKE}: write")))?;
     Ok(go)
 }
 
@@ -124,8 +128,8 @@ fn network_up(mut go: File) -> Result<(), StepError> {
     match go.read(&mut up) {
         Ok(1) => Ok(()),
         // The parent reports the reason (the stack's own message).
-        Ok(_) => Err(StepError("network handshake: the network stack did not start".into())),
-        Err(e) => Err(StepError::at("network handshake: read")(e)),
+        Ok(_) => Err(StepError(format!("{NETWORK_HANDSHAKE}: the network stack did not start"))),
+        Err(e) => Err(StepError::at(format_args!("{NETWORK_HANDSHAKE}: read"))(e)),
     }
 }
 

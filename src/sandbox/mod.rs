@@ -258,7 +258,20 @@ pub fn run(spec: &RunSpec, output: &mut dyn Write) -> Result<i32, SandboxError> 
                     _stack = Some(stack);
                     let _ = File::from(go_w).write_all(b"1");
                 }
-                Err(e) => return Err(kill(child, e)), // `go_w` dropped: the helper stops too
+                Err(e) => {
+                    drop(go_w);
+                    // The helper builds the root meanwhile: if that failed, it has exited (so the
+                    // stack found no namespace), and its own report is the error to show.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let mut report = String::new();
+                    let _ = File::from(report_r).read_to_string(&mut report);
+                    let report = report.trim();
+                    if !report.is_empty() && !report.starts_with(helper::NETWORK_HANDSHAKE) {
+                        return Err(SandboxError::Setup(report.to_owned()));
+                    }
+                    return Err(e);
+                }
             }
         }
     }
