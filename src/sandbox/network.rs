@@ -10,10 +10,12 @@
 //! deb.debian.org ran at 1.0× the host's speed through slirp4netns and 0.75× through pasta, and the stack
 //! was up 5–18 ms after start with slirp4netns against 20–100 ms with pasta. slirp4netns also has the
 //! two handshakes the sandbox needs, `--ready-fd` (written once the tap device is configured) and
-//! `--exit-fd` (it exits when that pipe closes, so it cannot outlive us even if we are killed), while
-//! that pasta, run as root, drops to `nobody` unless told `--runas 0:0`, cannot open a `/proc/PID/ns`
-//! path after dropping its capabilities, and forwards host loopback ports into the namespace unless
-//! told `-T none -U none --no-map-gw`.
+//! `--exit-fd` (it exits when that pipe closes, so it cannot outlive us even if we are killed). That
+//! pasta, run as root, drops to `nobody` unless told `--runas 0:0`, then cannot open a `/proc/PID/ns`
+//! path, and by default forwards the host's loopback ports into the namespace (`-T`/`-U auto`, and the
+//! gateway address mapped to the host) unless told `-T none -U none --no-map-gw`.
+//! In kolla-oci (`benches/network.sh`): downloads in a RUN run at 0.93–1.02× `--network host`; each
+//! RUN costs 24–34 ms more, mostly the kernel's tear-down of the tap device when slirp4netns exits.
 //!
 //! How: the helper `unshare`s the network namespace (with its pid, uts and ipc ones, see `helper.rs`),
 //! brings `lo` up and says so on a pipe; [`run`](super::run), in the parent, then starts slirp4netns
