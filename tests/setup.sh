@@ -9,6 +9,7 @@ packages=(
     mmdebstrap        # bootstraps the Debian root image when no registry holds it
     busybox-static    # tiny static rootfs for sandbox and interpreter tests
     uidmap            # newuidmap/newgidmap for rootless user namespaces
+    slirp4netns       # user-mode network stack of RUN's default private network namespace (--network private)
     apache2-utils     # htpasswd for the authenticated-registry test
     pigz zstd buildah hyperfine bc  # peers and timers for the bench scripts
     python3 python3-venv  # kolla-build for the template conformance test; spdx-tools for the SBOM test
@@ -24,5 +25,11 @@ if ((${#missing[@]})); then
     [[ $(id -u) == 0 ]] || SUDO=sudo
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# slirp4netns opens /dev/net/tun in the user namespace: udev makes it 0666, some minimal machines leave it 0600.
+if [[ -c /dev/net/tun && $(stat -c %a /dev/net/tun) != 666 ]]; then
+    SUDO=""
+    [[ $(id -u) == 0 ]] || SUDO=sudo
+    $SUDO chmod 0666 /dev/net/tun
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true

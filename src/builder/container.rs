@@ -19,6 +19,9 @@ pub struct ContainerOptions {
     pub entrypoint: Option<Vec<String>>,
     /// Replaces the image's `User` when set.
     pub user: Option<String>,
+    /// The container's network. The library default is a private namespace, as for RUN; the
+    /// `kolla-oci run` command line defaults to the host's, since its services are tested from the host.
+    pub network: sandbox::NetworkMode,
 }
 
 /// Run `image` (a tag in the store) and return the command's exit code; its output goes to `output`.
@@ -61,6 +64,7 @@ pub fn run_container(
         cwd: c.working_dir.clone().unwrap_or_default(),
         hostname: "kolla-oci".into(),
         binds: opts.binds.clone(),
+        network: opts.network,
     };
     Ok(sandbox::run(&spec, output)?)
 }

@@ -408,6 +408,9 @@ impl Step<'_> {
             write_heredoc(&pipes, &f.name, &f.content, 0o755)?;
             binds.push(sandbox::Bind { source: pipes, target: "/dev/pipes".into(), readonly: true });
         }
+        if self.opts.network == sandbox::NetworkMode::Private {
+            warn_loopback_proxy(&env);
+        }
         if let Some(bundle) = &self.opts.ca_bundle {
             let dir = tmp.path().join("ca");
             let dest = dir.join("ca-certificates.crt");
@@ -431,6 +434,7 @@ impl Step<'_> {
             cwd,
             hostname: String::new(),
             binds,
+            network: self.opts.network,
         };
         let _ = writeln!(log, "--> {}", ins.original);
         let mut tail = Tail { log, buf: VecDeque::with_capacity(TAIL_BYTES) };
@@ -440,6 +444,38 @@ impl Step<'_> {
         }
         self.commit_dir(st, ins, key, &upper, true)
     }
+}
+
+/// Warns (once per process) when a proxy variable of a RUN names the host's loopback, which a RUN in
+/// its own network namespace cannot reach: the build then fails on the first download, and the
+/// message says why and what to do. Only the variable's name is logged: its value may hold a password.
+fn warn_loopback_proxy(env: &[String]) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if let Some(var) = loopback_proxy(env) {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "{var} points at the build host's loopback, which RUN steps cannot reach in their own network \
+                 namespace (--network private); use a proxy address other than loopback, or --network host"
+            )
+        });
+    }
+}
+
+/// The first proxy variable (`http_proxy`, `HTTPS_PROXY`, …) of `env` whose host is a loopback address.
+fn loopback_proxy(env: &[String]) -> Option<&str> {
+    let loopback = |url: &str| {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let host_port = rest.split('/').next().unwrap_or("").rsplit('@').next().unwrap_or("");
+        let host = match host_port.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host_port.split(':').next().unwrap_or(""),
+        };
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    };
+    env.iter().filter_map(|e| e.split_once('=')).find_map(|(k, v)| {
+        let proxy = matches!(k.to_ascii_lowercase().as_str(), "http_proxy" | "https_proxy" | "ftp_proxy" | "all_proxy");
+        (proxy && loopback(v)).then_some(k)
+    })
 }
 
 /// Write a here-document body as file `name` in `dir` with `mode` (the parser allows only plain names).
@@ -479,5 +515,20 @@ impl Write for Tail<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.log.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_proxy;
+
+    #[test]
+    fn loopback_proxies_are_found_by_host() {
+        let env = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(loopback_proxy(&env(&["PATH=/bin", "HTTPS_PROXY=http://u:p@127.0.0.1:3128"])), Some("HTTPS_PROXY"));
+        assert_eq!(loopback_proxy(&env(&["http_proxy=localhost:8080"])), Some("http_proxy"));
+        assert_eq!(loopback_proxy(&env(&["all_proxy=socks5://[::1]:1080/"])), Some("all_proxy"));
+        assert_eq!(loopback_proxy(&env(&["http_proxy=http://proxy.corp:3128", "no_proxy=127.0.0.1"])), None);
+        assert_eq!(loopback_proxy(&env(&["http_proxy=http://127.0.0.1.example:3128"])), None);
     }
 }

@@ -25,6 +25,7 @@ pub fn build_options(cfg: &KollaConfig) -> BuildOptions {
         cache: cfg.cache,
         pull: cfg.pull,
         registry: registry_options(cfg),
+        network: cfg.network,
         ..BuildOptions::default()
     }
 }

@@ -51,6 +51,9 @@ pub struct BuildOptions {
     pub pull: bool,
     /// A CA bundle RUN steps trust (see [`host_ca_bundle`]); never captured into a layer.
     pub ca_bundle: Option<PathBuf>,
+    /// The network RUN steps see (`--network`): private by default, so that a RUN cannot reach the
+    /// build host's loopback services. Left out of the step cache key: same layers in every mode.
+    pub network: crate::sandbox::NetworkMode,
 }
 
 impl Default for BuildOptions {
@@ -65,6 +68,7 @@ impl Default for BuildOptions {
             registry: crate::registry::RegistryOptions::default(),
             pull: true,
             ca_bundle: host_ca_bundle(),
+            network: crate::sandbox::NetworkMode::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use kolla_oci::attest::provenance::BUILD_TYPE_DOCKERFILE;
 use kolla_oci::attest::{self, BuildFacts, ImageBuild};
 use kolla_oci::builder::{BuildOptions, BuildRequest, Workspace, build_image};
+use kolla_oci::sandbox::NetworkMode;
 
 /// Options of `kolla-oci build-file`.
 #[derive(clap::Args, Debug)]
@@ -32,6 +33,11 @@ pub struct Args {
     /// How `FROM` images are pulled.
     #[command(flatten)]
     pub connection: super::RegistryArgs,
+    /// The network of RUN steps: `private` (default: its own namespace with outbound access through
+    /// slirp4netns; the host's 127.0.0.1 is out of reach), `host` (the host's, as docker build does),
+    /// or `none` (loopback only). Layers and the step cache are the same in every mode.
+    #[arg(long, value_enum, default_value_t = NetworkMode::Private)]
+    pub network: NetworkMode,
     /// Write the RUN output here (default: standard error).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
@@ -53,6 +59,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         build_args,
         cache: !args.no_cache,
         registry: args.connection.options(4)?,
+        network: args.network,
         ..BuildOptions::default()
     };
     let dockerfile = args.file.unwrap_or_else(|| args.context.join("Dockerfile"));

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use kolla_oci::builder::{ContainerOptions, Workspace, run_container};
-use kolla_oci::sandbox::Bind;
+use kolla_oci::sandbox::{Bind, NetworkMode};
 
 /// Options of `kolla-oci run`.
 #[derive(clap::Args, Debug)]
@@ -23,6 +23,11 @@ pub struct Args {
     /// Replace the image's entrypoint (an empty string clears it).
     #[arg(long)]
     pub entrypoint: Option<String>,
+    /// The container's network: `host` (default here, unlike builds: a service started with
+    /// `kolla-oci run` is tested from the host, on its 127.0.0.1), `private` (its own namespace with
+    /// outbound access through slirp4netns) or `none` (loopback only).
+    #[arg(long, value_enum, default_value_t = NetworkMode::Host)]
+    pub network: NetworkMode,
     /// The command and its arguments (replace the image's `CMD`).
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -54,6 +59,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         args: args.args,
         entrypoint: args.entrypoint.map(|e| if e.is_empty() { vec![] } else { vec![e] }),
         user: args.user,
+        network: args.network,
     };
     let mut out = std::io::stdout().lock();
     let code = run_container(&ws, &args.image, &opts, &mut out).with_context(|| format!("running {}", args.image))?;

@@ -253,6 +253,8 @@ pub struct KollaConfig {
     pub timeout: u64,
     /// Layer compression.
     pub compression: CompressionKind,
+    /// The network of RUN steps (`network`, a kolla-oci addition; not `network_mode`, Docker's).
+    pub network: crate::sandbox::NetworkMode,
     /// Registries allowed over plain HTTP.
     pub insecure_registries: Vec<String>,
     /// kolla-oci: record each built image's SBOM and provenance in the store, and push them with it.
@@ -380,6 +382,21 @@ mod tests {
         assert_eq!(c.namespace, "r:5000/kolla");
         assert_eq!(c.template_debian_arch, "arm64");
         assert!(!c.cache);
+    }
+
+    #[test]
+    fn run_network_is_private_unless_the_command_line_or_a_file_says_otherwise() {
+        use crate::sandbox::NetworkMode;
+        // kolla-build's `network_mode` (Docker's, default "host") does not change it.
+        assert_eq!(resolve(&["--network_mode", "host"], "").unwrap().network, NetworkMode::Private);
+        assert_eq!(resolve(&["--network", "host"], "").unwrap().network, NetworkMode::Host);
+        assert_eq!(resolve(&[], "[DEFAULT]\nnetwork = none\n").unwrap().network, NetworkMode::None);
+        assert_eq!(
+            resolve(&["--network", "private"], "[DEFAULT]\nnetwork = none\n").unwrap().network,
+            NetworkMode::Private
+        );
+        let e = resolve(&[], "[DEFAULT]\nnetwork = bridge\n").unwrap_err().to_string();
+        assert!(e.contains("network") && e.contains("private, host, none"), "{e}");
     }
 
     #[test]

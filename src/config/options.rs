@@ -188,7 +188,7 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
     opt("list_images", Bool, Some("false"), "Print the selected images and exit"),
     opt("locals_base", Str, Some("./"), "Base directory for `$locals_base` in local sources [default: ./]"),
     opt("namespace", Str, Some("kolla"), "Image namespace [default: kolla]").short('n'),
-    opt("network_mode", Str, Some("host"), "Build network mode (engine option, accepted)").long("network_mode"),
+    opt("network_mode", Str, Some("host"), "Docker's build network mode (engine option, accepted; kolla-oci's RUN network is --network)").long("network_mode"),
     opt("buildkit", Bool, Some("true"), "Use BuildKit (engine option, accepted and ignored)"),
     opt("buildkit_builder", Str, None, "BuildKit builder (engine option, accepted and ignored)"),
     opt("cache", Bool, Some("true"), "Use the layer cache [default: true]")
@@ -256,6 +256,16 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
     OptionDef {
         values: Some(variants::<CompressionKind>),
         ..opt("compression", Str, Some("gzip"), "kolla-oci: layer compression").kolla_oci()
+    },
+    OptionDef {
+        values: Some(variants::<crate::sandbox::NetworkMode>),
+        ..opt(
+            "network",
+            Str,
+            Some("private"),
+            "kolla-oci: the network of RUN steps: private (own namespace, outbound through slirp4netns, the host's 127.0.0.1 out of reach), host, or none [default: private]",
+        )
+        .kolla_oci()
     },
     opt(
         "insecure_registry",

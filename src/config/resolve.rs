@@ -350,6 +350,11 @@ impl KollaConfig {
             "zstd" => CompressionKind::Zstd,
             _ => CompressionKind::Gzip,
         };
+        let network = match r.choice("network", &["private", "host", "none"])?.as_str() {
+            "host" => crate::sandbox::NetworkMode::Host,
+            "none" => crate::sandbox::NetworkMode::None,
+            _ => crate::sandbox::NetworkMode::Private,
+        };
         r.choice("engine", &["docker", "podman"])?;
         for (ignored, kind) in IGNORED {
             if r.given(ignored, *kind)? {
@@ -425,6 +430,7 @@ impl KollaConfig {
             tarballs_base: r.string("tarballs_base")?,
             timeout: r.integer("timeout", 0)?,
             compression,
+            network,
             insecure_registries: r.multi("insecure_registry")?,
             attestations: r.boolean("attestations")?,
             config_files: Vec::new(),

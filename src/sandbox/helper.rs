@@ -1,8 +1,10 @@
 //! The `__sandbox-init` helper: a fresh, single-threaded process (so it may unshare and fork freely)
 //! that builds one container and runs one command in it.
 //!
-//! helper: reads the spec and the scratch dir (fd 3), `unshare(NEWPID|NEWUTS|NEWIPC)`, fills the
-//!   scratch dir, forks PID 1, waits for it and exits with its status.
+//! helper: reads the spec and the scratch dir (fd 3), `unshare(NEWPID|NEWUTS|NEWIPC)` plus `NEWNET`
+//!   unless the network is the host's, brings `lo` up, waits for the parent's network stack when the
+//!   network is private (fds 5 and 6), fills the scratch dir, forks PID 1, waits for it and exits with
+//!   its status.
 //! PID 1: `unshare(NEWNS)` (its own mount namespace, so that `pivot_root` leaves the helper on the
 //!   host's root), builds the root, resolves the user, forks the command and reaps every process until
 //!   the command exits; then it exits with the command's status and the kernel kills the rest.
@@ -23,8 +25,12 @@ use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
 use rustix::thread::UnshareFlags;
 
 use super::mounts::{self, Scratch};
+use super::network::{self, NetworkMode};
 use super::user;
-use super::{HelperInput, REPORT_FD, RunSpec, SETUP_FAILED, SPEC_FD, fd_is_open};
+use super::{HelperInput, NET_GO_FD, NET_READY_FD, REPORT_FD, RunSpec, SETUP_FAILED, SPEC_FD, fd_is_open};
+
+/// How the helper's network-handshake errors start (the parent then reports the stack's own error).
+pub(super) const NETWORK_HANDSHAKE: &str = "network handshake";
 
 /// Docker's default `PATH` for a container whose environment has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -70,10 +76,22 @@ fn helper(mut spec_file: File, report: &File) -> Result<i32, StepError> {
     spec_file.read_to_end(&mut json).map_err(StepError::at("read spec"))?;
     drop(spec_file);
     let HelperInput { spec, scratch } = serde_json::from_slice(&json).map_err(StepError::at("parse spec"))?;
+    let mut flags = UnshareFlags::NEWPID | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC;
+    if spec.network != NetworkMode::Host {
+        flags |= UnshareFlags::NEWNET;
+    }
     // SAFETY: this process is single-threaded (nothing has spawned a thread), so no other thread
     // can be confused by the new namespaces.
-    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC) }
-        .map_err(StepError::at("unshare pid/uts/ipc namespaces"))?;
+    unsafe { rustix::thread::unshare_unsafe(flags) }
+        .map_err(StepError::at(format_args!("unshare namespaces ({flags:?})")))?;
+    if spec.network != NetworkMode::Host {
+        network::loopback_up()?;
+    }
+    // The parent starts the network stack while we build the root; PID 1 waits for it before the command.
+    let net_go = match spec.network {
+        NetworkMode::Private => Some(announce_network()?),
+        NetworkMode::Host | NetworkMode::None => None,
+    };
     let scratch = Scratch::prepare(&spec, scratch)?;
     // PID 1 sees no parent (`getppid()` is 0 across the pid namespace), so it learns whether we died
     // before it armed its parent-death signal from a pidfd of ours: readable once we have exited.
@@ -82,8 +100,36 @@ fn helper(mut spec_file: File, report: &File) -> Result<i32, StepError> {
     // SAFETY: single-threaded process, so the child may do anything after fork.
     match unsafe { libc::fork() } {
         -1 => Err(StepError::at("fork pid 1")(std::io::Error::last_os_error())),
-        0 => pid1(&spec, &scratch, report, &me),
-        pid => Ok(exit_code(wait_for(pid_of(pid))?)),
+        0 => pid1(&spec, &scratch, report, &me, net_go),
+        pid => {
+            drop(net_go);
+            Ok(exit_code(wait_for(pid_of(pid))?))
+        }
+    }
+}
+
+/// Tells the parent the network namespace exists (so that it starts the network stack on it) and
+/// returns the fd on which the parent says the stack is up; it is close-on-exec, like the other.
+fn announce_network() -> Result<File, StepError> {
+    if !fd_is_open(NET_READY_FD) || !fd_is_open(NET_GO_FD) {
+        return Err(StepError(format!("{NETWORK_HANDSHAKE}: fds 5 and 6 are not open")));
+    }
+    // SAFETY: the parent placed these fds for us (checked open); nothing else owns them.
+    let (mut ready, go) = unsafe { (File::from_raw_fd(NET_READY_FD), File::from_raw_fd(NET_GO_FD)) };
+    rustix::io::fcntl_setfd(&go, rustix::io::FdFlags::CLOEXEC)
+        .map_err(StepError::at(format_args!("{NETWORK_HANDSHAKE}: fd")))?;
+    ready.write_all(b"1").map_err(StepError::at(format_args!("{NETWORK_HANDSHAKE}: write")))?;
+    Ok(go)
+}
+
+/// Waits until the parent's network stack has configured the namespace's tap device.
+fn network_up(mut go: File) -> Result<(), StepError> {
+    let mut up = [0u8; 1];
+    match go.read(&mut up) {
+        Ok(1) => Ok(()),
+        // The parent reports the reason (the stack's own message).
+        Ok(_) => Err(StepError(format!("{NETWORK_HANDSHAKE}: the network stack did not start"))),
+        Err(e) => Err(StepError::at(format_args!("{NETWORK_HANDSHAKE}: read"))(e)),
     }
 }
 
@@ -106,8 +152,9 @@ fn exit_code(status: WaitStatus) -> i32 {
 }
 
 /// PID 1 of the new pid namespace. Never returns.
-fn pid1(spec: &RunSpec, scratch: &Scratch, report: &File, parent: &OwnedFd) -> ! {
-    let code = match pid1_setup(spec, scratch, parent) {
+fn pid1(spec: &RunSpec, scratch: &Scratch, report: &File, parent: &OwnedFd, net_go: Option<File>) -> ! {
+    let setup = pid1_setup(spec, scratch, parent).and_then(|exec| net_go.map_or(Ok(()), network_up).map(|()| exec));
+    let code = match setup {
         Ok(exec) => {
             // SAFETY: single-threaded process.
             match unsafe { libc::fork() } {

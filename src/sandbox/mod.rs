@@ -13,6 +13,9 @@
 //!    (`mounts.rs`: overlayfs, /proc, /dev, /sys, resolv.conf, hosts, hostname, binds, `pivot_root`) and
 //!    forks the command. PID 1 reaps everything and exits with the command's status, which the helper
 //!    hands on.
+//! 3. Unless [`RunSpec::network`] is [`NetworkMode::Host`], the helper also creates a network namespace;
+//!    for [`NetworkMode::Private`] `run` starts slirp4netns on it, and PID 1 starts the command only once
+//!    the namespace's tap device is up (a pipe handshake on fds 5 and 6; see `network.rs`).
 //!
 //! The overlay's upper dir then holds exactly the command's changes, in overlayfs' `userxattr` format
 //! (a deleted lower file is a `c 0:0` device, a replaced lower dir carries `user.overlay.opaque=y`),
@@ -20,6 +23,7 @@
 
 mod helper;
 mod mounts;
+mod network;
 mod user;
 mod userns;
 
@@ -35,6 +39,8 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
+pub use network::NetworkMode;
+
 /// `argv[1]` that turns the program into the per-RUN helper (see [`early_init`]).
 const HELPER_ARG: &str = "__sandbox-init";
 
@@ -49,6 +55,10 @@ const SETUP_FAILED: i32 = 125;
 /// The fd numbers the helper finds its spec and its report channel on.
 const SPEC_FD: RawFd = 3;
 const REPORT_FD: RawFd = 4;
+/// [`NetworkMode::Private`] only: the helper says "namespace made" on the first; PID 1 waits on the
+/// second for "network up" (end of file without it: the network could not be set up).
+const NET_READY_FD: RawFd = 5;
+const NET_GO_FD: RawFd = 6;
 
 /// One command to run in a fresh container whose root is an overlay of `lowerdirs` + `upperdir`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +87,10 @@ pub struct RunSpec {
     /// image, are created in the container and so do land in `upperdir`.
     #[serde(default)]
     pub binds: Vec<Bind>,
+    /// The network the command sees. Not part of what the command produces: the step cache key leaves
+    /// it out, so a build gives the same layers in every mode.
+    #[serde(default)]
+    pub network: NetworkMode,
 }
 
 /// A host path mounted into the container.
@@ -117,6 +131,10 @@ pub enum SandboxError {
     /// `mount overlay: lowerdir+=/x: No such file or directory (os error 2)`.
     #[error("sandbox setup failed: {0}")]
     Setup(String),
+    /// The network of [`NetworkMode::Private`] could not be set up (says why, with slirp4netns' own
+    /// last words).
+    #[error("network (--network private): {0}")]
+    Network(String),
     /// Writing the command's output to the caller's writer failed (the command was killed).
     #[error("copying the command's output: {0}")]
     Output(#[source] io::Error),
@@ -198,20 +216,65 @@ pub fn run(spec: &RunSpec, output: &mut dyn Write) -> Result<i32, SandboxError> 
     let (out_r, out_w) = pipe().map_err(io_err("creating the output pipe"))?;
     let out_w2 = out_w.try_clone().map_err(io_err("creating the output pipe"))?;
 
+    let stack_program = match spec.network {
+        NetworkMode::Private => Some(network::stack_program()?),
+        NetworkMode::Host | NetworkMode::None => None,
+    };
+    let net_pipes = match stack_program {
+        Some(_) => Some((
+            pipe().map_err(io_err("creating the network pipe"))?,
+            pipe().map_err(io_err("creating the network pipe"))?,
+        )),
+        None => None,
+    };
+
     let exe = helper_exe();
     let mut cmd = Command::new(exe);
     cmd.arg(HELPER_ARG).stdin(Stdio::null()).stdout(Stdio::from(out_w)).stderr(Stdio::from(out_w2));
-    let fds = [(spec_r.as_raw_fd(), SPEC_FD), (report_w.as_raw_fd(), REPORT_FD)];
+    let mut fds = vec![(spec_r.as_raw_fd(), SPEC_FD), (report_w.as_raw_fd(), REPORT_FD)];
+    if let Some(((_, ready_w), (go_r, _))) = &net_pipes {
+        fds.extend([(ready_w.as_raw_fd(), NET_READY_FD), (go_r.as_raw_fd(), NET_GO_FD)]);
+    }
     let parent = rustix::process::getpid();
     // SAFETY: the hook only makes async-signal-safe syscalls (fcntl, dup2, prctl, getppid).
     unsafe { cmd.pre_exec(move || child_setup(&fds, parent)) };
-    debug!(argv = ?spec.argv, user = %spec.user, cwd = %spec.cwd, layers = spec.lowerdirs.len(), "sandbox run");
+    debug!(argv = ?spec.argv, user = %spec.user, cwd = %spec.cwd, layers = spec.lowerdirs.len(), network = %spec.network, "sandbox run");
     let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn { exe: exe.to_owned(), source })?;
     drop(cmd); // our copies of the output pipe's write end
     drop((spec_r, report_w));
 
     // A helper that died early makes this fail with EPIPE; its report tells why.
     let _ = File::from(spec_w).write_all(&json);
+
+    // Dropped (killed and reaped) on every way out of this function, after the helper is waited for.
+    let mut _stack = None;
+    if let (Some(program), Some(((ready_r, ready_w), (go_r, go_w)))) = (&stack_program, net_pipes) {
+        drop((ready_w, go_r));
+        let mut made = [0u8; 1];
+        // End of file instead: the helper failed before making the namespace; its report says why.
+        if matches!(File::from(ready_r).read(&mut made), Ok(1)) {
+            match network::Stack::start(program, child.id()) {
+                Ok(stack) => {
+                    _stack = Some(stack);
+                    let _ = File::from(go_w).write_all(b"1");
+                }
+                Err(e) => {
+                    drop(go_w);
+                    // The helper builds the root meanwhile: if that failed, it has exited (so the
+                    // stack found no namespace), and its own report is the error to show.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let mut report = String::new();
+                    let _ = File::from(report_r).read_to_string(&mut report);
+                    let report = report.trim();
+                    if !report.is_empty() && !report.starts_with(helper::NETWORK_HANDSHAKE) {
+                        return Err(SandboxError::Setup(report.to_owned()));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
 
     let mut out = File::from(out_r);
     let mut buf = vec![0u8; 64 * 1024];
@@ -315,7 +378,10 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// holding the sandbox. Re-parenting shows it — `getppid()` is no longer `parent` — so check after
 /// arming the signal and give up then.
 fn child_setup(fds: &[(RawFd, RawFd)], parent: rustix::process::Pid) -> io::Result<()> {
-    let mut moved = [0; 2];
+    let mut moved = [0; 4];
+    if fds.len() > moved.len() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
     // Move everything above the targets first, so that placing one cannot clobber another.
     for (slot, &(fd, _)) in moved.iter_mut().zip(fds) {
         // SAFETY: plain fcntl on an fd we own in this process.

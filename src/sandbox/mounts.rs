@@ -29,6 +29,7 @@ use rustix::mount::{
 
 use super::RunSpec;
 use super::helper::StepError;
+use super::network::{self, NetworkMode};
 
 /// Mount points under `/` that the shim supplies.
 const MOUNT_DIRS: [&str; 3] = ["dev", "proc", "sys"];
@@ -69,7 +70,11 @@ impl Scratch {
             copy_dir_meta(&p, etc.as_ref())?;
         }
         let files = scratch.files();
-        write_file(&files.join("resolv.conf"), host_file("/etc/resolv.conf")?.as_bytes())?;
+        let mut resolv = host_file("/etc/resolv.conf")?;
+        if spec.network == NetworkMode::Private {
+            resolv = network::private_resolv_conf(&resolv);
+        }
+        write_file(&files.join("resolv.conf"), resolv.as_bytes())?;
         let mut hosts = host_file("/etc/hosts")?;
         let hostname = if spec.hostname.is_empty() {
             host_file("/etc/hostname")?
