@@ -14,6 +14,7 @@ mod context;
 mod executor;
 mod gc;
 pub mod kolla;
+mod remote_cache;
 mod rules;
 pub mod scheduler;
 pub(crate) mod view;
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 pub use container::{ContainerOptions, run_container};
 pub use executor::{BuildOutcome, BuildRequest, build_image};
 pub use gc::{GcOptions, GcOutcome};
+pub use remote_cache::RemoteCache;
 pub use workspace::Workspace;
 
 use crate::store::StoreError;
@@ -51,6 +53,8 @@ pub struct BuildOptions {
     pub pull: bool,
     /// A CA bundle RUN steps trust (see [`host_ca_bundle`]); never captured into a layer.
     pub ca_bundle: Option<PathBuf>,
+    /// `--cache-repo`: the step cache shared with other machines through a registry.
+    pub cache_repo: Option<std::sync::Arc<RemoteCache>>,
 }
 
 impl Default for BuildOptions {
@@ -65,6 +69,7 @@ impl Default for BuildOptions {
             registry: crate::registry::RegistryOptions::default(),
             pull: true,
             ca_bundle: host_ca_bundle(),
+            cache_repo: None,
         }
     }
 }

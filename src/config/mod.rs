@@ -388,6 +388,10 @@ pub struct BuildArgs {
     /// kolla-oci: record no SBOM and provenance for the images built (and push none with them).
     #[arg(long = "no-attestations", alias = "noattestations", help_heading = "kolla-oci options")]
     pub no_attestations: bool,
+    /// kolla-oci: a registry repository (REGISTRY/REPO) shared as the step cache of several machines:
+    /// steps found there are not run, steps built here are published there.
+    #[arg(long, value_name = "REGISTRY/REPO", help_heading = "kolla-oci options")]
+    pub cache_repo: Option<String>,
 }
 
 fn pair(yes: bool, no: bool) -> Option<bool> {
@@ -444,6 +448,7 @@ impl BuildArgs {
         s("image_name_prefix", &self.image_name_prefix);
         s("repos_yaml", &self.repos_yaml);
         s("engine", &self.engine);
+        s("cache_repo", &self.cache_repo);
         s("podman_base_url", &self.podman_base_url);
         s("kolla_version", &self.kolla_version);
         let tree = self.template_tree.as_ref().map(|p| p.to_string_lossy().into_owned());
@@ -550,6 +555,7 @@ const DEFAULT_OPTIONS: &[(&str, Option<&str>)] = &[
     ("image_name_prefix", Some("")),
     ("repos_yaml", Some("")),
     ("engine", Some("docker")),
+    ("cache_repo", None),
     ("podman_base_url", Some("unix:///run/podman/podman.sock")),
     // config-file-only options
     ("maintainer", Some("Kolla Project (https://launchpad.net/kolla)")),
@@ -765,6 +771,8 @@ pub struct KollaConfig {
     pub insecure_registries: Vec<String>,
     /// kolla-oci: record each built image's SBOM and provenance in the store, and push them with it.
     pub attestations: bool,
+    /// `--cache-repo`: the registry repository shared as a step cache.
+    pub cache_repo: Option<String>,
     /// The config files read, in order (what the provenance names with their digests); empty when
     /// resolved over files parsed elsewhere ([`KollaConfig::resolve`]).
     pub config_files: Vec<PathBuf>,
@@ -1239,6 +1247,7 @@ impl KollaConfig {
             compression,
             insecure_registries: r.multi("insecure_registry")?,
             attestations: r.boolean("attestations")?,
+            cache_repo: r.opt_string("cache_repo")?,
             config_files: Vec::new(),
             base,
             base_tag,
