@@ -20,6 +20,7 @@ mod transport;
 
 pub use auth::{Credential, Secret, lookup_credential};
 pub use client::{Client, MountOutcome};
+pub(crate) use pull::fetch_blob;
 pub use pull::{ensure_image, pull};
 pub use push::{PushReport, push, push_referrers, push_referrers_of};
 pub use reference::{DOCKER_HUB, Reference, host_is_loopback};

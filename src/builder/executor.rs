@@ -188,7 +188,20 @@ fn fetch_base(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<(), Bui
                 reason: "not in the store, and mmdebstrap (to bootstrap it) is not installed".into(),
             });
         }
+        let platform = Platform::host();
+        if let Some(remote) = &opts.cache_repo {
+            match remote.fetch_root(ws.store(), name, &platform) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(cache = remote.name(), "fetching root image {name} from the cache: {e}"),
+            }
+        }
         bootstrap::bootstrap_debian(ws, name, suite, opts)?;
+        if let Some(remote) = &opts.cache_repo
+            && let Err(e) = remote.publish_root(ws.store(), name, &platform)
+        {
+            tracing::warn!(cache = remote.name(), "sharing root image {name} through the cache: {e}");
+        }
         return Ok(());
     }
     if opts.pull {
@@ -249,9 +262,10 @@ impl Step<'_> {
         });
     }
 
-    /// Use the cached result of step `key` if its blob is still in the store.
+    /// Use the cached result of step `key` if its blob is still in the store, or if the remote step
+    /// cache has it (then recorded in the local cache too).
     fn cached(&self, st: &mut ImageState, ins: &Instruction, key: Digest) -> Result<Option<StepResult>, BuildError> {
-        let Some(hit) = self.cache.get(&key) else { return Ok(None) };
+        let Some(hit) = self.cache.get(&key).or_else(|| self.remote_lookup(&key)) else { return Ok(None) };
         let result = match hit.layer {
             Some(l) if self.ws.store().has_blob(&l.descriptor.digest) => {
                 let dir = self.ws.ensure_layer_dir(&l.descriptor, &l.diff_id)?;
@@ -267,6 +281,34 @@ impl Step<'_> {
         st.key = key;
         tracing::debug!("cached: {}", ins.original);
         Ok(Some(result))
+    }
+
+    /// Step `key` from `--cache-repo`, if given and it has the step. A registry that cannot be reached is
+    /// a miss (the step is built), with a warning: the cache speeds builds up and must not break them.
+    fn remote_lookup(&self, key: &Digest) -> Option<CachedStep> {
+        let remote = self.opts.cache_repo.as_ref().filter(|_| self.opts.cache)?;
+        match remote.lookup(self.ws.store(), key) {
+            Ok(Some(step)) => {
+                if let Err(e) = self.cache.put(key, &step) {
+                    tracing::warn!("recording a remote cache hit locally: {e}");
+                }
+                Some(step)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(cache = remote.name(), "remote step cache lookup failed, building the step: {e}");
+                None
+            }
+        }
+    }
+
+    /// Share step `key`'s result through `--cache-repo`; a failure is a warning (the build is fine).
+    fn remote_publish(&self, st: &ImageState, key: &Digest, step: &CachedStep) {
+        if let Some(remote) = &self.opts.cache_repo
+            && let Err(e) = remote.publish(self.ws.store(), key, step, &st.config.platform())
+        {
+            tracing::warn!(cache = remote.name(), "publishing a step to the remote cache failed: {e}");
+        }
     }
 
     fn push_layer(&self, st: &mut ImageState, ins: &Instruction, layer: Descriptor, diff_id: Digest, dir: PathBuf) {
@@ -294,9 +336,9 @@ impl Step<'_> {
         let result = if info.entries == 0 {
             drop(w);
             self.history(st, ins, true);
-            self.cache
-                .put(&key, &CachedStep { layer: None })
-                .map_err(|e| BuildError::io(&self.ws.cache_dir(), "write cache", e))?;
+            let entry = CachedStep { layer: None };
+            self.cache.put(&key, &entry).map_err(|e| BuildError::io(&self.ws.cache_dir(), "write cache", e))?;
+            self.remote_publish(st, &key, &entry);
             StepResult::Empty
         } else {
             w.commit(Some(&info.digest))?;
@@ -305,6 +347,7 @@ impl Step<'_> {
             let entry =
                 CachedStep { layer: Some(CachedLayer { descriptor: descriptor.clone(), diff_id: info.diff_id }) };
             self.cache.put(&key, &entry).map_err(|e| BuildError::io(&self.ws.cache_dir(), "write cache", e))?;
+            self.remote_publish(st, &key, &entry);
             self.push_layer(st, ins, descriptor, info.diff_id, dir);
             StepResult::Layer { from_cache: false }
         };

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::scheduler::{self, Job, NameEntry, RunOptions, Summary};
-use super::{BuildOptions, Workspace};
+use super::{BuildError, BuildOptions, RemoteCache, Workspace};
 use crate::attest::provenance::BUILD_TYPE_KOLLA;
 use crate::attest::{self, AttestError, BuildFacts};
 use crate::config::{CompressionKind, KollaConfig};
@@ -110,8 +111,8 @@ pub fn attestation_facts(cfg: &KollaConfig, opts: &BuildOptions) -> Result<Build
 
 /// Build the selection and return kolla's summary, plus whether every built image succeeded (images in
 /// `allowed_to_fail` do not count, as in kolla-build). Unless `--no-attestations`, each image built gets
-/// its SBOM and provenance in the store; an error here (reading the inputs the provenance names) stops
-/// the run before anything is built.
+/// its SBOM and provenance in the store; an error here (reading the inputs the provenance names, an
+/// invalid `--cache-repo`) stops the run before anything is built.
 pub fn build_selection(
     ws: &Workspace,
     cfg: &KollaConfig,
@@ -119,7 +120,11 @@ pub fn build_selection(
     sel: &Selection,
     tree: &RenderedTree,
 ) -> Result<(Summary, bool), AttestError> {
-    let opts = build_options(cfg);
+    let mut opts = build_options(cfg);
+    opts.cache_repo = match &cfg.cache_repo {
+        Some(spec) => Some(Arc::new(RemoteCache::new(spec, &opts.registry).map_err(BuildError::from)?)),
+        None => None,
+    };
     let attest = if cfg.attestations { Some(attestation_facts(cfg, &opts)?) } else { None };
     let jobs = jobs(cfg, graph, sel, tree);
     let sources = SourceOptions {

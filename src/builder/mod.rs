@@ -14,6 +14,7 @@ mod context;
 mod executor;
 mod gc;
 pub mod kolla;
+mod remote_cache;
 mod rules;
 pub mod scheduler;
 pub(crate) mod view;
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 pub use container::{ContainerOptions, run_container};
 pub use executor::{BuildOutcome, BuildRequest, build_image};
 pub use gc::{GcOptions, GcOutcome};
+pub use remote_cache::RemoteCache;
 pub use workspace::Workspace;
 
 use crate::store::StoreError;
@@ -54,6 +56,8 @@ pub struct BuildOptions {
     /// The network RUN steps see (`--network`): private by default, so that a RUN cannot reach the
     /// build host's loopback services. Left out of the step cache key: same layers in every mode.
     pub network: crate::sandbox::NetworkMode,
+    /// `--cache-repo`: the step cache shared with other machines through a registry.
+    pub cache_repo: Option<std::sync::Arc<RemoteCache>>,
 }
 
 impl Default for BuildOptions {
@@ -69,6 +73,7 @@ impl Default for BuildOptions {
             pull: true,
             ca_bundle: host_ca_bundle(),
             network: crate::sandbox::NetworkMode::default(),
+            cache_repo: None,
         }
     }
 }

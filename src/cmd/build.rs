@@ -67,7 +67,7 @@ fn build(
     let matched = selection.names_with(graph, Status::Matched).len();
     tracing::info!("building {matched} images with {} threads", cfg.threads);
     let (summary, mut ok) = kolla::build_selection(&ws, cfg, graph, selection, tree)
-        .context("reading the build's inputs for the images' provenance (--no-attestations skips it)")?;
+        .context("preparing the build (its inputs for the provenance, --no-attestations skips them; --cache-repo)")?;
     if cfg.push && !summary.built.is_empty() {
         match kolla::push_built(&ws, cfg, graph, &summary) {
             Ok((r, a)) => {

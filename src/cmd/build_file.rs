@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use kolla_oci::attest::provenance::BUILD_TYPE_DOCKERFILE;
 use kolla_oci::attest::{self, BuildFacts, ImageBuild};
-use kolla_oci::builder::{BuildOptions, BuildRequest, Workspace, build_image};
+use kolla_oci::builder::{BuildOptions, BuildRequest, RemoteCache, Workspace, build_image};
 use kolla_oci::sandbox::NetworkMode;
 
 /// Options of `kolla-oci build-file`.
@@ -44,6 +45,9 @@ pub struct Args {
     /// Record no SBOM and provenance for the image.
     #[arg(long)]
     pub no_attestations: bool,
+    /// A registry repository (REGISTRY/REPO) shared as the step cache of several machines.
+    #[arg(long, value_name = "REGISTRY/REPO")]
+    pub cache_repo: Option<String>,
 }
 
 /// Build the image and print its manifest digest.
@@ -54,12 +58,20 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         let (k, v) = a.split_once('=').with_context(|| format!("bad --build-arg {a:?}: expected KEY=VALUE"))?;
         build_args.insert(k.to_owned(), v.to_owned());
     }
+    let registry = args.connection.options(4)?;
+    let cache_repo = match &args.cache_repo {
+        Some(spec) => {
+            Some(Arc::new(RemoteCache::new(spec, &registry).with_context(|| format!("--cache-repo {spec}"))?))
+        }
+        None => None,
+    };
     let opts = BuildOptions {
         compression: args.compression,
         build_args,
         cache: !args.no_cache,
-        registry: args.connection.options(4)?,
+        registry,
         network: args.network,
+        cache_repo,
         ..BuildOptions::default()
     };
     let dockerfile = args.file.unwrap_or_else(|| args.context.join("Dockerfile"));

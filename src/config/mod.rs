@@ -259,6 +259,8 @@ pub struct KollaConfig {
     pub insecure_registries: Vec<String>,
     /// kolla-oci: record each built image's SBOM and provenance in the store, and push them with it.
     pub attestations: bool,
+    /// `--cache-repo`: the registry repository shared as a step cache.
+    pub cache_repo: Option<String>,
     /// The config files read, in order (what the provenance names with their digests); empty when
     /// resolved over files parsed elsewhere ([`KollaConfig::resolve`]).
     pub config_files: Vec<PathBuf>,

@@ -298,6 +298,13 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         alias: "noattestations",
         help: "kolla-oci: record no SBOM and provenance for the images built (and push none with them)",
     }),
+    opt(
+        "cache_repo",
+        Str,
+        None,
+        "kolla-oci: a registry repository (REGISTRY/REPO) shared as the step cache of several machines: steps found there are not run, steps built here are published there",
+    )
+    .kolla_oci(),
 ];
 
 /// The values of an enum option, with their help, for [`OptionDef::values`].

@@ -433,6 +433,7 @@ impl KollaConfig {
             network,
             insecure_registries: r.multi("insecure_registry")?,
             attestations: r.boolean("attestations")?,
+            cache_repo: r.opt_string("cache_repo")?,
             config_files: Vec::new(),
             base,
             base_tag,

@@ -224,7 +224,7 @@ fn check_diff_ids(
 /// Stream one blob into a store temp file; `commit` verifies the digest (nothing becomes visible on a
 /// mismatch). A transfer that fails to start (connection error, 5xx, 429 with its `Retry-After`), breaks
 /// off or stalls is restarted, at most `retries` times, as uploads are; its temp file goes with it.
-fn fetch_blob(store: &Store, client: &Client, repo: &str, desc: &Descriptor) -> Result<(), RegistryError> {
+pub(crate) fn fetch_blob(store: &Store, client: &Client, repo: &str, desc: &Descriptor) -> Result<(), RegistryError> {
     let what = format!("blob {} from {}/{repo}", desc.digest, client.registry());
     let mut attempt = 0;
     loop {
