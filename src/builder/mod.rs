@@ -55,6 +55,18 @@ pub struct BuildOptions {
     pub ca_bundle: Option<PathBuf>,
     /// `--cache-repo`: the step cache shared with other machines through a registry.
     pub cache_repo: Option<std::sync::Arc<RemoteCache>>,
+    /// Set for an image another shard builds (`--shard`): take every step from `cache_repo`, waiting
+    /// for its owner to publish it, instead of building it.
+    pub cache_wait: Option<CacheWait>,
+}
+
+/// How long to wait for another shard's steps, and who that is (for the timeout's message).
+#[derive(Debug, Clone)]
+pub struct CacheWait {
+    /// The shard that builds the image, as `I/N`.
+    pub owner: String,
+    /// Give up after this long (`--shard-wait`).
+    pub timeout: std::time::Duration,
 }
 
 impl Default for BuildOptions {
@@ -70,6 +82,7 @@ impl Default for BuildOptions {
             pull: true,
             ca_bundle: host_ca_bundle(),
             cache_repo: None,
+            cache_wait: None,
         }
     }
 }
