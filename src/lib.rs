@@ -12,6 +12,7 @@ pub mod graph;
 pub mod http;
 pub mod registry;
 pub mod sandbox;
+pub mod shard;
 pub mod sources;
 pub mod store;
 pub mod template;

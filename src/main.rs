@@ -55,7 +55,7 @@ fn main() -> std::process::ExitCode {
     kolla_oci::sandbox::early_init();
     let cli = Cli::parse();
     // kolla-build's `-d/--debug` raises our own log level (config files are read later).
-    let debug = matches!(&cli.command, Command::Build(a) if a.debug_requested());
+    let debug = matches!(&cli.command, Command::Build(a) if a.kolla.debug_requested());
     cmd::init_logging(&if debug { format!("{},kolla_oci=debug", cli.log_level) } else { cli.log_level.clone() });
     let ctx = cmd::Context { store_dir: cli.store };
     let result = match cli.command {

@@ -190,10 +190,29 @@ fn fetch_base(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<(), Bui
         }
         let platform = Platform::host();
         if let Some(remote) = &opts.cache_repo {
-            match remote.fetch_root(ws.store(), name, &platform) {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(cache = remote.name(), "fetching root image {name} from the cache: {e}"),
+            let started = std::time::Instant::now();
+            loop {
+                match remote.fetch_root(ws.store(), name, &platform) {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(cache = remote.name(), "fetching root image {name} from the cache: {e}"),
+                }
+                // Another shard bootstraps it: every shard must build on the same root bytes.
+                match &opts.cache_wait {
+                    Some(w) if started.elapsed() < w.timeout => std::thread::sleep(std::time::Duration::from_secs(2)),
+                    Some(w) => {
+                        return Err(BuildError::BaseImage {
+                            image: name.into(),
+                            reason: format!(
+                                "waited {} s for shard {} to share it through {} (--shard-wait)",
+                                started.elapsed().as_secs(),
+                                w.owner,
+                                remote.name()
+                            ),
+                        });
+                    }
+                    None => break,
+                }
             }
         }
         bootstrap::bootstrap_debian(ws, name, suite, opts)?;
@@ -265,7 +284,11 @@ impl Step<'_> {
     /// Use the cached result of step `key` if its blob is still in the store, or if the remote step
     /// cache has it (then recorded in the local cache too).
     fn cached(&self, st: &mut ImageState, ins: &Instruction, key: Digest) -> Result<Option<StepResult>, BuildError> {
-        let Some(hit) = self.cache.get(&key).or_else(|| self.remote_lookup(&key)) else { return Ok(None) };
+        let hit = match self.cache.get(&key).or_else(|| self.remote_lookup(&key)) {
+            Some(hit) => hit,
+            None if self.opts.cache_wait.is_some() => self.wait_for_owner(ins, &key)?,
+            None => return Ok(None),
+        };
         let result = match hit.layer {
             Some(l) if self.ws.store().has_blob(&l.descriptor.digest) => {
                 let dir = self.ws.ensure_layer_dir(&l.descriptor, &l.diff_id)?;
@@ -299,6 +322,36 @@ impl Step<'_> {
                 tracing::warn!(cache = remote.name(), "remote step cache lookup failed, building the step: {e}");
                 None
             }
+        }
+    }
+
+    /// Poll the remote cache for step `key` until its owner (another shard) publishes it, with backoff,
+    /// up to `--shard-wait`.
+    fn wait_for_owner(&self, ins: &Instruction, key: &Digest) -> Result<CachedStep, BuildError> {
+        let (Some(wait), Some(remote)) = (&self.opts.cache_wait, &self.opts.cache_repo) else {
+            return Err(BuildError::Input("waiting for another shard needs --cache-repo".into()));
+        };
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_secs(1);
+        tracing::info!(owner = %wait.owner, "waiting for shard {} to publish {:?}", wait.owner, ins.original);
+        loop {
+            if let Some(step) = self.remote_lookup(key) {
+                return Ok(step);
+            }
+            if started.elapsed() >= wait.timeout {
+                return Err(BuildError::Input(format!(
+                    "{}:{}: waited {} s for shard {} (which builds this image) to publish step {:?} to {}; \
+                     is that shard running? (--shard-wait)",
+                    ins.path.display(),
+                    ins.line,
+                    started.elapsed().as_secs(),
+                    wait.owner,
+                    ins.original,
+                    remote.name()
+                )));
+            }
+            std::thread::sleep(pause.min(wait.timeout.saturating_sub(started.elapsed())));
+            pause = (pause * 2).min(std::time::Duration::from_secs(15));
         }
     }
 

@@ -6,12 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::scheduler::{self, Job, NameEntry, RunOptions, Summary};
-use super::{BuildError, BuildOptions, RemoteCache, Workspace};
+use super::{BuildError, BuildOptions, CacheWait, RemoteCache, Workspace};
 use crate::attest::provenance::BUILD_TYPE_KOLLA;
 use crate::attest::{self, AttestError, BuildFacts};
 use crate::config::{CompressionKind, KollaConfig};
+use crate::dockerfile::Kind;
 use crate::graph::{Graph, Selection, Status};
 use crate::registry::{self, PushReport, Reference, RegistryError, RegistryOptions};
+use crate::shard::{self, Item, Plan, Shard};
 use crate::sources::SourceOptions;
 use crate::template::RenderedTree;
 
@@ -43,8 +45,25 @@ pub fn registry_options(cfg: &KollaConfig) -> RegistryOptions {
 
 /// One job per matched image, parents first; `parent` links only to parents built in this run (an
 /// unselected parent must already be in the store).
-pub fn jobs(cfg: &KollaConfig, graph: &Graph, sel: &Selection, tree: &RenderedTree) -> Vec<Job> {
-    let order = sel.build_order(graph);
+pub fn jobs(
+    cfg: &KollaConfig,
+    graph: &Graph,
+    sel: &Selection,
+    tree: &RenderedTree,
+    shard: Option<&ShardRun>,
+) -> Vec<Job> {
+    let mut order = sel.build_order(graph);
+    if let Some(s) = shard {
+        // This shard's images, and the parents they need (taken from their owners' steps).
+        let mut needed = vec![false; graph.nodes.len()];
+        for &i in order.iter().filter(|&&i| s.owner.get(&i) == Some(&s.shard.index)) {
+            needed[i] = true;
+            for a in graph.ancestors(i) {
+                needed[a] = true;
+            }
+        }
+        order.retain(|&i| needed[i]);
+    }
     let index: BTreeMap<usize, usize> = order.iter().enumerate().map(|(j, &i)| (i, j)).collect();
     order
         .iter()
@@ -59,9 +78,53 @@ pub fn jobs(cfg: &KollaConfig, graph: &Graph, sel: &Selection, tree: &RenderedTr
                 parent: graph.parent(i).and_then(|p| index.get(&p).copied()),
                 parent_image: graph.parent(i).map(|p| graph.nodes[p].canonical_name.clone()),
                 sources: Some(cfg.image_sources(&node.name)),
+                cache_wait: shard.and_then(|s| {
+                    let owner = *s.owner.get(&i)?;
+                    (owner != s.shard.index).then(|| CacheWait {
+                        owner: Shard { index: owner, count: s.shard.count }.to_string(),
+                        timeout: s.wait,
+                    })
+                }),
             })
         })
         .collect()
+}
+
+/// `--shard I/N` of a run: the plan's owner of each graph node, and how long to wait for other shards.
+#[derive(Debug, Clone)]
+pub struct ShardRun {
+    /// This machine's shard.
+    pub shard: Shard,
+    /// Owning shard by graph node index (for the selected images).
+    pub owner: BTreeMap<usize, usize>,
+    /// `--shard-wait`.
+    pub wait: std::time::Duration,
+}
+
+/// The shard plan of the selection over `count` shards: the planned items (in build order, weighted by
+/// their Dockerfiles' layer-making steps), the graph node of each, and the plan.
+pub fn shard_plan(graph: &Graph, sel: &Selection, tree: &RenderedTree, count: usize) -> (Vec<Item>, Vec<usize>, Plan) {
+    let order = sel.build_order(graph);
+    let index: BTreeMap<usize, usize> = order.iter().enumerate().map(|(j, &i)| (i, j)).collect();
+    let items: Vec<Item> = order
+        .iter()
+        .map(|&i| {
+            let name = graph.nodes[i].name.clone();
+            let steps =
+                tree.image(&name).map_or(1, |img| layer_steps(&img.context_dir.join("Dockerfile"), &img.dockerfile));
+            Item { name, parent: graph.parent(i).and_then(|p| index.get(&p).copied()), steps }
+        })
+        .collect();
+    let plan = shard::plan(&items, count);
+    (items, order, plan)
+}
+
+/// RUN, COPY and ADD instructions of a rendered Dockerfile (at least 1, so every image weighs something).
+fn layer_steps(path: &std::path::Path, text: &str) -> u64 {
+    let steps = crate::dockerfile::parse(path, text).map_or(0, |df| {
+        df.instructions.iter().filter(|ins| matches!(ins.kind, Kind::Run(_) | Kind::Copy(_) | Kind::Add(_))).count()
+    });
+    steps.max(1) as u64
 }
 
 /// What every image's provenance of a Kolla build says: the template trees' digest, the options and
@@ -119,6 +182,7 @@ pub fn build_selection(
     graph: &Graph,
     sel: &Selection,
     tree: &RenderedTree,
+    shard: Option<&ShardRun>,
 ) -> Result<(Summary, bool), AttestError> {
     let mut opts = build_options(cfg);
     opts.cache_repo = match &cfg.cache_repo {
@@ -126,7 +190,11 @@ pub fn build_selection(
         None => None,
     };
     let attest = if cfg.attestations { Some(attestation_facts(cfg, &opts)?) } else { None };
-    let jobs = jobs(cfg, graph, sel, tree);
+    if shard.is_some() && opts.cache_repo.is_none() {
+        let reason = "--shard needs --cache-repo: each shard takes the parents it does not build from there";
+        return Err(BuildError::Input(reason.into()).into());
+    }
+    let jobs = jobs(cfg, graph, sel, tree, shard);
     let sources = SourceOptions {
         cache_dir: ws.sources_dir(),
         timeout: std::time::Duration::from_secs(cfg.timeout),

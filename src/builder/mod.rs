@@ -58,6 +58,18 @@ pub struct BuildOptions {
     pub network: crate::sandbox::NetworkMode,
     /// `--cache-repo`: the step cache shared with other machines through a registry.
     pub cache_repo: Option<std::sync::Arc<RemoteCache>>,
+    /// Set for an image another shard builds (`--shard`): take every step from `cache_repo`, waiting
+    /// for its owner to publish it, instead of building it.
+    pub cache_wait: Option<CacheWait>,
+}
+
+/// How long to wait for another shard's steps, and who that is (for the timeout's message).
+#[derive(Debug, Clone)]
+pub struct CacheWait {
+    /// The shard that builds the image, as `I/N`.
+    pub owner: String,
+    /// Give up after this long (`--shard-wait`).
+    pub timeout: std::time::Duration,
 }
 
 impl Default for BuildOptions {
@@ -74,6 +86,7 @@ impl Default for BuildOptions {
             ca_bundle: host_ca_bundle(),
             network: crate::sandbox::NetworkMode::default(),
             cache_repo: None,
+            cache_wait: None,
         }
     }
 }

@@ -33,6 +33,9 @@ pub struct Job {
     pub parent_image: Option<String>,
     /// kolla sources to archive into the context first (`None`: the context is complete as it is).
     pub sources: Option<ImageSources>,
+    /// Another shard builds this image: take its steps from the remote cache (see
+    /// [`super::CacheWait`]); it gets no attestations here (its owner records them).
+    pub cache_wait: Option<super::CacheWait>,
 }
 
 /// How the run is carried out.
@@ -245,12 +248,20 @@ fn build_one(ws: &Workspace, job: &Job, opts: &BuildOptions, run: &RunOptions) -
         }
     }
     let req = BuildRequest { dockerfile: &job.dockerfile, context: &job.context, tag: &job.tag };
+    let waiting;
+    let opts = match &job.cache_wait {
+        Some(w) => {
+            waiting = BuildOptions { cache_wait: Some(w.clone()), ..opts.clone() };
+            &waiting
+        }
+        None => opts,
+    };
     let o = match build_image(ws, &req, opts, &mut *log) {
         Ok(o) => o,
         Err(e) => return fail(job, run, &mut *log, e.to_string()),
     };
     tracing::info!(image = %job.name, layers_built = o.layers_built, cached = o.layers_cached, "built {}", job.tag);
-    if let Some(facts) = &run.attest {
+    if let Some(facts) = run.attest.as_ref().filter(|_| job.cache_wait.is_none()) {
         let sources: Vec<SourceArchive> = prepared.iter().map(source_archive).collect();
         let image = ImageBuild {
             tag: &job.tag,

@@ -8,14 +8,32 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use kolla_oci::config::KollaConfig;
 use kolla_oci::graph::{self, Graph, Status};
+use kolla_oci::shard::{self, Shard};
 use kolla_oci::template;
 
-/// Options of `kolla-oci build`: kolla-build's, see [`kolla_oci::config::BuildArgs`].
-pub type Args = kolla_oci::config::BuildArgs;
+/// Options of `kolla-oci build`: kolla-build's (see [`kolla_oci::config::BuildArgs`]), and how a fleet of
+/// machines splits the work.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// kolla-build's options.
+    #[command(flatten)]
+    pub kolla: kolla_oci::config::BuildArgs,
+    /// kolla-oci: build only the images shard I of N owns (0-based, e.g. `$JOB_COMPLETION_INDEX/3`); the
+    /// parents other shards own come from `--cache-repo` as their owners publish them. Every machine
+    /// computes the same plan (see `--list-shards`).
+    #[arg(long, value_name = "I/N", help_heading = "kolla-oci fleet options")]
+    pub shard: Option<Shard>,
+    /// kolla-oci: print how the selection splits over N shards (images, steps, critical path) and exit.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), help_heading = "kolla-oci fleet options")]
+    pub list_shards: Option<u64>,
+    /// kolla-oci: how long a shard waits for a parent another shard builds, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600, help_heading = "kolla-oci fleet options")]
+    pub shard_wait: u64,
+}
 
 /// Run the subcommand.
 pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
-    let cfg = KollaConfig::from_args(&args).context("reading kolla-build options")?;
+    let cfg = KollaConfig::from_args(&args.kolla).context("reading kolla-build options")?;
     let mut tree = template::render_all(&cfg).context("rendering the template tree")?;
     let graph = Graph::from_rendered(&tree, &cfg).context("building the image graph")?;
 
@@ -44,6 +62,11 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         stdout.write_all(graph::list_images(&graph, &selection).as_bytes())?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(n) = args.list_shards {
+        let (items, _, plan) = kolla_oci::builder::kolla::shard_plan(&graph, &selection, &tree, n as usize);
+        stdout.write_all(shard::describe(&items, &plan).as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if cfg.list_dependencies {
         match graph::dependencies_json(&graph, &selection) {
             Some(v) => writeln!(stdout, "{}", serde_json::to_string_pretty(&v)?)?,
@@ -51,7 +74,12 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    build(ctx, &cfg, &graph, &selection, &tree)
+    let shard = args.shard.map(|s| {
+        let (_, nodes, plan) = kolla_oci::builder::kolla::shard_plan(&graph, &selection, &tree, s.count);
+        let owner = nodes.into_iter().zip(plan.owner).collect();
+        kolla_oci::builder::kolla::ShardRun { shard: s, owner, wait: std::time::Duration::from_secs(args.shard_wait) }
+    });
+    build(ctx, &cfg, &graph, &selection, &tree, shard.as_ref())
 }
 
 /// Build the selection, print kolla's summary, push if asked; non-zero exit if anything failed.
@@ -61,12 +89,13 @@ fn build(
     graph: &Graph,
     selection: &graph::Selection,
     tree: &template::RenderedTree,
+    shard: Option<&kolla_oci::builder::kolla::ShardRun>,
 ) -> anyhow::Result<ExitCode> {
     use kolla_oci::builder::{Workspace, kolla};
     let ws = Workspace::open(&ctx.store_dir).with_context(|| format!("opening {}", ctx.store_dir.display()))?;
     let matched = selection.names_with(graph, Status::Matched).len();
     tracing::info!("building {matched} images with {} threads", cfg.threads);
-    let (summary, mut ok) = kolla::build_selection(&ws, cfg, graph, selection, tree)
+    let (summary, mut ok) = kolla::build_selection(&ws, cfg, graph, selection, tree, shard)
         .context("preparing the build (its inputs for the provenance, --no-attestations skips them; --cache-repo)")?;
     if cfg.push && !summary.built.is_empty() {
         match kolla::push_built(&ws, cfg, graph, &summary) {
