@@ -54,7 +54,7 @@ fn github_actions_matrix() {
     let shards: Vec<u64> =
         job["strategy"]["matrix"]["shard"].as_sequence().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     let n = shards.len();
-    let run = job["steps"].as_sequence().unwrap().iter().filter_map(|s| s["run"].as_str()).last().unwrap();
+    let run = job["steps"].as_sequence().unwrap().iter().rev().find_map(|s| s["run"].as_str()).unwrap();
     assert!(run.contains(&format!("${{{{ matrix.shard }}}}/{n}")), "{run}");
     let registry = job["env"]["REGISTRY"].as_str().unwrap();
     for shard in shards {
