@@ -115,10 +115,15 @@ impl Drop for Running {
 pub fn start(kolla: Command, img: &KeystoneImage, cfg: &Path, log: &Path) -> Running {
     let mut cmd = kolla;
     let volume = format!("{}:/var/lib/kolla/config_files:ro", cfg.display());
+    // kolla-ansible mounts a volume on the fernet key repository (`keystone_fernet_tokens`); the image does
+    // not create it, and keystone-manage, running as keystone, cannot create it under /etc/keystone.
+    let keys = cfg.with_file_name("fernet-keys");
+    fs::create_dir_all(&keys).unwrap();
+    let keys = format!("{}:/etc/keystone/fernet-keys", keys.display());
     let out = fs::File::create(log).unwrap();
     cmd.args(["run", "-e", "KOLLA_CONFIG_STRATEGY=COPY_ALWAYS", "-e"])
         .arg(format!("KEYSTONE_ADMIN_PASSWORD={ADMIN_PASSWORD}"))
-        .args(["-v", &volume, img.image])
+        .args(["-v", &volume, "-v", &keys, img.image])
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out);
