@@ -1,13 +1,71 @@
-//! Root images without a registry: `FROM debian:<suite>` is bootstrapped from the Debian archive with
-//! `mmdebstrap --variant=minbase` (the same tool Debian's own image build uses), compressed into one
-//! layer and tagged in the store under the name the Dockerfile used, so the next build finds it there.
+//! Root images: a `FROM` image that is not in the store is pulled when its name says which registry holds
+//! it, taken from the fleet's `--cache-repo` when another machine shared it, or — `FROM debian:<suite>`,
+//! for a machine that reaches no registry — bootstrapped from the Debian archive with
+//! `mmdebstrap --variant=minbase` (the same tool Debian's own image build uses), compressed into one layer
+//! and tagged in the store under the name the Dockerfile used, so the next build finds it there.
 
 use std::io::BufReader;
 use std::path::Path;
 use std::process::Command;
 
 use super::{BuildError, BuildOptions, Workspace};
+use crate::registry;
 use crate::store::{ContainerConfig, Descriptor, History, ImageConfig, Platform, RootFs};
+
+/// A `FROM` image that is not in the store: pulled when its name says which registry holds it, or
+/// bootstrapped from the Debian archive for `debian:<suite>` (this machine may reach no registry).
+pub(crate) fn fetch_base(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<(), BuildError> {
+    if let Some(suite) = debian_suite(name) {
+        if !have_mmdebstrap() {
+            return Err(BuildError::BaseImage {
+                image: name.into(),
+                reason: "not in the store, and mmdebstrap (to bootstrap it) is not installed".into(),
+            });
+        }
+        let platform = Platform::host();
+        if let Some(remote) = &opts.cache_repo {
+            let started = std::time::Instant::now();
+            loop {
+                match remote.fetch_root(ws.store(), name, &platform) {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(cache = remote.name(), "fetching root image {name} from the cache: {e}"),
+                }
+                // Another shard bootstraps it: every shard must build on the same root bytes.
+                match &opts.cache_wait {
+                    Some(w) if started.elapsed() < w.timeout => std::thread::sleep(std::time::Duration::from_secs(2)),
+                    Some(w) => {
+                        return Err(BuildError::BaseImage {
+                            image: name.into(),
+                            reason: format!(
+                                "waited {} s for shard {} to share it through {} (--shard-wait)",
+                                started.elapsed().as_secs(),
+                                w.owner,
+                                remote.name()
+                            ),
+                        });
+                    }
+                    None => break,
+                }
+            }
+        }
+        bootstrap_debian(ws, name, suite, opts)?;
+        if let Some(remote) = &opts.cache_repo
+            && let Err(e) = remote.publish_root(ws.store(), name, &platform)
+        {
+            tracing::warn!(cache = remote.name(), "sharing root image {name} through the cache: {e}");
+        }
+        return Ok(());
+    }
+    if opts.pull {
+        let reference = registry::Reference::parse(name)?;
+        let desc = registry::ensure_image(ws.store(), &reference, None, &opts.registry)?;
+        // Also under the name the Dockerfile used, so the next build finds it without a lookup.
+        ws.store().set_tag(name, &desc)?;
+        return Ok(());
+    }
+    Err(BuildError::BaseImage { image: name.into(), reason: "not in the store (and pulling is off)".into() })
+}
 
 /// The suite a `FROM` name asks for, when we know how to bootstrap it (`debian:<suite>`, with or
 /// without the `docker.io/library/` prefix).

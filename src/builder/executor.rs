@@ -14,8 +14,8 @@ use super::rules::{self, RuleState};
 use super::view::RootView;
 use super::{BuildError, BuildOptions, Workspace};
 use crate::dockerfile::{self, CopySpec, Expander, Instruction, Kind, RunScript};
+use crate::sandbox;
 use crate::store::{Descriptor, History, ImageConfig, Platform, Store};
-use crate::{registry, sandbox};
 
 /// Docker's default shell for shell-form RUN/CMD/ENTRYPOINT.
 /// How much of a RUN's output is kept for the error message.
@@ -151,7 +151,7 @@ fn from_image(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<(ImageS
     }
     let store = ws.store();
     if store.resolve(name)?.is_none() {
-        fetch_base(ws, name, opts)?;
+        bootstrap::fetch_base(ws, name, opts)?;
     }
     let image = store.load_image(name)?;
     let diff_ids = &image.config.rootfs.diff_ids;
@@ -176,61 +176,6 @@ fn from_image(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<(ImageS
     let state =
         ImageState { config: image.config, layers: image.manifest.layers, dirs, key, rules: RuleState::default() };
     Ok((state, Some(digest)))
-}
-
-/// A `FROM` image that is not in the store: pulled when its name says which registry holds it, or
-/// bootstrapped from the Debian archive for `debian:<suite>` (this machine may reach no registry).
-fn fetch_base(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<(), BuildError> {
-    if let Some(suite) = bootstrap::debian_suite(name) {
-        if !bootstrap::have_mmdebstrap() {
-            return Err(BuildError::BaseImage {
-                image: name.into(),
-                reason: "not in the store, and mmdebstrap (to bootstrap it) is not installed".into(),
-            });
-        }
-        let platform = Platform::host();
-        if let Some(remote) = &opts.cache_repo {
-            let started = std::time::Instant::now();
-            loop {
-                match remote.fetch_root(ws.store(), name, &platform) {
-                    Ok(true) => return Ok(()),
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(cache = remote.name(), "fetching root image {name} from the cache: {e}"),
-                }
-                // Another shard bootstraps it: every shard must build on the same root bytes.
-                match &opts.cache_wait {
-                    Some(w) if started.elapsed() < w.timeout => std::thread::sleep(std::time::Duration::from_secs(2)),
-                    Some(w) => {
-                        return Err(BuildError::BaseImage {
-                            image: name.into(),
-                            reason: format!(
-                                "waited {} s for shard {} to share it through {} (--shard-wait)",
-                                started.elapsed().as_secs(),
-                                w.owner,
-                                remote.name()
-                            ),
-                        });
-                    }
-                    None => break,
-                }
-            }
-        }
-        bootstrap::bootstrap_debian(ws, name, suite, opts)?;
-        if let Some(remote) = &opts.cache_repo
-            && let Err(e) = remote.publish_root(ws.store(), name, &platform)
-        {
-            tracing::warn!(cache = remote.name(), "sharing root image {name} through the cache: {e}");
-        }
-        return Ok(());
-    }
-    if opts.pull {
-        let reference = registry::Reference::parse(name)?;
-        let desc = registry::ensure_image(ws.store(), &reference, None, &opts.registry)?;
-        // Also under the name the Dockerfile used, so the next build finds it without a lookup.
-        ws.store().set_tag(name, &desc)?;
-        return Ok(());
-    }
-    Err(BuildError::BaseImage { image: name.into(), reason: "not in the store (and pulling is off)".into() })
 }
 
 enum StepResult {

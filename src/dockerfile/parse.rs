@@ -1,6 +1,9 @@
 //! The Dockerfile parser: physical lines → logical lines (directives, comments,
 //! continuations) → here-document bodies → typed instructions. Mirrors BuildKit's
 //! `parser.Parse` and `instructions.ParseInstruction`.
+//!
+//! Over 600 lines on purpose: it is one grammar — each instruction's parser next to the others, in the
+//! order of BuildKit's files, which is what a reader compares it with (tests: `tests/dockerfile_*.rs`).
 
 use std::path::Path;
 use std::sync::Arc;

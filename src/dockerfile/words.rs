@@ -4,6 +4,9 @@
 //! (`frontend/dockerfile/parser/line_parsers.go`, `split_command.go`), JSON arrays and
 //! heredoc words (`parser.go`).
 //!
+//! Over 600 lines on purpose: the lexer's states belong together, as in BuildKit's `lex.go`, which is what a
+//! reader compares it with (tests: `tests/dockerfile_*.rs`).
+//!
 //! Everything here is linear in its input; nesting and output sizes are bounded so hostile
 //! input ends in an error, not in a stack overflow or an allocation storm.
 

@@ -1,0 +1,120 @@
+//! The work dir: the template tree and `--docker-dir`s copied in (kolla's `copytree`), and each image's
+//! patches from `--patches-path` — every user-given directory read without following a link out of it,
+//! and nothing written through a symlink already in the work dir.
+
+use std::path::{Component, Path, PathBuf};
+
+use super::{TemplateError, io_err};
+
+/// Remove `path` if it is a symlink, so that what is written there next lands in the work dir
+/// and never where a stale link points.
+pub(super) fn unlink_symlink(path: &Path) -> Result<(), TemplateError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(path).map_err(io_err(path)),
+        _ => Ok(()),
+    }
+}
+
+/// Refuse `path` (under the user-given directory whose canonical form is `root`) if it resolves
+/// outside `root`, naming the first symlink on the way that leaves it.
+fn inside(root: &Path, path: &Path) -> Result<(), TemplateError> {
+    let real = path.canonicalize().map_err(io_err(path))?;
+    if real.starts_with(root) {
+        return Ok(());
+    }
+    // Name the link itself: the shortest prefix of `path` that already resolves outside.
+    let mut prefix = PathBuf::new();
+    let link = path
+        .components()
+        .find_map(|c| {
+            prefix.push(c);
+            let leaves = prefix.is_symlink() && prefix.canonicalize().is_ok_and(|r| !r.starts_with(root));
+            leaves.then(|| prefix.clone())
+        })
+        .unwrap_or_else(|| path.to_path_buf());
+    Err(TemplateError::LinkOutside { link, target: real, dir: root.to_path_buf() })
+}
+
+/// Copy `src` into `dst` recursively, overwriting files (Python `copytree(dirs_exist_ok=True)`:
+/// symlinks in the source are followed, modification times kept). A symlink already in the
+/// destination is replaced, never written through.
+pub(super) fn copy_tree(src: &Path, dst: &Path) -> Result<(), TemplateError> {
+    // Links are followed as kolla's copytree does, but only inside the tree: a link to a host file would
+    // otherwise become a build-context file that `COPY` ships into an image.
+    let root = src.canonicalize().map_err(io_err(src))?;
+    for entry in walkdir::WalkDir::new(src).follow_links(true).sort_by_file_name() {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(src).to_path_buf();
+            TemplateError::Io { path, source: e.into() }
+        })?;
+        if entry.path_is_symlink() {
+            inside(&root, entry.path())?;
+        }
+        let rel = entry.path().strip_prefix(src).expect("walkdir yields paths under its root");
+        let target = dst.join(rel);
+        unlink_symlink(&target)?;
+        let existing = std::fs::symlink_metadata(&target).ok();
+        if entry.file_type().is_dir() {
+            if existing.as_ref().is_some_and(|m| m.is_file()) {
+                std::fs::remove_file(&target).map_err(io_err(&target))?;
+            }
+            std::fs::create_dir_all(&target).map_err(io_err(&target))?;
+        } else {
+            if existing.as_ref().is_some_and(|m| m.is_dir()) {
+                std::fs::remove_dir_all(&target).map_err(io_err(&target))?;
+            }
+            std::fs::copy(entry.path(), &target).map_err(io_err(entry.path()))?;
+            let meta =
+                entry.metadata().map_err(|e| TemplateError::Io { path: entry.path().into(), source: e.into() })?;
+            let mtime = filetime::FileTime::from_last_modification_time(&meta);
+            filetime::set_file_mtime(&target, mtime).map_err(io_err(&target))?;
+        }
+    }
+    Ok(())
+}
+
+/// Copy `<patches_path>/<image>/series` and the patches it lists into `<image>/patches/`
+/// (which is always created, as kolla does).
+pub(super) fn copy_patches(image_dir: &Path, name: &str, patches_path: Option<&Path>) -> Result<(), TemplateError> {
+    let dest = image_dir.join("patches");
+    unlink_symlink(&dest)?;
+    std::fs::create_dir_all(&dest).map_err(io_err(&dest))?;
+    let Some(patches_path) = patches_path else { return Ok(()) };
+    let root = patches_path.canonicalize().map_err(io_err(patches_path))?;
+    let src = patches_path.join(name);
+    if !src.is_dir() {
+        return Ok(());
+    }
+    inside(&root, &src)?;
+    let series = src.join("series");
+    if !series.is_file() {
+        return Ok(());
+    }
+    inside(&root, &series)?;
+    // Check every source first, so that a refused link leaves no partial copy behind.
+    let text = std::fs::read_to_string(&series).map_err(io_err(&series))?;
+    let mut copies = vec![(series.clone(), PathBuf::from("series"))];
+    for entry in text.lines().filter(|l| !l.starts_with('#')).map(str::trim).filter(|l| !l.is_empty()) {
+        let rel = Path::new(entry);
+        if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(TemplateError::UnsafePatch { series: series.clone(), name: entry.to_string() });
+        }
+        let from = src.join(rel);
+        if from.is_file() {
+            inside(&root, &from)?;
+            copies.push((from, rel.to_path_buf()));
+        }
+    }
+    for (from, rel) in copies {
+        let mut dir = dest.clone();
+        for c in rel.parent().into_iter().flat_map(Path::components) {
+            dir.push(c);
+            unlink_symlink(&dir)?;
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        let to = dest.join(&rel);
+        unlink_symlink(&to)?;
+        std::fs::copy(&from, &to).map_err(io_err(&from))?;
+    }
+    Ok(())
+}
