@@ -1,6 +1,7 @@
 //! `--shard I/N` with `--cache-repo`: three processes, each with its own store, build one Kolla-shaped
 //! tree at once through a real `docker-registry`. Every RUN writes a timestamp, so a layer built twice
 //! would differ: equal digests prove each layer was built once, by its owner, and taken by the others.
+//! One shard is killed mid-build first and simply run again.
 
 #[path = "support/busybox.rs"]
 mod busybox;
@@ -34,7 +35,8 @@ impl Bench {
             format!("FROM {{{{ namespace }}}}/{{{{ image_prefix }}}}{parent}:{{{{ tag }}}}\n{}", stamp(name))
         };
         let files = [
-            ("base", format!("FROM bb-base:1\n{}", stamp("base"))),
+            // The pause lets the test kill shard 0 in the middle of its first step.
+            ("base", format!("FROM bb-base:1\nRUN sleep 2\n{}", stamp("base"))),
             ("os-base", child("base", "os-base")),
             ("svc-a/svc-a", child("os-base", "svc-a")),
             ("svc-a/a1", child("svc-a", "a1")),
@@ -133,16 +135,28 @@ fn three_shards_build_each_layer_once_and_a_fourth_store_builds_nothing() {
     bench.state("one");
     ok(bench.build("one", &[]).output().unwrap());
     let alone = layers_built(&bench.summary("one"));
-    assert_eq!(alone, 10, "one RUN per image, two in a2 and svc-b");
+    assert_eq!(alone, 10, "one RUN per image, two in a2 and svc-b (`sleep` changes no file)");
+
+    // Shard 0 killed (SIGKILL) in the middle of a step: it is simply run again below.
+    for i in 0..3 {
+        bench.state(&format!("shard{i}"));
+    }
+    let shard_args = |i: usize| -> Vec<String> {
+        let v = [&format!("{i}/3"), "--cache-repo", &cache, "--push", "--registry", &addr].map(str::to_string);
+        std::iter::once("--shard".to_string()).chain(v).collect()
+    };
+    let args0 = shard_args(0);
+    let mut doomed = bench.build("shard0", &args0.iter().map(String::as_str).collect::<Vec<_>>()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    doomed.kill().unwrap();
+    assert!(!doomed.wait().unwrap().success());
 
     // Three shards at once.
     let shards: Vec<(String, Child)> = (0..3)
         .map(|i| {
             let state = format!("shard{i}");
-            bench.state(&state);
-            let shard = format!("{i}/3");
-            let extra = ["--shard", &shard, "--cache-repo", &cache, "--push", "--registry", &addr];
-            (state.clone(), bench.build(&state, &extra).spawn().unwrap())
+            let args = shard_args(i);
+            (state.clone(), bench.build(&state, &args.iter().map(String::as_str).collect::<Vec<_>>()).spawn().unwrap())
         })
         .collect();
     let mut total = 0;
@@ -151,6 +165,7 @@ fn three_shards_build_each_layer_once_and_a_fourth_store_builds_nothing() {
         total += layers_built(&bench.summary(&state));
     }
     assert_eq!(total, alone, "each layer was built by exactly one shard");
+    ok(bench.kolla("shard0", &["fsck"]).output().unwrap());
 
     // Every image is in the registry, and a fourth store with only the cache gets the same digests.
     let pushed: Vec<String> = IMAGES.iter().map(|i| skopeo_digest(&format!("{addr}/kolla/{i}:{TAG}"), &[])).collect();
