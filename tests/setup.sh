@@ -14,6 +14,7 @@ packages=(
     pigz zstd buildah hyperfine bc  # peers and timers for the bench scripts
     python3 python3-venv  # kolla-build for the template conformance test; spdx-tools for the SBOM test
     podman            # loads `kolla-oci save` archives in the save test
+    git               # git sources (kolla-build.conf type = git) in the sources tests
     ca-certificates
 )
 missing=()
