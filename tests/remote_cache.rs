@@ -92,10 +92,12 @@ fn machines_share_steps_through_a_registry() {
     let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json");
 
-    // Machine B: a fresh store and a fresh copy of the context (other mtimes) — nothing runs, same image.
+    // Machine B: a fresh store, a fresh copy of the context (other mtimes) and a proxy of its own (as in
+    // BuildKit, undeclared proxy arguments are not part of a step) — nothing runs, same image.
     let ctx_b = tmp.path().join("ctx-b");
     context(&ctx_b, "v1\n");
-    let (b, built) = build(&tmp.path().join("b"), &ctx_b, &cache, &[]);
+    let proxy = ["--build-arg", "http_proxy=http://proxy.example:3128"];
+    let (b, built) = build(&tmp.path().join("b"), &ctx_b, &cache, &proxy);
     assert_eq!(built, 0, "every step came from the registry");
     assert_eq!(b, a, "digest-identical (the RUN's timestamp came from A)");
 

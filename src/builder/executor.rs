@@ -422,15 +422,25 @@ impl Step<'_> {
                 (v, file)
             }
         };
+        let in_config = |k: &str| st.config.config.env.iter().any(|e| e.split_once('=').is_some_and(|(ek, _)| ek == k));
+        let key_env: Vec<String> = st
+            .config
+            .config
+            .env
+            .iter()
+            .cloned()
+            .chain(self.ex.args_in_effect().into_iter().filter(|(k, _)| !in_config(k)).map(|(k, v)| format!("{k}={v}")))
+            .collect();
         let mut env = st.config.config.env.clone();
         env.extend(run_env);
         let user = st.config.config.user.clone().unwrap_or_default();
         let cwd = st.workdir();
         let script_file: Vec<&str> = file.iter().flat_map(|f| [f.name.as_str(), f.content.as_str()]).collect();
+        // The env a RUN sees, except undeclared proxy arguments (see `Expander::args_in_effect`).
         let key = Key::new("run", &st.key)
             .list("argv", &argv)
             .list("script-file", &script_file)
-            .list("env", &env)
+            .list("env", &key_env)
             .field("user", &user)
             .field("workdir", &cwd)
             .finish();

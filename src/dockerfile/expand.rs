@@ -296,8 +296,7 @@ impl Expander {
     /// effect (not overridden by a later ENV) and undeclared proxy build arguments. None of
     /// these may be written to the image config.
     pub fn run_env(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> =
-            self.env.vars.iter().filter_map(|(k, v)| v.arg_in_effect().map(|a| (k.clone(), a.to_owned()))).collect();
+        let mut out = self.args_in_effect();
         for name in PROXY_ARGS {
             if let Some(v) = self.build_args.get(name)
                 && !self.env.vars.contains_key(name)
@@ -306,6 +305,14 @@ impl Expander {
             }
         }
         out
+    }
+
+    /// The ARG values still in effect (declared, not overridden by a later ENV): what a RUN's result may
+    /// depend on besides the config's Env. Unlike [`Expander::run_env`] it leaves out the undeclared proxy
+    /// arguments, which — as in BuildKit — do not enter a step's cache key: machines behind different
+    /// proxies share steps.
+    pub fn args_in_effect(&self) -> Vec<(String, String)> {
+        self.env.vars.iter().filter_map(|(k, v)| v.arg_in_effect().map(|a| (k.clone(), a.to_owned()))).collect()
     }
 
     /// The image config's `Env`: the base Env updated by every ENV so far, in Docker's
