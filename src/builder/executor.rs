@@ -407,13 +407,6 @@ impl Step<'_> {
 
     fn run(&self, st: &mut ImageState, ins: &Instruction, log: &mut dyn Write) -> Result<StepResult, BuildError> {
         let Kind::Run(spec) = &ins.kind else { unreachable!() };
-        let run_env: Vec<String> = self
-            .ex
-            .run_env()
-            .into_iter()
-            .filter(|(k, _)| !st.config.config.env.iter().any(|e| e.split_once('=').is_some_and(|(ek, _)| ek == k)))
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
         let (argv, file) = match spec.script() {
             RunScript::Exec(argv) => (argv, None),
             RunScript::Shell { script, file } => {
@@ -422,17 +415,14 @@ impl Step<'_> {
                 (v, file)
             }
         };
-        let in_config = |k: &str| st.config.config.env.iter().any(|e| e.split_once('=').is_some_and(|(ek, _)| ek == k));
-        let key_env: Vec<String> = st
-            .config
-            .config
-            .env
-            .iter()
-            .cloned()
-            .chain(self.ex.args_in_effect().into_iter().filter(|(k, _)| !in_config(k)).map(|(k, v)| format!("{k}={v}")))
-            .collect();
-        let mut env = st.config.config.env.clone();
-        env.extend(run_env);
+        // What RUN gets on top of the config's Env (`Expander::run_env`), minus names the config sets.
+        let config_env = &st.config.config.env;
+        let extra = |vars: Vec<(String, String)>| {
+            vars.into_iter()
+                .filter(|(k, _)| !config_env.iter().any(|e| e.split_once('=').is_some_and(|(ek, _)| ek == k)))
+                .map(|(k, v)| format!("{k}={v}"))
+        };
+        let mut env: Vec<String> = config_env.iter().cloned().chain(extra(self.ex.args_in_effect())).collect();
         let user = st.config.config.user.clone().unwrap_or_default();
         let cwd = st.workdir();
         let script_file: Vec<&str> = file.iter().flat_map(|f| [f.name.as_str(), f.content.as_str()]).collect();
@@ -440,10 +430,11 @@ impl Step<'_> {
         let key = Key::new("run", &st.key)
             .list("argv", &argv)
             .list("script-file", &script_file)
-            .list("env", &key_env)
+            .list("env", &env)
             .field("user", &user)
             .field("workdir", &cwd)
             .finish();
+        env.extend(extra(self.ex.undeclared_proxies()));
         if let Some(r) = self.cached(st, ins, key)? {
             return Ok(r);
         }

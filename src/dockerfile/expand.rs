@@ -297,14 +297,18 @@ impl Expander {
     /// these may be written to the image config.
     pub fn run_env(&self) -> Vec<(String, String)> {
         let mut out = self.args_in_effect();
-        for name in PROXY_ARGS {
-            if let Some(v) = self.build_args.get(name)
-                && !self.env.vars.contains_key(name)
-            {
-                out.push((name.to_owned(), v.clone()));
-            }
-        }
+        out.extend(self.undeclared_proxies());
         out
+    }
+
+    /// The proxy build arguments (`HTTP_PROXY`, …) given but not declared by ARG or set by ENV: RUN gets
+    /// them as BuildKit gives them, outside the image config and outside the step's cache key.
+    pub fn undeclared_proxies(&self) -> Vec<(String, String)> {
+        PROXY_ARGS
+            .iter()
+            .filter(|name| !self.env.vars.contains_key(**name))
+            .filter_map(|name| self.build_args.get(*name).map(|v| ((*name).to_owned(), v.clone())))
+            .collect()
     }
 
     /// The ARG values still in effect (declared, not overridden by a later ENV): what a RUN's result may
