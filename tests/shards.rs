@@ -1,5 +1,5 @@
 //! `--shard I/N` with `--cache-repo`: three processes, each with its own store, build one Kolla-shaped
-//! tree at once through a real `docker-registry`. Every RUN writes a timestamp, so a layer built twice
+//! tree at once through a real `docker-registry`. Every RUN writes a random UUID, so a layer built twice
 //! would differ: equal digests prove each layer was built once, by its owner, and taken by the others.
 //! One shard is killed mid-build first and simply run again.
 
@@ -30,7 +30,8 @@ impl Bench {
         let dir = tmp.path().to_path_buf();
         busybox::write_busybox_context(&dir.join("bb"));
         let tree = dir.join("tree");
-        let stamp = |name: &str| format!("RUN date +%s%N > /{name}.stamp && echo {name} >> /built\n");
+        let stamp =
+            |name: &str| format!("RUN cat /proc/sys/kernel/random/uuid > /{name}.stamp && echo {name} >> /built\n");
         let child = |parent: &str, name: &str| {
             format!("FROM {{{{ namespace }}}}/{{{{ image_prefix }}}}{parent}:{{{{ tag }}}}\n{}", stamp(name))
         };
