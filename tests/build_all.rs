@@ -10,8 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use kolla_oci::store::Store;
+use pep503::normalize;
 use serde_json::Value;
 
+#[path = "support/pep503.rs"]
+mod pep503;
 #[path = "support/template.rs"]
 #[allow(unused_imports)]
 mod venv;
@@ -75,21 +78,6 @@ impl Env {
         let path = self.layout().join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
         serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
     }
-}
-
-/// PEP 503 name normalization, as pip compares names.
-fn normalize(name: &str) -> String {
-    let mut out = String::new();
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            if !out.ends_with('-') {
-                out.push('-');
-            }
-        } else {
-            out.push(c.to_ascii_lowercase());
-        }
-    }
-    out
 }
 
 /// stdout of a successful kolla-oci run.

@@ -4,6 +4,8 @@
 //! uninstalled in a later layer (a whiteout) absent from both. The SPDX validates with `pyspdxtools`
 //! (PyPI spdx-tools) and the CycloneDX with cyclonedx-python-lib's JSON schema validator.
 
+#[path = "support/pep503.rs"]
+mod pep503;
 #[path = "support/store.rs"]
 mod support;
 #[path = "support/template.rs"]
@@ -14,25 +16,11 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
+use pep503::normalize;
 use serde_json::Value;
 use support::{kolla_oci, run_ok};
 
 const IMAGE: &str = "sbom-test:1";
-
-/// PEP 503 name normalization, as pip compares names.
-fn normalize(name: &str) -> String {
-    let mut out = String::new();
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            if !out.ends_with('-') {
-                out.push('-');
-            }
-        } else {
-            out.push(c.to_ascii_lowercase());
-        }
-    }
-    out
-}
 
 /// Run `argv` in the image; its stdout.
 fn in_image(state: &Path, argv: &[&str]) -> String {
