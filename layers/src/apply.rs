@@ -136,9 +136,7 @@ pub fn apply_layer(reader: impl Read, root: &Path, opts: &ApplyOptions) -> Resul
 /// [`decompress`] does): its diff_id, checked without unpacking anything — what a pull does before
 /// it tags an image whose config claims diff_ids.
 pub fn uncompressed_digest(reader: impl Read) -> io::Result<(Digest, u64)> {
-    let mut hashed = HashingReader::new(decompress(reader)?);
-    io::copy(&mut hashed, &mut io::sink())?;
-    Ok(hashed.finish())
+    crate::digest_reader(decompress(reader)?)
 }
 
 /// Picks the decoder from the first bytes: gzip `1f 8b` (multi-member), zstd `28 b5 2f fd`, else plain

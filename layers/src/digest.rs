@@ -92,6 +92,25 @@ pub struct HashingReader<R> {
     len: u64,
 }
 
+/// sha256 and length of everything `r` yields, read in 256 KiB blocks (a file, a decompressed stream):
+/// the one way the project hashes a stream it does not otherwise consume.
+pub fn digest_reader(mut r: impl Read) -> io::Result<(Digest, u64)> {
+    let mut hasher = Sha256::new();
+    let mut len = 0u64;
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok((Digest::from_hasher(hasher), len))
+}
+
 impl<R: Read> HashingReader<R> {
     /// Wraps `inner`; nothing is hashed yet.
     pub fn new(inner: R) -> HashingReader<R> {

@@ -130,9 +130,8 @@ pub fn redact_url_password(value: &str) -> String {
 /// sha256 of a file's content, as a provenance config-file entry named `path` as given.
 pub fn file_digest(path: &Path) -> Result<FileDigest, AttestError> {
     let err = |e: std::io::Error| AttestError::Input { path: path.to_path_buf(), reason: e.to_string() };
-    let mut w = layers::HashingWriter::new(std::io::sink());
-    std::io::copy(&mut std::fs::File::open(path).map_err(err)?, &mut w).map_err(err)?;
-    Ok(FileDigest { path: path.display().to_string(), sha256: w.finish().1 })
+    let (sha256, _) = layers::digest_reader(std::fs::File::open(path).map_err(err)?).map_err(err)?;
+    Ok(FileDigest { path: path.display().to_string(), sha256 })
 }
 
 /// Digest of template trees: sha256 of the listing `<tree index>/<relative path>\0<what>\n` over

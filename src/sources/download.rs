@@ -185,9 +185,7 @@ impl Failure {
 
 /// sha256 of a file's content.
 pub(crate) fn hash_file(path: &Path) -> io::Result<Digest> {
-    let mut w = layers::HashingWriter::new(io::sink());
-    io::copy(&mut fs::File::open(path)?, &mut w)?;
-    Ok(w.finish().1)
+    Ok(layers::digest_reader(fs::File::open(path)?)?.0)
 }
 
 /// Write `bytes` to `path` through a synced temp file and a rename.

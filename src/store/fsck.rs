@@ -9,10 +9,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::PathBuf;
 
-use layers::{Digest, HashingWriter};
+use layers::Digest;
 use rayon::prelude::*;
 
 use super::{Descriptor, DocKind, Index, Store, StoreError, is_nondistributable};
@@ -170,22 +170,6 @@ pub(super) fn list_blobs(store: &Store, report: &mut FsckReport) -> Result<Vec<B
     }
     found.sort_by_key(|b| b.digest.hex());
     Ok(found)
-}
-
-/// sha256 of a file, streamed.
-fn hash_file(path: &std::path::Path) -> io::Result<(Digest, u64)> {
-    let mut file = File::open(path)?;
-    let mut hasher = HashingWriter::new(io::sink());
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.write_all(&buf[..n])?;
-    }
-    let (_, digest, size) = hasher.finish();
-    Ok((digest, size))
 }
 
 /// The reachability walk from `index.json`.
@@ -372,7 +356,7 @@ pub(super) fn fsck(store: &Store) -> Result<FsckReport, StoreError> {
     let index = store.index();
     let files = list_blobs(store, &mut report)?;
     let hashed: Vec<(Digest, io::Result<(Digest, u64)>)> =
-        files.par_iter().map(|b| (b.digest, hash_file(&b.path))).collect();
+        files.par_iter().map(|b| (b.digest, File::open(&b.path).and_then(layers::digest_reader))).collect();
     let mut corrupt = BTreeSet::new();
     for (digest, result) in hashed {
         match result {
