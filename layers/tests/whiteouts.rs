@@ -32,7 +32,7 @@ fn layer_bytes(root: &Path, overlay_upper: bool) -> Vec<u8> {
 
 /// (path, type, size) of every entry and whether any PAX record names an overlay xattr.
 fn list(layer: &[u8]) -> (Vec<(String, char, u64)>, bool) {
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(layer));
+    let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(layer));
     let mut out = Vec::new();
     let mut overlay_xattr = false;
     for e in ar.entries().unwrap() {

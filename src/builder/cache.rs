@@ -16,7 +16,8 @@ use crate::store::Descriptor;
 
 /// The key format, hashed first into every key. Bump it when what a step produces changes for the same
 /// inputs, or when the encoding below changes: every key then changes, and old entries are never hit.
-const KEY_FORMAT: &[u8] = b"kolla-oci step key v2";
+/// v3: layers are compressed with libdeflate as independent gzip members (`layers/src/gzip.rs`).
+const KEY_FORMAT: &[u8] = b"kolla-oci step key v3";
 
 /// What a cached step produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,7 +137,7 @@ mod tests {
     use super::*;
 
     /// Keys are shared between machines and releases: these pins fail when the encoding changes by
-    /// accident. Change them only together with `KEY_FORMAT`. (The first was also computed from the
+    /// accident. Change them only together with `KEY_FORMAT`. (Both were also computed from the
     /// documented encoding with Python's hashlib.)
     #[test]
     fn keys_are_pinned() {
@@ -148,8 +149,8 @@ mod tests {
             .field("user", "")
             .field("workdir", "/")
             .finish();
-        assert_eq!(from.hex(), "2bb8466d0864857f61bae5a64f3d96d2b77f21cd551df7f4958df50ce5a77e54");
-        assert_eq!(run.hex(), "334d4f699e356f97ff7adbe9deee74d9fb6411e401b54134eb3c6bd894ca8426");
+        assert_eq!(from.hex(), "ef10fdf1a9de8723028e23399851973edb5428b57108e20b959344fe6b49f2ef");
+        assert_eq!(run.hex(), "002923133b37af27572daebc2660b8608d5f16d8058970256d648dfb5d7a54fa");
     }
 
     #[test]
