@@ -188,13 +188,7 @@ mod libdeflate {
             unsafe {
                 let bound = libdeflate_gzip_compress_bound(c, input.len());
                 let mut out = Vec::<u8>::with_capacity(bound);
-                let n = libdeflate_gzip_compress(
-                    c,
-                    input.as_ptr().cast(),
-                    input.len(),
-                    out.as_mut_ptr().cast(),
-                    bound,
-                );
+                let n = libdeflate_gzip_compress(c, input.as_ptr().cast(), input.len(), out.as_mut_ptr().cast(), bound);
                 if n == 0 {
                     return Err(io::Error::other("libdeflate: output larger than its own bound"));
                 }

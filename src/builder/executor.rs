@@ -5,17 +5,19 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use layers::{Digest, TreeOptions};
+use layers::{Compression, Digest, TreeOptions};
 
+use super::background::Background;
 use super::bootstrap;
 use super::cache::{CachedLayer, CachedStep, Key, StepCache};
 use super::context::{self, BuildContext, StageOptions};
 use super::rules::{self, RuleState};
 use super::view::RootView;
+use super::workspace::ScratchDir;
 use super::{BuildError, BuildOptions, Workspace};
 use crate::dockerfile::{self, CopySpec, Expander, Instruction, Kind, RunScript};
 use crate::sandbox;
-use crate::store::{Descriptor, History, ImageConfig, Platform, Store};
+use crate::store::{Descriptor, History, ImageConfig, Platform};
 
 /// Docker's default shell for shell-form RUN/CMD/ENTRYPOINT.
 /// How much of a RUN's output is kept for the error message.
@@ -52,16 +54,34 @@ pub struct BuildOutcome {
 /// The image being built, one step at a time.
 struct ImageState {
     config: ImageConfig,
-    layers: Vec<Descriptor>,
+    /// The manifest's layers; `None` while a layer is compressed in the background.
+    layers: Vec<Option<Descriptor>>,
     /// Extracted layer dirs, base first.
     dirs: Vec<PathBuf>,
     /// Cache chain key of everything so far.
     key: Digest,
+    /// Which `FROM` of the Dockerfile this is (0 for the first): layers compressed for an earlier stage
+    /// are not this image's.
+    stage: usize,
     /// What the config rules remember across instructions.
     rules: RuleState,
 }
 
+/// A layer whose blob the background thread has written.
+struct Compressed {
+    stage: usize,
+    /// Its position in `ImageState::layers`.
+    index: usize,
+    layer: Descriptor,
+}
+
 impl ImageState {
+    fn fill(&mut self, done: Compressed) {
+        if done.stage == self.stage {
+            self.layers[done.index] = Some(done.layer);
+        }
+    }
+
     fn top_first(&self) -> Vec<PathBuf> {
         self.dirs.iter().rev().cloned().collect()
     }
@@ -86,51 +106,102 @@ pub fn build_image(
     }
     let ctx = BuildContext::new(req.context)?;
     let cache = StepCache::new(ws.cache_dir(), opts.cache);
-    let mut ex = Expander::new(opts.build_args.clone());
-    let mut st: Option<ImageState> = None;
-    let mut from_images = Vec::new();
-    let (mut built, mut cached) = (0, 0);
-    for raw in &df.instructions {
-        let ins = ex.expand(raw)?;
-        let at =
-            |e: BuildError| BuildError::At { path: req.dockerfile.to_path_buf(), line: ins.line, error: Box::new(e) };
-        if let Kind::From(from) = &ins.kind {
-            let (state, digest) = from_image(ws, &from.image, opts).map_err(at)?;
-            ex.set_base_env(&state.config.config.env);
-            st = Some(state);
-            if let Some(digest) = digest {
-                from_images.push(crate::attest::ImageRef { name: from.image.clone(), digest });
-            }
-            continue;
+    std::thread::scope(|scope| {
+        let mut bg = Background::new(scope);
+        let steps = Steps { ws, ctx: &ctx, cache: &cache, opts };
+        let (mut state, counts) = steps.all(req, &df, &mut bg, log)?;
+        for done in bg.finish()? {
+            state.fill(done);
         }
-        let Some(state) = st.as_mut() else {
-            // The parser allows only ARG before FROM; ARG needs no image.
-            continue;
-        };
-        let step = Step { ws, ctx: &ctx, cache: &cache, opts, ex: &ex };
-        match step.apply(state, &ins, log).map_err(at)? {
-            StepResult::Config => {}
-            StepResult::Layer { from_cache } if from_cache => cached += 1,
-            StepResult::Layer { .. } => built += 1,
-            StepResult::Empty => {}
-        }
-    }
-    for name in ex.unused_build_args() {
-        tracing::warn!("{}: build argument {name:?} was given but not declared with ARG", req.dockerfile.display());
-    }
-    let mut state =
-        st.ok_or_else(|| BuildError::Input(format!("{}: no FROM instruction", req.dockerfile.display())))?;
-    state.config.created = Some(opts.created());
-    let store = ws.store();
-    let manifest = store.write_image(&state.config, &state.layers)?;
-    store.set_tag(req.tag, &manifest)?;
-    Ok(BuildOutcome {
-        manifest,
-        layers_built: built,
-        layers_cached: cached,
-        from_images,
-        dockerfile: dockerfile_digest,
+        let layers: Vec<Descriptor> =
+            state.layers.iter().map(|l| l.clone().expect("every background job reported")).collect();
+        state.config.created = Some(opts.created());
+        let store = ws.store();
+        let manifest = store.write_image(&state.config, &layers)?;
+        store.set_tag(req.tag, &manifest)?;
+        Ok(BuildOutcome {
+            manifest,
+            layers_built: counts.built,
+            layers_cached: counts.cached,
+            from_images: counts.from_images,
+            dockerfile: dockerfile_digest,
+        })
     })
+}
+
+/// What the steps of one image did.
+#[derive(Default)]
+struct Counts {
+    built: usize,
+    cached: usize,
+    from_images: Vec<crate::attest::ImageRef>,
+}
+
+/// What every step of one image needs, for as long as its background compression runs.
+#[derive(Clone, Copy)]
+struct Steps<'a> {
+    ws: &'a Workspace,
+    ctx: &'a BuildContext,
+    cache: &'a StepCache,
+    opts: &'a BuildOptions,
+}
+
+impl<'a> Steps<'a> {
+    /// Runs every instruction of `df`; layers still being compressed are left to `bg`.
+    fn all<'scope, 'env>(
+        self,
+        req: &BuildRequest,
+        df: &dockerfile::Dockerfile,
+        bg: &mut Background<'scope, 'env, Compressed>,
+        log: &mut dyn Write,
+    ) -> Result<(ImageState, Counts), BuildError>
+    where
+        'a: 'scope,
+    {
+        let Steps { ws, opts, .. } = self;
+        let mut ex = Expander::new(opts.build_args.clone());
+        let mut st: Option<ImageState> = None;
+        let mut counts = Counts::default();
+        for raw in &df.instructions {
+            let ins = ex.expand(raw)?;
+            let at = |e: BuildError| BuildError::At {
+                path: req.dockerfile.to_path_buf(),
+                line: ins.line,
+                error: Box::new(e),
+            };
+            if let Kind::From(from) = &ins.kind {
+                let (mut state, digest) = from_image(ws, &from.image, opts).map_err(at)?;
+                state.stage = st.as_ref().map_or(0, |s| s.stage + 1);
+                ex.set_base_env(&state.config.config.env);
+                st = Some(state);
+                if let Some(digest) = digest {
+                    counts.from_images.push(crate::attest::ImageRef { name: from.image.clone(), digest });
+                }
+                continue;
+            }
+            let Some(state) = st.as_mut() else {
+                // The parser allows only ARG before FROM; ARG needs no image.
+                continue;
+            };
+            let step = Step { steps: self, ex: &ex };
+            match step.apply(state, &ins, bg, log).map_err(at)? {
+                StepResult::Config => {}
+                StepResult::Layer { from_cache } if from_cache => counts.cached += 1,
+                StepResult::Layer { .. } => counts.built += 1,
+                StepResult::Empty => {}
+            }
+            // A background compression that failed stops the build here rather than at the end.
+            for done in bg.poll()? {
+                state.fill(done);
+            }
+        }
+        for name in ex.unused_build_args() {
+            tracing::warn!("{}: build argument {name:?} was given but not declared with ARG", req.dockerfile.display());
+        }
+        let state =
+            st.ok_or_else(|| BuildError::Input(format!("{}: no FROM instruction", req.dockerfile.display())))?;
+        Ok((state, counts))
+    }
 }
 
 /// The starting point of a build: `scratch`, an image in the store, or one fetched or bootstrapped;
@@ -145,6 +216,7 @@ fn from_image(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<(ImageS
             layers: vec![],
             dirs: vec![],
             key: Key::new("scratch", &zero).field("platform", Platform::host().to_string()).finish(),
+            stage: 0,
             rules: RuleState::default(),
         };
         return Ok((state, None));
@@ -173,8 +245,14 @@ fn from_image(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<(ImageS
         .field("platform", image.config.platform().to_string())
         .finish();
     let digest = image.manifest_digest;
-    let state =
-        ImageState { config: image.config, layers: image.manifest.layers, dirs, key, rules: RuleState::default() };
+    let state = ImageState {
+        config: image.config,
+        layers: image.manifest.layers.into_iter().map(Some).collect(),
+        dirs,
+        key,
+        stage: 0,
+        rules: RuleState::default(),
+    };
     Ok((state, Some(digest)))
 }
 
@@ -187,24 +265,30 @@ enum StepResult {
     Empty,
 }
 
-/// What every step needs.
-struct Step<'a> {
-    ws: &'a Workspace,
-    ctx: &'a BuildContext,
-    cache: &'a StepCache,
-    opts: &'a BuildOptions,
-    ex: &'a Expander,
+/// One step: what every step of the image needs, and the expander as of this instruction.
+struct Step<'a, 'e> {
+    steps: Steps<'a>,
+    ex: &'e Expander,
 }
 
-impl Step<'_> {
-    fn apply(&self, st: &mut ImageState, ins: &Instruction, log: &mut dyn Write) -> Result<StepResult, BuildError> {
+impl<'a> Step<'a, '_> {
+    fn apply<'scope, 'env>(
+        &self,
+        st: &mut ImageState,
+        ins: &Instruction,
+        bg: &mut Background<'scope, 'env, Compressed>,
+        log: &mut dyn Write,
+    ) -> Result<StepResult, BuildError>
+    where
+        'a: 'scope,
+    {
         match &ins.kind {
             Kind::From(_) => unreachable!("handled by build_image"),
             // Values reach RUN through its environment (and its cache key); nothing to record.
             Kind::Arg(_) => return Ok(StepResult::Config),
-            Kind::Copy(spec) => return self.copy(st, ins, spec, false),
-            Kind::Add(spec) => return self.copy(st, ins, spec, true),
-            Kind::Run(_) => return self.run(st, ins, log),
+            Kind::Copy(spec) => return self.copy(st, ins, spec, false, bg),
+            Kind::Add(spec) => return self.copy(st, ins, spec, true, bg),
+            Kind::Run(_) => return self.run(st, ins, bg, log),
             kind => {
                 let config_only = rules::apply(&mut st.config, &mut st.rules, kind);
                 debug_assert!(config_only, "every other instruction only changes the config");
@@ -218,7 +302,7 @@ impl Step<'_> {
 
     fn history(&self, st: &mut ImageState, ins: &Instruction, empty: bool) {
         st.config.history.push(History {
-            created: Some(self.opts.created()),
+            created: Some(self.steps.opts.created()),
             created_by: Some(ins.original.clone()),
             comment: Some("kolla-oci".into()),
             empty_layer: empty.then_some(true),
@@ -229,15 +313,15 @@ impl Step<'_> {
     /// Use the cached result of step `key` if its blob is still in the store, or if the remote step
     /// cache has it (then recorded in the local cache too).
     fn cached(&self, st: &mut ImageState, ins: &Instruction, key: Digest) -> Result<Option<StepResult>, BuildError> {
-        let hit = match self.cache.get(&key).or_else(|| self.remote_lookup(&key)) {
+        let hit = match self.steps.cache.get(&key).or_else(|| self.remote_lookup(&key)) {
             Some(hit) => hit,
-            None if self.opts.cache_wait.is_some() => self.wait_for_owner(ins, &key)?,
+            None if self.steps.opts.cache_wait.is_some() => self.wait_for_owner(ins, &key)?,
             None => return Ok(None),
         };
         let result = match hit.layer {
-            Some(l) if self.ws.store().has_blob(&l.descriptor.digest) => {
-                let dir = self.ws.ensure_layer_dir(&l.descriptor, &l.diff_id)?;
-                self.push_layer(st, ins, l.descriptor, l.diff_id, dir);
+            Some(l) if self.steps.ws.store().has_blob(&l.descriptor.digest) => {
+                let dir = self.steps.ws.ensure_layer_dir(&l.descriptor, &l.diff_id)?;
+                self.push_layer(st, ins, Some(l.descriptor), l.diff_id, dir);
                 StepResult::Layer { from_cache: true }
             }
             Some(_) => return Ok(None),
@@ -254,10 +338,10 @@ impl Step<'_> {
     /// Step `key` from `--cache-repo`, if given and it has the step. A registry that cannot be reached is
     /// a miss (the step is built), with a warning: the cache speeds builds up and must not break them.
     fn remote_lookup(&self, key: &Digest) -> Option<CachedStep> {
-        let remote = self.opts.cache_repo.as_ref().filter(|_| self.opts.cache)?;
-        match remote.lookup(self.ws.store(), key) {
+        let remote = self.steps.opts.cache_repo.as_ref().filter(|_| self.steps.opts.cache)?;
+        match remote.lookup(self.steps.ws.store(), key) {
             Ok(Some(step)) => {
-                if let Err(e) = self.cache.put(key, &step) {
+                if let Err(e) = self.steps.cache.put(key, &step) {
                     tracing::warn!("recording a remote cache hit locally: {e}");
                 }
                 Some(step)
@@ -273,7 +357,7 @@ impl Step<'_> {
     /// Poll the remote cache for step `key` until its owner (another shard) publishes it, with backoff,
     /// up to `--shard-wait`.
     fn wait_for_owner(&self, ins: &Instruction, key: &Digest) -> Result<CachedStep, BuildError> {
-        let (Some(wait), Some(remote)) = (&self.opts.cache_wait, &self.opts.cache_repo) else {
+        let (Some(wait), Some(remote)) = (&self.steps.opts.cache_wait, &self.steps.opts.cache_repo) else {
             return Err(BuildError::Input("waiting for another shard needs --cache-repo".into()));
         };
         let started = std::time::Instant::now();
@@ -300,71 +384,104 @@ impl Step<'_> {
         }
     }
 
-    /// Share step `key`'s result through `--cache-repo`; a failure is a warning (the build is fine).
-    fn remote_publish(&self, st: &ImageState, key: &Digest, step: &CachedStep) {
-        if let Some(remote) = &self.opts.cache_repo
-            && let Err(e) = remote.publish(self.ws.store(), key, step, &st.config.platform())
-        {
-            tracing::warn!(cache = remote.name(), "publishing a step to the remote cache failed: {e}");
-        }
-    }
-
-    fn push_layer(&self, st: &mut ImageState, ins: &Instruction, layer: Descriptor, diff_id: Digest, dir: PathBuf) {
+    fn push_layer(
+        &self,
+        st: &mut ImageState,
+        ins: &Instruction,
+        layer: Option<Descriptor>,
+        diff_id: Digest,
+        dir: PathBuf,
+    ) {
         st.layers.push(layer);
         st.config.rootfs.diff_ids.push(diff_id);
         st.dirs.push(dir);
         self.history(st, ins, false);
     }
 
-    /// Turn `dir` into the step's layer (none if it holds no change), record it in the cache.
-    fn commit_dir(
+    /// Turn `dir` into the step's layer (none if it holds no change). The uncompressed tar is hashed
+    /// here: its diff_id names the layer dir, which the next step can use at once. The compressed blob
+    /// is written by `bg` (in the background), which also records the step in the cache once the blob is
+    /// in the store. `scratch` holds `dir` if it is a temp dir: it must live until the blob is written.
+    #[allow(clippy::too_many_arguments)]
+    fn commit_dir<'scope, 'env>(
         &self,
         st: &mut ImageState,
         ins: &Instruction,
         key: Digest,
         dir: &Path,
         overlay_upper: bool,
-    ) -> Result<StepResult, BuildError> {
-        let store: &Store = self.ws.store();
-        let mut w = store.blob_writer()?;
-        let tree =
-            TreeOptions { source_date_epoch: self.opts.source_date_epoch, overlay_upper, threads: self.opts.threads };
-        let info = layers::write_layer(dir, &tree, self.opts.compression, &mut w)
-            .map_err(|e| BuildError::Layer { what: format!("layer of {:?}", ins.original), error: e })?;
-        let result = if info.entries == 0 {
-            drop(w);
+        scratch: ScratchDir,
+        bg: &mut Background<'scope, 'env, Compressed>,
+    ) -> Result<StepResult, BuildError>
+    where
+        'a: 'scope,
+    {
+        let steps = self.steps;
+        let Steps { ws, opts, .. } = steps;
+        let tree = TreeOptions { source_date_epoch: opts.source_date_epoch, overlay_upper, threads: opts.threads };
+        let what = || format!("layer of {:?}", ins.original);
+        let diff = layers::write_layer(dir, &tree, Compression::None, io::sink())
+            .map_err(|e| BuildError::Layer { what: what(), error: e })?;
+        st.key = key;
+        if diff.entries == 0 {
             self.history(st, ins, true);
-            let entry = CachedStep { layer: None };
-            self.cache.put(&key, &entry).map_err(|e| BuildError::io(&self.ws.cache_dir(), "write cache", e))?;
-            self.remote_publish(st, &key, &entry);
-            StepResult::Empty
-        } else {
-            w.commit(Some(&info.digest))?;
+            record(self.steps, &key, &CachedStep { layer: None }, &st.config.platform())?;
+            return Ok(StepResult::Empty);
+        }
+        let adopted = ws.adopt_layer_dir(dir, &diff.diff_id)?;
+        // Compress the tree that was hashed: `dir` itself once adopted, else (a layer dir with this diff_id
+        // was there already) our own copy, which stays in `scratch` until then.
+        let source = if dir.exists() { dir.to_path_buf() } else { adopted.clone() };
+        let index = st.layers.len();
+        self.push_layer(st, ins, None, diff.diff_id, adopted);
+        let (platform, stage) = (st.config.platform(), st.stage);
+        let (path, line, what) = (ins.path.clone(), ins.line, what());
+        let job = move || {
+            let _scratch = scratch;
+            let at = |e: BuildError| BuildError::At { path: path.to_path_buf(), line, error: Box::new(e) };
+            let mut w = ws.store().blob_writer().map_err(|e| at(e.into()))?;
+            let info = layers::write_layer(&source, &tree, opts.compression, &mut w)
+                .map_err(|e| at(BuildError::Layer { what: what.clone(), error: e }))?;
+            if info.diff_id != diff.diff_id {
+                return Err(at(BuildError::Input(format!(
+                    "{what}: {} changed while it was compressed (diff_id {} before, {} after)",
+                    source.display(),
+                    diff.diff_id,
+                    info.diff_id
+                ))));
+            }
+            w.commit(Some(&info.digest)).map_err(|e| at(e.into()))?;
             let descriptor = Descriptor::new(info.media_type, info.digest, info.size);
-            let dir = self.ws.adopt_layer_dir(dir, &info.diff_id)?;
             let entry =
                 CachedStep { layer: Some(CachedLayer { descriptor: descriptor.clone(), diff_id: info.diff_id }) };
-            self.cache.put(&key, &entry).map_err(|e| BuildError::io(&self.ws.cache_dir(), "write cache", e))?;
-            self.remote_publish(st, &key, &entry);
-            self.push_layer(st, ins, descriptor, info.diff_id, dir);
-            StepResult::Layer { from_cache: false }
+            record(steps, &key, &entry, &platform).map_err(at)?;
+            Ok(Compressed { stage, index, layer: descriptor })
         };
-        st.key = key;
-        Ok(result)
+        if opts.compression == Compression::None {
+            // Nothing to take off the critical path: the blob is the tar just hashed.
+            st.fill(job()?);
+        } else {
+            bg.submit(job);
+        }
+        Ok(StepResult::Layer { from_cache: false })
     }
 
-    fn copy(
+    fn copy<'scope, 'env>(
         &self,
         st: &mut ImageState,
         ins: &Instruction,
         spec: &CopySpec,
         add: bool,
-    ) -> Result<StepResult, BuildError> {
+        bg: &mut Background<'scope, 'env, Compressed>,
+    ) -> Result<StepResult, BuildError>
+    where
+        'a: 'scope,
+    {
         let mut sources = Vec::new();
         for s in &spec.sources {
-            sources.extend(self.ctx.resolve(s)?);
+            sources.extend(self.steps.ctx.resolve(s)?);
         }
-        let content = self.ctx.digest(&sources)?;
+        let content = self.steps.ctx.digest(&sources)?;
         let workdir = st.workdir();
         let dest = if spec.dest.starts_with('/') {
             spec.dest.clone()
@@ -386,7 +503,7 @@ impl Step<'_> {
         let lowers = st.top_first();
         let view = RootView::new(&lowers);
         let owner = spec.chown.as_deref().map(|o| view.resolve_owner(o)).transpose()?;
-        let tmp = self.ws.temp_dir("stage-")?;
+        let tmp = self.steps.ws.temp_dir("stage-")?;
         let root = tmp.path().join("root");
         fs::create_dir(&root).map_err(|e| BuildError::io(&root, "create directory", e))?;
         let stage_opts = StageOptions { owner, mode: spec.mode(), extract_archives: add };
@@ -402,10 +519,19 @@ impl Step<'_> {
             }
             context::stage(&view, &root, &paths, &dest, &stage_opts)?;
         }
-        self.commit_dir(st, ins, key, &root, false)
+        self.commit_dir(st, ins, key, &root, false, tmp, bg)
     }
 
-    fn run(&self, st: &mut ImageState, ins: &Instruction, log: &mut dyn Write) -> Result<StepResult, BuildError> {
+    fn run<'scope, 'env>(
+        &self,
+        st: &mut ImageState,
+        ins: &Instruction,
+        bg: &mut Background<'scope, 'env, Compressed>,
+        log: &mut dyn Write,
+    ) -> Result<StepResult, BuildError>
+    where
+        'a: 'scope,
+    {
         let Kind::Run(spec) = &ins.kind else { unreachable!() };
         let (argv, file) = match spec.script() {
             RunScript::Exec(argv) => (argv, None),
@@ -438,7 +564,7 @@ impl Step<'_> {
         if let Some(r) = self.cached(st, ins, key)? {
             return Ok(r);
         }
-        let tmp = self.ws.temp_dir("run-")?;
+        let tmp = self.steps.ws.temp_dir("run-")?;
         let (upper, work) = (tmp.path().join("upper"), tmp.path().join("work"));
         for d in [&upper, &work] {
             fs::create_dir(d).map_err(|e| BuildError::io(d, "create directory", e))?;
@@ -450,10 +576,10 @@ impl Step<'_> {
             write_heredoc(&pipes, &f.name, &f.content, 0o755)?;
             binds.push(sandbox::Bind { source: pipes, target: "/dev/pipes".into(), readonly: true });
         }
-        if self.opts.network == sandbox::NetworkMode::Private {
+        if self.steps.opts.network == sandbox::NetworkMode::Private {
             warn_loopback_proxy(&env);
         }
-        if let Some(bundle) = &self.opts.ca_bundle {
+        if let Some(bundle) = &self.steps.opts.ca_bundle {
             let dir = tmp.path().join("ca");
             let dest = dir.join("ca-certificates.crt");
             fs::create_dir(&dir).map_err(|e| BuildError::io(&dir, "create directory", e))?;
@@ -476,7 +602,7 @@ impl Step<'_> {
             cwd,
             hostname: String::new(),
             binds,
-            network: self.opts.network,
+            network: self.steps.opts.network,
         };
         let _ = writeln!(log, "--> {}", ins.original);
         let mut tail = Tail { log, buf: VecDeque::with_capacity(TAIL_BYTES) };
@@ -484,8 +610,20 @@ impl Step<'_> {
         if code != 0 {
             return Err(BuildError::RunFailed { command: ins.original.clone(), code, tail: tail.lines() });
         }
-        self.commit_dir(st, ins, key, &upper, true)
+        self.commit_dir(st, ins, key, &upper, true, tmp, bg)
     }
+}
+
+/// Records step `key`'s result in the local cache, and shares it through `--cache-repo` (where a failure
+/// is only a warning: the build is fine without it).
+fn record(steps: Steps, key: &Digest, entry: &CachedStep, platform: &Platform) -> Result<(), BuildError> {
+    steps.cache.put(key, entry).map_err(|e| BuildError::io(&steps.ws.cache_dir(), "write cache", e))?;
+    if let Some(remote) = &steps.opts.cache_repo
+        && let Err(e) = remote.publish(steps.ws.store(), key, entry, platform)
+    {
+        tracing::warn!(cache = remote.name(), "publishing a step to the remote cache failed: {e}");
+    }
+    Ok(())
 }
 
 /// Warns (once per process) when a proxy variable of a RUN names the host's loopback, which a RUN in

@@ -7,6 +7,7 @@
 //! image's extracted layers with a fresh upper dir. Either directory then becomes the step's layer
 //! (`layers::write_layer` into the store) *and*, renamed, its extracted form: nothing is copied per image.
 
+mod background;
 mod bootstrap;
 mod cache;
 mod container;
