@@ -16,3 +16,15 @@ pub mod shard;
 pub mod sources;
 pub mod store;
 pub mod template;
+
+/// `error: cause: cause…`, for errors shown inside another error's message: the layer engine keeps the OS
+/// error as a `source`, not in its own message, and a wrapper that prints only `{error}` would drop it.
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out = format!("{out}: {s}");
+        cur = s.source();
+    }
+    out
+}

@@ -150,8 +150,8 @@ pub enum BuildError {
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Making or applying a layer failed.
-    #[error("{what}: {error}")]
+    /// Making or applying a layer failed (the message has the layer error's causes, e.g. the OS error).
+    #[error("{what}: {}", crate::with_causes(error))]
     Layer {
         /// Which layer.
         what: String,

@@ -179,7 +179,7 @@ impl Failure {
     fn from_http(e: &reqwest::Error) -> Failure {
         let transient = e.is_connect() || e.is_timeout() || e.is_request();
         // reqwest's Display hides the cause ("error sending request"); the chain says what happened.
-        Failure { reason: super::with_causes(e), transient }
+        Failure { reason: crate::with_causes(e), transient }
     }
 }
 

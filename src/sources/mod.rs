@@ -227,7 +227,7 @@ impl Fetcher<'_> {
             archive::extract(&archive, &dir).map_err(|e| SourceError::Extract {
                 section,
                 location,
-                error: with_causes(&e),
+                error: crate::with_causes(&e),
             })?;
             done.push(p);
         }
@@ -236,17 +236,6 @@ impl Fetcher<'_> {
         archive::tar_dir(&dir, folder, std::io::BufWriter::new(out))?;
         Ok(done)
     }
-}
-
-/// `error: cause: cause…` (the applier keeps the OS error as a source, not in its message).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out = format!("{out}: {s}");
-        cur = s.source();
-    }
-    out
 }
 
 fn copy(from: &Path, to: &Path) -> Result<(), SourceError> {
