@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::{Scope, ScopedJoinHandle};
+use std::time::{Duration, Instant};
 
 use super::BuildError;
 
@@ -26,11 +27,23 @@ pub(crate) struct Background<'scope, 'env, T> {
     worker: Option<Worker<'scope, T>>,
     /// Jobs submitted whose result has not been collected.
     pending: usize,
+    /// Time the collected jobs ran.
+    busy: Duration,
+}
+
+/// What [`Background::finish`] gives back: the results, and where the time went.
+pub(crate) struct Finished<T> {
+    /// The results of the jobs not collected by [`Background::poll`], in order.
+    pub results: Vec<T>,
+    /// How long all jobs ran (work taken off the critical path, less `waited`).
+    pub busy: Duration,
+    /// How long `finish` waited for jobs still running (work left on the critical path).
+    pub waited: Duration,
 }
 
 struct Worker<'scope, T> {
     jobs: mpsc::Sender<Job<'scope, T>>,
-    results: mpsc::Receiver<Result<T, BuildError>>,
+    results: mpsc::Receiver<(Result<T, BuildError>, Duration)>,
     stop: Arc<AtomicBool>,
     thread: ScopedJoinHandle<'scope, ()>,
 }
@@ -38,7 +51,7 @@ struct Worker<'scope, T> {
 impl<'scope, 'env, T: Send + 'scope> Background<'scope, 'env, T> {
     /// No thread yet: a build whose steps all come from the cache never starts one.
     pub(crate) fn new(scope: &'scope Scope<'scope, 'env>) -> Self {
-        Background { scope, worker: None, pending: 0 }
+        Background { scope, worker: None, pending: 0, busy: Duration::ZERO }
     }
 
     /// Queues `job`.
@@ -55,9 +68,10 @@ impl<'scope, 'env, T: Send + 'scope> Background<'scope, 'env, T> {
                         if stopped.load(Ordering::Relaxed) {
                             break;
                         }
+                        let started = Instant::now();
                         let result = job();
                         let failed = result.is_err();
-                        if done.send(result).is_err() || failed {
+                        if done.send((result, started.elapsed())).is_err() || failed {
                             break;
                         }
                     }
@@ -74,8 +88,9 @@ impl<'scope, 'env, T: Send + 'scope> Background<'scope, 'env, T> {
     pub(crate) fn poll(&mut self) -> Result<Vec<T>, BuildError> {
         let mut done = Vec::new();
         if let Some(w) = &self.worker {
-            while let Ok(result) = w.results.try_recv() {
+            while let Ok((result, took)) = w.results.try_recv() {
                 self.pending -= 1;
+                self.busy += took;
                 done.push(result?);
             }
         }
@@ -83,21 +98,23 @@ impl<'scope, 'env, T: Send + 'scope> Background<'scope, 'env, T> {
     }
 
     /// Waits for every job; their results, or the first failure.
-    pub(crate) fn finish(mut self) -> Result<Vec<T>, BuildError> {
+    pub(crate) fn finish(mut self) -> Result<Finished<T>, BuildError> {
         let mut done = Vec::new();
+        let started = Instant::now();
         if let Some(w) = self.worker.take() {
             drop(w.jobs);
             while self.pending > 0 {
-                let Ok(result) = w.results.recv() else {
+                let Ok((result, took)) = w.results.recv() else {
                     // The thread ended without reporting: it panicked (the scope re-raises that panic).
                     return Err(BuildError::Input("the layer compression thread died".into()));
                 };
                 self.pending -= 1;
+                self.busy += took;
                 done.push(result?);
             }
             let _ = w.thread.join();
         }
-        Ok(done)
+        Ok(Finished { results: done, busy: self.busy, waited: started.elapsed() })
     }
 }
 
@@ -128,7 +145,7 @@ mod tests {
                 });
             }
             let mut got = bg.poll().unwrap();
-            got.extend(bg.finish().unwrap());
+            got.extend(bg.finish().unwrap().results);
             assert_eq!(got, vec![0, 10, 20, 30, 40]);
         });
     }
@@ -159,7 +176,7 @@ mod tests {
         std::thread::scope(|s| {
             let bg = Background::<()>::new(s);
             assert!(bg.worker.is_none());
-            assert!(bg.finish().unwrap().is_empty());
+            assert!(bg.finish().unwrap().results.is_empty());
         });
     }
 }

@@ -110,8 +110,17 @@ pub fn build_image(
         let mut bg = Background::new(scope);
         let steps = Steps { ws, ctx: &ctx, cache: &cache, opts };
         let (mut state, counts) = steps.all(req, &df, &mut bg, log)?;
-        for done in bg.finish()? {
+        let finished = bg.finish()?;
+        for done in finished.results {
             state.fill(done);
+        }
+        if !finished.busy.is_zero() {
+            tracing::info!(
+                image = req.tag,
+                compressing_s = format!("{:.2}", finished.busy.as_secs_f64()),
+                waited_s = format!("{:.2}", finished.waited.as_secs_f64()),
+                "layers compressed in the background (waited_s: the part left when the last step ended)"
+            );
         }
         let layers: Vec<Descriptor> =
             state.layers.iter().map(|l| l.clone().expect("every background job reported")).collect();
