@@ -32,6 +32,7 @@ pub(crate) struct Background<'scope, 'env, T> {
 }
 
 /// What [`Background::finish`] gives back: the results, and where the time went.
+#[derive(Debug)]
 pub(crate) struct Finished<T> {
     /// The results of the jobs not collected by [`Background::poll`], in order.
     pub results: Vec<T>,
