@@ -76,7 +76,8 @@ pub(crate) fn thread_count(threads: Option<usize>) -> usize {
 }
 
 enum Encoder<W: Write> {
-    Plain(HashingWriter<W>),
+    /// The blob is the tar itself: its digest is the diff_id, hashed once.
+    Plain(W),
     Gzip(ParGzip<HashingWriter<W>>),
     Zstd(zstd::stream::write::Encoder<'static, HashingWriter<W>>),
 }
@@ -94,7 +95,6 @@ impl<W: Write> LayerSink<W> {
     /// Validates the level and starts the compressor on `out`, with `threads` workers.
     pub(crate) fn new(compression: Compression, threads: usize, out: W) -> Result<Self, LayerError> {
         compression.check()?;
-        let out = HashingWriter::new(out);
         let enc = match compression {
             Compression::None => Encoder::Plain(out),
             Compression::Gzip { level } => {
@@ -103,9 +103,11 @@ impl<W: Write> LayerSink<W> {
                     .thread_name(|i| format!("layer-gzip-{i}"))
                     .build()
                     .map_err(|e| LayerError::Output(io::Error::other(e)))?;
+                let out = HashingWriter::new(out);
                 Encoder::Gzip(ParGzip::new(out, level, Arc::new(pool)).map_err(LayerError::Output)?)
             }
             Compression::Zstd { level } => {
+                let out = HashingWriter::new(out);
                 let mut z = zstd::stream::write::Encoder::new(out, level).map_err(LayerError::Output)?;
                 // Always the multithreaded mode, even for one worker: its output is the same for
                 // any worker count (jobs are cut by size, which depends on the level only),
@@ -120,21 +122,15 @@ impl<W: Write> LayerSink<W> {
 
     /// Ends the compressed stream and returns the layer description (with `entries` = 0).
     pub(crate) fn finish(self) -> Result<(W, LayerInfo), LayerError> {
-        let out = match self.enc {
-            Encoder::Plain(w) => w,
-            Encoder::Gzip(g) => g.finish().map_err(LayerError::Output)?,
-            Encoder::Zstd(z) => z.finish().map_err(LayerError::Output)?,
+        let diff_id = Digest::from_hasher(self.diff);
+        let (mut w, digest, size) = match self.enc {
+            Encoder::Plain(w) => (w, diff_id, self.len),
+            Encoder::Gzip(g) => g.finish().map_err(LayerError::Output)?.finish(),
+            Encoder::Zstd(z) => z.finish().map_err(LayerError::Output)?.finish(),
         };
-        let (mut w, digest, size) = out.finish();
         w.flush().map_err(LayerError::Output)?;
-        let info = LayerInfo {
-            digest,
-            diff_id: Digest::from_hasher(self.diff),
-            size,
-            uncompressed_size: self.len,
-            media_type: self.media_type,
-            entries: 0,
-        };
+        let info =
+            LayerInfo { digest, diff_id, size, uncompressed_size: self.len, media_type: self.media_type, entries: 0 };
         Ok((w, info))
     }
 }
