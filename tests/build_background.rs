@@ -28,17 +28,15 @@ fn a_failed_background_compression_fails_the_image_clearly() {
     let store = tmp.path().join("state");
     fs::create_dir(&store).unwrap();
     // One shell in its own mount namespace: the tmpfs is gone when it exits.
-    let script = format!(
-        r#"set -u
+    let script = r#"set -u
 mount -t tmpfs -o size=24m kolla-oci-test "$STORE" || exit 90
 "$BIN" build-file -f "$CTX/Dockerfile.base" "$CTX" -t bb-base:1 >/dev/null || exit 91
 "$BIN" build-file "$CTX" -t bg:1
 echo "exit=$?" >&2
 "$BIN" images >&2
-"#
-    );
+"#;
     let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
         .env("BIN", BIN)
         .env("CTX", &ctx)
         .env("STORE", &store)

@@ -192,8 +192,8 @@ impl<'a> Steps<'a> {
                 // The parser allows only ARG before FROM; ARG needs no image.
                 continue;
             };
-            let step = Step { steps: self, ex: &ex };
-            match step.apply(state, &ins, bg, log).map_err(at)? {
+            let mut step = Step { steps: self, ex: &ex, bg: &mut *bg };
+            match step.apply(state, &ins, log).map_err(at)? {
                 StepResult::Config => {}
                 StepResult::Layer { from_cache } if from_cache => counts.cached += 1,
                 StepResult::Layer { .. } => counts.built += 1,
@@ -274,30 +274,23 @@ enum StepResult {
     Empty,
 }
 
-/// One step: what every step of the image needs, and the expander as of this instruction.
-struct Step<'a, 'e> {
+/// One step: what every step of the image needs, the expander as of this instruction, and the thread
+/// that compresses the image's layers.
+struct Step<'a, 'e, 'scope, 'env> {
     steps: Steps<'a>,
     ex: &'e Expander,
+    bg: &'e mut Background<'scope, 'env, Compressed>,
 }
 
-impl<'a> Step<'a, '_> {
-    fn apply<'scope, 'env>(
-        &self,
-        st: &mut ImageState,
-        ins: &Instruction,
-        bg: &mut Background<'scope, 'env, Compressed>,
-        log: &mut dyn Write,
-    ) -> Result<StepResult, BuildError>
-    where
-        'a: 'scope,
-    {
+impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
+    fn apply(&mut self, st: &mut ImageState, ins: &Instruction, log: &mut dyn Write) -> Result<StepResult, BuildError> {
         match &ins.kind {
             Kind::From(_) => unreachable!("handled by build_image"),
             // Values reach RUN through its environment (and its cache key); nothing to record.
             Kind::Arg(_) => return Ok(StepResult::Config),
-            Kind::Copy(spec) => return self.copy(st, ins, spec, false, bg),
-            Kind::Add(spec) => return self.copy(st, ins, spec, true, bg),
-            Kind::Run(_) => return self.run(st, ins, bg, log),
+            Kind::Copy(spec) => return self.copy(st, ins, spec, false),
+            Kind::Add(spec) => return self.copy(st, ins, spec, true),
+            Kind::Run(_) => return self.run(st, ins, log),
             kind => {
                 let config_only = rules::apply(&mut st.config, &mut st.rules, kind);
                 debug_assert!(config_only, "every other instruction only changes the config");
@@ -411,20 +404,15 @@ impl<'a> Step<'a, '_> {
     /// here: its diff_id names the layer dir, which the next step can use at once. The compressed blob
     /// is written by `bg` (in the background), which also records the step in the cache once the blob is
     /// in the store. `scratch` holds `dir` if it is a temp dir: it must live until the blob is written.
-    #[allow(clippy::too_many_arguments)]
-    fn commit_dir<'scope, 'env>(
-        &self,
+    fn commit_dir(
+        &mut self,
         st: &mut ImageState,
         ins: &Instruction,
         key: Digest,
         dir: &Path,
         overlay_upper: bool,
         scratch: ScratchDir,
-        bg: &mut Background<'scope, 'env, Compressed>,
-    ) -> Result<StepResult, BuildError>
-    where
-        'a: 'scope,
-    {
+    ) -> Result<StepResult, BuildError> {
         let steps = self.steps;
         let Steps { ws, opts, .. } = steps;
         let tree = TreeOptions { source_date_epoch: opts.source_date_epoch, overlay_upper, threads: opts.threads };
@@ -470,22 +458,18 @@ impl<'a> Step<'a, '_> {
             // Nothing to take off the critical path: the blob is the tar just hashed.
             st.fill(job()?);
         } else {
-            bg.submit(job);
+            self.bg.submit(job);
         }
         Ok(StepResult::Layer { from_cache: false })
     }
 
-    fn copy<'scope, 'env>(
-        &self,
+    fn copy(
+        &mut self,
         st: &mut ImageState,
         ins: &Instruction,
         spec: &CopySpec,
         add: bool,
-        bg: &mut Background<'scope, 'env, Compressed>,
-    ) -> Result<StepResult, BuildError>
-    where
-        'a: 'scope,
-    {
+    ) -> Result<StepResult, BuildError> {
         let mut sources = Vec::new();
         for s in &spec.sources {
             sources.extend(self.steps.ctx.resolve(s)?);
@@ -528,19 +512,10 @@ impl<'a> Step<'a, '_> {
             }
             context::stage(&view, &root, &paths, &dest, &stage_opts)?;
         }
-        self.commit_dir(st, ins, key, &root, false, tmp, bg)
+        self.commit_dir(st, ins, key, &root, false, tmp)
     }
 
-    fn run<'scope, 'env>(
-        &self,
-        st: &mut ImageState,
-        ins: &Instruction,
-        bg: &mut Background<'scope, 'env, Compressed>,
-        log: &mut dyn Write,
-    ) -> Result<StepResult, BuildError>
-    where
-        'a: 'scope,
-    {
+    fn run(&mut self, st: &mut ImageState, ins: &Instruction, log: &mut dyn Write) -> Result<StepResult, BuildError> {
         let Kind::Run(spec) = &ins.kind else { unreachable!() };
         let (argv, file) = match spec.script() {
             RunScript::Exec(argv) => (argv, None),
@@ -619,7 +594,7 @@ impl<'a> Step<'a, '_> {
         if code != 0 {
             return Err(BuildError::RunFailed { command: ins.original.clone(), code, tail: tail.lines() });
         }
-        self.commit_dir(st, ins, key, &upper, true, tmp, bg)
+        self.commit_dir(st, ins, key, &upper, true, tmp)
     }
 }
 
