@@ -4,7 +4,7 @@
 #
 #   sha256:      openssl speed -evp sha256 (1 MiB blocks)  vs  layertool hash-speed   goal >= 0.95
 #                (both per CPU second: openssl speed measures user time unless -elapsed)
-#   gzip -6:     pigz -p N -6 on a Debian minbase tarball   vs  layertool gzip         goal >= 2x
+#   gzip:        pigz -p N -6 on a Debian minbase tarball   vs  layertool gzip (default level) goal >= 2x
 #   tree->layer: umoci repack of the same rootfs            vs  layertool tree         goal >= 2.5x
 #   memory:      peak RSS of layertool tree on a ~1 GB tree (/usr/bin/time -v)     goal <= 100 MB
 #
@@ -13,7 +13,8 @@
 # ours (a full layer of the same directory); repacking an unmodified bundle would only measure
 # umoci's mtree walk, not layer writing.
 #
-# Env: THREADS (default: nproc), RUNS (best of, default 3), WORK (default target/peers; the
+# Env: THREADS (default: nproc), RUNS (best of, default 3), BEFORE_LAYERTOOL (an older layertool to compare
+# with, optional), WORK (default target/peers; the
 # minbase tarball is cached there). Needs root (umoci repack of a root-owned tree), mmdebstrap,
 # umoci, pigz, openssl, GNU time. Takes a few minutes on 2 cores.
 set -euo pipefail
@@ -66,7 +67,7 @@ for _ in $(seq "$RUNS"); do
 done
 echo "sha256: openssl $ssl_mbs MB/s, ours $our_mbs MB/s"
 
-# --- 2. gzip -6 on a real rootfs tarball -----------------------------------------------------
+# --- 2. gzip on a real rootfs tarball (pigz -6, ours at its default level) -----------------------------------------------------
 TARBALL=$WORK/rootfs.tar
 if [[ ! -s $TARBALL ]]; then
     echo "building Debian bookworm minbase tarball with mmdebstrap (network, ~1-2 min)"
@@ -77,11 +78,11 @@ tar_mb=$(( $(stat -c %s "$TARBALL") / 1000000 ))
 cat "$TARBALL" >/dev/null # page cache, for both sides
 measure "$RUNS" pigz -p "$THREADS" -6 -c "$TARBALL"
 pigz_s=$WALL pigz_cpu=$CPU
-measure "$RUNS" "$TOOL" gzip "$TARBALL" -t "$THREADS" -l 6 -o /dev/null
+measure "$RUNS" "$TOOL" gzip "$TARBALL" -t "$THREADS" -o /dev/null
 ours_gz_s=$WALL ours_gz_cpu=$CPU
 pigz_size=$(pigz -p "$THREADS" -6 -c "$TARBALL" | wc -c)
-ours_size=$("$TOOL" gzip "$TARBALL" -t "$THREADS" -l 6 -o /dev/null | awk -F= '$1 == "size" { print $2 }')
-echo "gzip -6: pigz ${pigz_s}s wall ${pigz_cpu}s cpu ($pigz_size B)," \
+ours_size=$("$TOOL" gzip "$TARBALL" -t "$THREADS" -o /dev/null | awk -F= '$1 == "size" { print $2 }')
+echo "gzip: pigz -6 ${pigz_s}s wall ${pigz_cpu}s cpu ($pigz_size B)," \
     "ours ${ours_gz_s}s wall ${ours_gz_cpu}s cpu ($ours_size B, incl. both sha256 + tar parse)"
 
 # --- 3. tree -> layer vs umoci repack ------------------------------------------------------
@@ -100,11 +101,19 @@ for _ in $(seq "$RUNS"); do
     umoci_cpu=$(min "$umoci_cpu" "$CPU")
 done
 umoci_layer=$(find "$WORK/oci/blobs/sha256" -type f -size +1M -printf '%s\n' | sort -n | tail -1)
-measure "$RUNS" "$TOOL" tree "$WORK/bundle/rootfs" -t "$THREADS" -l 6 -o /dev/null
+measure "$RUNS" "$TOOL" tree "$WORK/bundle/rootfs" -t "$THREADS" -o /dev/null
 ours_tree_s=$WALL ours_tree_cpu=$CPU
-ours_tree_size=$("$TOOL" tree "$WORK/bundle/rootfs" -t "$THREADS" -l 6 -o /dev/null | awk -F= '$1 == "size" { print $2 }')
+ours_tree_size=$("$TOOL" tree "$WORK/bundle/rootfs" -t "$THREADS" -o /dev/null | awk -F= '$1 == "size" { print $2 }')
 echo "tree->layer: umoci repack ${umoci_s}s wall ${umoci_cpu}s cpu (layer $umoci_layer B)," \
     "ours ${ours_tree_s}s wall ${ours_tree_cpu}s cpu (layer $ours_tree_size B)"
+# The previous engine on the same tree (BEFORE_LAYERTOOL=path to an older build of the example), at its own
+# default level: the size the new default must stay within 2 % of, and the time it took.
+if [[ -n ${BEFORE_LAYERTOOL:-} ]]; then
+    measure "$RUNS" "$BEFORE_LAYERTOOL" tree "$WORK/bundle/rootfs" -t "$THREADS" -o /dev/null
+    before_s=$WALL before_cpu=$CPU
+    before_size=$("$BEFORE_LAYERTOOL" tree "$WORK/bundle/rootfs" -t "$THREADS" -o /dev/null | awk -F= '$1 == "size" { print $2 }')
+    echo "tree->layer: before ${before_s}s wall ${before_cpu}s cpu (layer $before_size B)"
+fi
 rm -rf "$WORK/oci" "$WORK/bundle"
 
 # --- 4. peak RSS writing a ~1 GB layer --------------------------------------------------------
@@ -118,7 +127,7 @@ for i in 1 2 3; do # mostly holes, some data: "sparse-ish"
 done
 tar -C / -cf - usr/share usr/lib 2>/dev/null | head -c 150M >"$BIG/text/usr.tar" || true
 big_mb=$(du -s --apparent-size --block-size=1000000 "$BIG" | awk '{ print $1 }')
-rss_kb=$( { /usr/bin/time -v "$TOOL" tree "$BIG" -t "$THREADS" -l 6 -o /dev/null >/dev/null; } 2>&1 |
+rss_kb=$( { /usr/bin/time -v "$TOOL" tree "$BIG" -t "$THREADS" -o /dev/null >/dev/null; } 2>&1 |
     awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }')
 rm -rf "$BIG"
 rss_mb=$(awk -v k="$rss_kb" 'BEGIN { printf "%.1f", k / 1024 }')
@@ -129,8 +138,15 @@ echo "after: $(uptime)"
 row() { printf '%-38s %9s %9s %7s %9s %9s %7s  %s\n' "$@"; }
 row "comparison (threads=$THREADS)" "peer" "ours" "ratio" "peer cpu" "ours cpu" "ratio" "goal"
 row "sha256 1 MiB blocks, MB per CPU s" "$ssl_mbs" "$our_mbs" "$(ratio "$our_mbs" "$ssl_mbs")" "-" "-" "-" ">= 0.95 (ours/openssl)"
-row "gzip -6 minbase tar ${tar_mb} MB, s" "$pigz_s" "$ours_gz_s" "$(ratio "$pigz_s" "$ours_gz_s")" \
+row "gzip minbase tar ${tar_mb} MB, s" "$pigz_s" "$ours_gz_s" "$(ratio "$pigz_s" "$ours_gz_s")" \
     "$pigz_cpu" "$ours_gz_cpu" "$(ratio "$pigz_cpu" "$ours_gz_cpu")" ">= 2 (pigz/ours)"
 row "tree->gzip layer, minbase rootfs, s" "$umoci_s" "$ours_tree_s" "$(ratio "$umoci_s" "$ours_tree_s")" \
     "$umoci_cpu" "$ours_tree_cpu" "$(ratio "$umoci_cpu" "$ours_tree_cpu")" ">= 2.5 (umoci/ours)"
+row "tree->layer size, B (umoci/ours)" "$umoci_layer" "$ours_tree_size" "$(ratio "$umoci_layer" "$ours_tree_size")" "-" "-" "-" ">= 0.98 (at most 2 % larger)"
+if [[ -n ${BEFORE_LAYERTOOL:-} ]]; then
+    row "tree->layer vs before, s" "$before_s" "$ours_tree_s" "$(ratio "$before_s" "$ours_tree_s")" \
+        "$before_cpu" "$ours_tree_cpu" "$(ratio "$before_cpu" "$ours_tree_cpu")" "(before/ours)"
+    row "tree->layer size vs before, B" "$before_size" "$ours_tree_size" "$(ratio "$ours_tree_size" "$before_size")" \
+        "-" "-" "-" "within 0.98..1.02 (ours/before)"
+fi
 row "peak RSS ${big_mb} MB tree->layer, MB" "-" "$rss_mb" "-" "-" "-" "-" "<= 100 MB"

@@ -7,7 +7,7 @@
 //! layertool gzip TAR [OPTS]           compress_tar: re-hash + compress an existing tar
 //! layertool tree DIR [OPTS]           write_layer: directory → layer
 //! layertool apply LAYER DIR           apply_layer (whiteouts applied, owners kept)
-//! OPTS: -t THREADS, -l GZIP_LEVEL (default 6), --zstd LEVEL, --none, -o OUT (default /dev/null)
+//! OPTS: -t THREADS, -l GZIP_LEVEL (default: the library's, 4), --zstd LEVEL, --none, -o OUT (default /dev/null)
 //! ```
 //! Results go to stdout as `key=value` lines; `seconds=` is the time of the operation alone.
 

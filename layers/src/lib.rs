@@ -18,7 +18,7 @@ mod tree;
 pub use apply::{
     ApplyOptions, ApplyStats, METADATA_BUDGET, WhiteoutMode, apply_layer, decompress, is_tar, uncompressed_digest,
 };
-pub use compress::{Compression, LayerInfo, compress_tar};
+pub use compress::{Compression, DEFAULT_GZIP_LEVEL, LayerInfo, compress_tar};
 pub use digest::{Digest, HashingReader, HashingWriter, digest_reader};
 pub use error::LayerError;
 pub use tree::{TreeOptions, write_layer};

@@ -21,7 +21,7 @@ use crate::template::RenderedTree;
 pub fn build_options(cfg: &KollaConfig) -> BuildOptions {
     BuildOptions {
         compression: match cfg.compression {
-            CompressionKind::Gzip => layers::Compression::Gzip { level: 6 },
+            CompressionKind::Gzip => layers::Compression::default(),
             CompressionKind::Zstd => layers::Compression::Zstd { level: 3 },
         },
         build_args: cfg.effective_build_args(),
