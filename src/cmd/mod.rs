@@ -72,7 +72,9 @@ pub fn parse_compression(s: &str) -> Result<layers::Compression, String> {
         None => (s, None),
     };
     match kind {
-        "gzip" => Ok(layers::Compression::Gzip { level: level.map_or(layers::DEFAULT_GZIP_LEVEL, |l| l.clamp(0, 12) as u32) }),
+        "gzip" => {
+            Ok(layers::Compression::Gzip { level: level.map_or(layers::DEFAULT_GZIP_LEVEL, |l| l.clamp(0, 12) as u32) })
+        }
         "zstd" => Ok(layers::Compression::Zstd { level: level.unwrap_or(3) }),
         "none" => Ok(layers::Compression::None),
         _ => Err(format!("unknown compression {s:?}: expected gzip, zstd or none")),
