@@ -2,11 +2,19 @@
 # Issue #5 figures, one run: cold `build --all` of the bundled tree; no-op rebuild of the whole tree against
 # buildah's cached rebuild of one image (the base image's Dockerfile, `buildah bud --layers`, same base image);
 # one changed leaf; store bytes against the sum of the images' sizes.
+# BEFORE=/path/to/old/kolla-oci also times that binary's cold `build --all` and no-op rebuild in the same run, each
+# binary from a fresh store of its own (the Debian bootstrap is part of both cold builds), on the same tree: this
+# checkout's templates/ (KOLLA_OCI_TEMPLATE_TREE), not whatever tree each binary bundles.
 # Usage: benches/build-all.sh   (as root or with subuids; tests/setup.sh installs the tools)
+#   env: BIN=kolla-oci binary (default: release build of this checkout), BEFORE=old binary
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q
-BIN=$PWD/target/release/kolla-oci
+if [[ -z ${BIN:-} ]]; then
+    cargo build --release -q
+    BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/kolla-oci
+fi
+BEFORE=${BEFORE:-}
+export KOLLA_OCI_TEMPLATE_TREE=$PWD/templates
 W=$(mktemp -d /tmp/kolla-oci-bench-all.XXXXXX)
 trap 'buildah rm --all >/dev/null 2>&1 || true; rm -rf "$W"' EXIT
 export KOLLA_OCI_STORE=$W/state
@@ -14,15 +22,33 @@ now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc; }
 
 t0=$(now); "$BIN" build --all --logs-dir "$W/logs" >/dev/null 2>"$W/cold.err"; t1=$(now)
-printf 'cold build --all:            %8.2f s\n' "$(secs "$t0" "$t1")"
+cold=$(secs "$t0" "$t1")
+printf 'cold build --all:            %8.2f s\n' "$cold"
+if [[ -n $BEFORE ]]; then
+    t0=$(now)
+    KOLLA_OCI_STORE=$W/before-state "$BEFORE" build --all --logs-dir "$W/before-logs" >/dev/null 2>"$W/before-cold.err"
+    t1=$(now)
+    printf '  before: cold build --all:  %8.2f s  (before/ours %.2fx)\n' "$(secs "$t0" "$t1")" \
+        "$(echo "$(secs "$t0" "$t1") / $cold" | bc -l)"
+fi
 
-best=999
-for _ in 1 2 3; do
-    t0=$(now); "$BIN" build --all --summary-json-file "$W/noop.json" >/dev/null 2>&1; t1=$(now)
-    best=$(printf '%s\n%s\n' "$best" "$(secs "$t0" "$t1")" | sort -g | head -1)
-done
+noop() { # binary, store: best of 3 no-op rebuilds
+    local best=999 t0 t1
+    for _ in 1 2 3; do
+        t0=$(now)
+        KOLLA_OCI_STORE=$2 "$1" build --all --summary-json-file "$W/noop.json" >/dev/null 2>&1 || return 1
+        t1=$(now)
+        best=$(printf '%s\n%s\n' "$best" "$(secs "$t0" "$t1")" | sort -g | head -1)
+    done
+    echo "$best"
+}
+best=$(noop "$BIN" "$W/state")
 printf 'no-op rebuild, whole tree:   %8.3f s  (layers built: %s)\n' "$best" \
     "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["layers_built"])' "$W/noop.json")"
+if [[ -n $BEFORE ]]; then
+    b=$(noop "$BEFORE" "$W/before-state")
+    printf '  before: no-op rebuild:     %8.3f s  (before/ours %.2fx)\n' "$b" "$(echo "$b / $best" | bc -l)"
+fi
 
 # buildah: cached rebuild of one image, the base Dockerfile rendered by us, on the same debian:bookworm.
 "$BIN" build base --template-only --work-dir "$W/wd" >/dev/null 2>&1
