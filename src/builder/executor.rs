@@ -5,17 +5,18 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use layers::{Digest, TreeOptions};
+use layers::{Digest, LayerInfo, TreeOptions};
 
 use super::bootstrap;
 use super::cache::{CachedLayer, CachedStep, Key, StepCache};
 use super::context::{self, BuildContext, StageOptions};
+use super::one_pass::OnePass;
 use super::rules::{self, RuleState};
 use super::view::RootView;
 use super::{BuildError, BuildOptions, Workspace};
 use crate::dockerfile::{self, CopySpec, Expander, Instruction, Kind, RunScript};
 use crate::sandbox;
-use crate::store::{Descriptor, History, ImageConfig, Platform, Store};
+use crate::store::{BlobWriter, Descriptor, History, ImageConfig, Platform, Store};
 
 /// Docker's default shell for shell-form RUN/CMD/ENTRYPOINT.
 /// How much of a RUN's output is kept for the error message.
@@ -331,6 +332,20 @@ impl Step<'_> {
             TreeOptions { source_date_epoch: self.opts.source_date_epoch, overlay_upper, threads: self.opts.threads };
         let info = layers::write_layer(dir, &tree, self.opts.compression, &mut w)
             .map_err(|e| BuildError::Layer { what: format!("layer of {:?}", ins.original), error: e })?;
+        self.commit_written(st, ins, key, dir, info, w)
+    }
+
+    /// Store the layer `info` just written to `w` as the step's result (none if it has no entry), with
+    /// `dir`, the tree it was written from, as its extracted form; record it in the cache.
+    fn commit_written(
+        &self,
+        st: &mut ImageState,
+        ins: &Instruction,
+        key: Digest,
+        dir: &Path,
+        info: LayerInfo,
+        w: BlobWriter,
+    ) -> Result<StepResult, BuildError> {
         let result = if info.entries == 0 {
             drop(w);
             self.history(st, ins, true);
@@ -390,6 +405,17 @@ impl Step<'_> {
         let root = tmp.path().join("root");
         fs::create_dir(&root).map_err(|e| BuildError::io(&root, "create directory", e))?;
         let stage_opts = StageOptions { owner, mode: spec.mode(), extract_archives: add };
+        let single = if spec.heredocs.is_empty() { &sources[..] } else { &[] };
+        if let Some(pass) = OnePass::plan(&view, &root, single, &dest, &stage_opts)? {
+            let mut w = self.ws.store().blob_writer()?;
+            let tree = TreeOptions {
+                source_date_epoch: self.opts.source_date_epoch,
+                threads: self.opts.threads,
+                ..Default::default()
+            };
+            let info = pass.run(&tree, self.opts.compression, &mut w)?;
+            return self.commit_written(st, ins, key, &root, info, w);
+        }
         if !sources.is_empty() {
             context::stage(&view, &root, &sources, &dest, &stage_opts)?;
         }
