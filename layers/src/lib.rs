@@ -2,6 +2,8 @@
 //!
 //! * [`write_layer`]: directory tree (or overlayfs upper dir) → reproducible tar → parallel
 //!   gzip/zstd, with the diff_id and the blob digest computed in the same pass.
+//! * [`LayerBuilder`]: the same layer written entry by entry, for a caller that creates the tree
+//!   and can feed each file to the layer as it writes it (one read per file instead of two).
 //! * [`compress_tar`]: the same for a tar stream that already exists.
 //! * [`apply_layer`]: unpacks a layer onto a root directory, confined to it (every path is
 //!   resolved with `openat2(RESOLVE_IN_ROOT)`), handling OCI whiteouts.
@@ -21,4 +23,4 @@ pub use apply::{
 pub use compress::{Compression, DEFAULT_GZIP_LEVEL, LayerInfo, compress_tar};
 pub use digest::{Digest, HashingReader, HashingWriter, digest_reader};
 pub use error::LayerError;
-pub use tree::{TreeOptions, write_layer};
+pub use tree::{Entry, EntryKind, LayerBuilder, TreeOptions, write_layer};

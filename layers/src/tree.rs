@@ -59,9 +59,8 @@ pub fn write_layer(
     compression: Compression,
     out: impl Write,
 ) -> Result<LayerInfo, LayerError> {
-    let sink = LayerSink::new(compression, thread_count(opts.threads), out)?;
-    let mut tw = TarWriter { out: buffered(sink), entries: 0, buf: vec![0; 256 << 10] };
-    let mut walker = Walker { opts, links: HashMap::new() };
+    let mut layer = LayerBuilder::new(compression, opts.threads, opts.source_date_epoch, out)?;
+    let mut walker = Walker { overlay_upper: opts.overlay_upper, links: HashMap::new() };
     let walk = WalkDir::new(root).follow_links(false).min_depth(1).sort_by_file_name();
     for item in walk {
         let entry = item.map_err(|e| {
@@ -70,42 +69,21 @@ pub fn write_layer(
             LayerError::io(path, "read directory", source)
         })?;
         let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        walker.emit(entry.path(), rel.as_os_str().as_bytes(), &mut tw)?;
+        walker.emit(entry.path(), rel.as_os_str().as_bytes(), &mut layer)?;
     }
-    tw.finish()
+    layer.finish()
 }
 
-/// Per-walk state: the options and the first path of every multiply-linked inode.
-struct Walker<'a> {
-    opts: &'a TreeOptions,
+/// Per-walk state: whether the root is an overlay upper dir, and the first path of every
+/// multiply-linked inode.
+struct Walker {
+    overlay_upper: bool,
     links: HashMap<(u64, u64), Vec<u8>>,
 }
 
-/// Metadata written into a header.
-struct Meta {
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    mtime: u64,
-}
-
-impl Walker<'_> {
-    fn meta(&self, md: &Metadata) -> Meta {
-        let mut mtime = md.mtime();
-        if let Some(epoch) = self.opts.source_date_epoch {
-            mtime = mtime.min(epoch);
-        }
-        Meta {
-            mode: md.mode() & 0o7777,
-            uid: md.uid().into(),
-            gid: md.gid().into(),
-            // Pre-1970 mtimes are written as 0 rather than in base-256 negative form.
-            mtime: mtime.max(0) as u64,
-        }
-    }
-
+impl Walker {
     /// Writes the entry (or entries) for one file of the tree.
-    fn emit<W: Write>(&mut self, abs: &Path, rel: &[u8], tw: &mut TarWriter<W>) -> Result<(), LayerError> {
+    fn emit<W: Write>(&mut self, abs: &Path, rel: &[u8], layer: &mut LayerBuilder<W>) -> Result<(), LayerError> {
         let err = |op, e| LayerError::io(show(rel), op, e);
         let md = std::fs::symlink_metadata(abs).map_err(|e| err("lstat", e))?;
         let ft = md.file_type();
@@ -113,34 +91,31 @@ impl Walker<'_> {
             tracing::debug!(path = %show(rel), "socket not written to the layer");
             return Ok(());
         }
-        if self.opts.overlay_upper && ft.is_char_device() && md.rdev() == 0 {
-            return tw.marker(&whiteout_name(rel)).map_err(|e| err("write tar", e));
+        if self.overlay_upper && ft.is_char_device() && md.rdev() == 0 {
+            return layer.marker(&whiteout_name(rel)).map_err(|e| err("write tar", e));
         }
         let xattrs = read_xattrs(abs).map_err(|e| err("read xattrs", e))?;
-        if self.opts.overlay_upper
-            && ft.is_file()
-            && xattrs.overlay.iter().any(|(k, _)| k.ends_with(".overlay.whiteout"))
-        {
-            return tw.marker(&whiteout_name(rel)).map_err(|e| err("write tar", e));
+        if self.overlay_upper && ft.is_file() && xattrs.overlay.iter().any(|(k, _)| k.ends_with(".overlay.whiteout")) {
+            return layer.marker(&whiteout_name(rel)).map_err(|e| err("write tar", e));
         }
-        let meta = self.meta(&md);
+        let entry = |kind| Entry::of(&md, kind).with_xattrs(&xattrs.kept);
         if !ft.is_dir() && md.nlink() > 1 {
             let key = (md.dev(), md.ino());
-            if let Some(first) = self.links.get(&key) {
-                let first = first.clone();
-                return tw.entry(EntryType::Link, rel, &meta, Some(&first), &[], None).map_err(|e| err("write tar", e));
+            if let Some(first) = self.links.get(&key).cloned() {
+                let link = entry(EntryKind::Hardlink { target: &first });
+                return layer.append(rel, link).map_err(|e| err("write tar", e));
             }
             self.links.insert(key, rel.to_vec());
         }
         let res = if ft.is_dir() {
-            let mut name = rel.to_vec();
-            name.push(b'/');
-            let opaque = self.opts.overlay_upper
-                && xattrs.overlay.iter().any(|(k, v)| k.ends_with(".overlay.opaque") && v == b"y");
-            tw.entry(EntryType::Directory, &name, &meta, None, &xattrs.kept, None).and_then(|()| {
+            let opaque =
+                self.overlay_upper && xattrs.overlay.iter().any(|(k, v)| k.ends_with(".overlay.opaque") && v == b"y");
+            layer.append(rel, entry(EntryKind::Dir)).and_then(|()| {
                 if opaque {
+                    let mut name = rel.to_vec();
+                    name.push(b'/');
                     name.extend_from_slice(WH_OPAQUE);
-                    tw.marker(&name)?;
+                    layer.marker(&name)?;
                 }
                 Ok(())
             })
@@ -150,21 +125,16 @@ impl Walker<'_> {
             let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
             let mut f =
                 File::options().read(true).custom_flags(flags.bits() as i32).open(abs).map_err(|e| err("open", e))?;
-            let data: (&mut dyn Read, u64) = (&mut f, md.len());
-            tw.entry(EntryType::Regular, rel, &meta, None, &xattrs.kept, Some(data))
+            layer.append(rel, entry(EntryKind::File { size: md.len(), data: &mut f }))
         } else if ft.is_symlink() {
             let target = std::fs::read_link(abs).map_err(|e| err("readlink", e))?;
-            let target = target.as_os_str().as_bytes();
-            tw.entry(EntryType::Symlink, rel, &meta, Some(target), &xattrs.kept, None)
-        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
-            let kind = if ft.is_char_device() {
-                EntryType::Char
-            } else if ft.is_block_device() {
-                EntryType::Block
-            } else {
-                EntryType::Fifo
-            };
-            tw.device(kind, rel, &meta, md.rdev(), &xattrs.kept)
+            layer.append(rel, entry(EntryKind::Symlink { target: target.as_os_str().as_bytes() }))
+        } else if ft.is_char_device() {
+            layer.append(rel, entry(EntryKind::Char { rdev: md.rdev() }))
+        } else if ft.is_block_device() {
+            layer.append(rel, entry(EntryKind::Block { rdev: md.rdev() }))
+        } else if ft.is_fifo() {
+            layer.append(rel, entry(EntryKind::Fifo))
         } else {
             return Err(err("classify", io::Error::other("unknown file type")));
         };
@@ -256,54 +226,131 @@ fn ustar(rdev: u64) -> io::Result<Header> {
     Ok(h)
 }
 
-/// Writes tar framing straight into the compressing sink.
-struct TarWriter<W: Write> {
+/// What one layer entry is, besides its path: its kind and the metadata of its header.
+///
+/// The fields are what `lstat` gives for the file the entry stands for, so that a layer written
+/// entry by entry (e.g. while the tree is being created, see [`LayerBuilder`]) has the very bytes
+/// that [`write_layer`] writes when it walks the finished tree.
+pub struct Entry<'a> {
+    /// What the entry is, with the kind-specific part of its header (size and data, link target,
+    /// device number).
+    pub kind: EntryKind<'a>,
+    /// Permission bits, setuid/setgid/sticky included (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// Numeric owner; user and group names are left empty.
+    pub uid: u32,
+    /// Numeric group.
+    pub gid: u32,
+    /// Modification time in seconds since the epoch, as `lstat` gives it: the builder clamps it
+    /// to `source_date_epoch` and writes pre-1970 times as 0.
+    pub mtime: i64,
+    /// Extended attributes, sorted by name, written as `SCHILY.xattr.<name>` PAX records.
+    pub xattrs: &'a [(String, Vec<u8>)],
+}
+
+impl<'a> Entry<'a> {
+    /// The entry for a file with metadata `md` (from `lstat`), without xattrs.
+    pub(crate) fn of(md: &Metadata, kind: EntryKind<'a>) -> Entry<'a> {
+        Entry { kind, mode: md.mode() & 0o7777, uid: md.uid(), gid: md.gid(), mtime: md.mtime(), xattrs: &[] }
+    }
+
+    /// The same entry with `xattrs` (sorted by name).
+    pub(crate) fn with_xattrs(self, xattrs: &'a [(String, Vec<u8>)]) -> Entry<'a> {
+        Entry { xattrs, ..self }
+    }
+}
+
+/// The kinds of entries a layer holds, each with what its header needs.
+pub enum EntryKind<'a> {
+    /// A directory; its name is written with a trailing `/`.
+    Dir,
+    /// A regular file of `size` bytes, read from `data`. Exactly `size` bytes are written: data
+    /// that ends early is an error (it would corrupt the tar), bytes past `size` are not read.
+    File {
+        /// Size written in the header.
+        size: u64,
+        /// The content.
+        data: &'a mut dyn Read,
+    },
+    /// A symbolic link to `target`, written as is (never resolved).
+    Symlink {
+        /// The link's content (`readlink`).
+        target: &'a [u8],
+    },
+    /// A hard link to an earlier entry of the same layer.
+    Hardlink {
+        /// The path of that earlier entry.
+        target: &'a [u8],
+    },
+    /// A character device.
+    Char {
+        /// `st_rdev`.
+        rdev: u64,
+    },
+    /// A block device.
+    Block {
+        /// `st_rdev`.
+        rdev: u64,
+    },
+    /// A named pipe.
+    Fifo,
+}
+
+/// Writes a deterministic layer one entry at a time: tar framing straight into the compressing
+/// sink, which compresses on the thread pool while the caller reads files, and hashes both
+/// streams on the way.
+///
+/// [`write_layer`] is this builder fed by a sorted walk of a tree; a caller that creates a tree
+/// can feed it while creating each file, and reads every file once instead of twice. Paths are
+/// relative to the layer root (`etc/passwd`); entries are written in the order given, which for
+/// a reproducible layer must be the sorted walk order of [`write_layer`].
+pub struct LayerBuilder<W: Write> {
     out: TarOut<W>,
     entries: u64,
     buf: Vec<u8>,
+    source_date_epoch: Option<i64>,
 }
 
-impl<W: Write> TarWriter<W> {
+impl<W: Write> LayerBuilder<W> {
+    /// Starts the compressor on `out` with `threads` workers (`None` = available parallelism;
+    /// the output does not depend on it). Every mtime later than `source_date_epoch` is clamped
+    /// to it (see [`TreeOptions::source_date_epoch`]).
+    pub fn new(
+        compression: Compression,
+        threads: Option<usize>,
+        source_date_epoch: Option<i64>,
+        out: W,
+    ) -> Result<Self, LayerError> {
+        let sink = LayerSink::new(compression, thread_count(threads), out)?;
+        Ok(LayerBuilder { out: buffered(sink), entries: 0, buf: vec![0; 256 << 10], source_date_epoch })
+    }
+
     /// An empty regular file with fixed metadata (whiteout and opaque markers).
     fn marker(&mut self, path: &[u8]) -> io::Result<()> {
-        let meta = Meta { mode: 0o600, uid: 0, gid: 0, mtime: 0 };
-        self.entry(EntryType::Regular, path, &meta, None, &[], None)
+        let empty = &mut io::empty();
+        let kind = EntryKind::File { size: 0, data: empty };
+        self.append(path, Entry { kind, mode: 0o600, uid: 0, gid: 0, mtime: 0, xattrs: &[] })
     }
 
-    fn device(
-        &mut self,
-        kind: EntryType,
-        path: &[u8],
-        meta: &Meta,
-        rdev: u64,
-        xattrs: &[(String, Vec<u8>)],
-    ) -> io::Result<()> {
-        self.write(ustar(rdev)?, kind, path, meta, None, xattrs, None)
-    }
-
-    fn entry(
-        &mut self,
-        kind: EntryType,
-        path: &[u8],
-        meta: &Meta,
-        link: Option<&[u8]>,
-        xattrs: &[(String, Vec<u8>)],
-        data: Option<(&mut dyn Read, u64)>,
-    ) -> io::Result<()> {
-        self.write(ustar(0)?, kind, path, meta, link, xattrs, data)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn write(
-        &mut self,
-        mut h: Header,
-        kind: EntryType,
-        path: &[u8],
-        meta: &Meta,
-        link: Option<&[u8]>,
-        xattrs: &[(String, Vec<u8>)],
-        data: Option<(&mut dyn Read, u64)>,
-    ) -> io::Result<()> {
+    /// Writes one entry (with a PAX extended header first when its path or link target is over
+    /// 100 bytes or it has xattrs).
+    pub fn append(&mut self, path: &[u8], entry: Entry<'_>) -> io::Result<()> {
+        let (kind, link, rdev, data) = match entry.kind {
+            EntryKind::Dir => (EntryType::Directory, None, 0, None),
+            EntryKind::File { size, data } => (EntryType::Regular, None, 0, Some((data, size))),
+            EntryKind::Symlink { target } => (EntryType::Symlink, Some(target), 0, None),
+            EntryKind::Hardlink { target } => (EntryType::Link, Some(target), 0, None),
+            EntryKind::Char { rdev } => (EntryType::Char, None, rdev, None),
+            EntryKind::Block { rdev } => (EntryType::Block, None, rdev, None),
+            EntryKind::Fifo => (EntryType::Fifo, None, 0, None),
+        };
+        let dir_name;
+        let path = if kind == EntryType::Directory {
+            dir_name = [path, b"/"].concat();
+            &dir_name[..]
+        } else {
+            path
+        };
         let mut pax = Vec::new();
         if path.len() > 100 {
             pax_record(&mut pax, "path", path);
@@ -311,7 +358,7 @@ impl<W: Write> TarWriter<W> {
         if let Some(link) = link.filter(|l| l.len() > 100) {
             pax_record(&mut pax, "linkpath", link);
         }
-        for (k, v) in xattrs {
+        for (k, v) in entry.xattrs {
             pax_record(&mut pax, &format!("SCHILY.xattr.{k}"), v);
         }
         if !pax.is_empty() {
@@ -328,17 +375,19 @@ impl<W: Write> TarWriter<W> {
             self.out.write_all(&pax)?;
             self.pad(pax.len() as u64)?;
         }
+        let mut h = ustar(rdev)?;
         set_field(&mut h.as_old_mut().name, path);
         if let Some(link) = link {
             set_field(&mut h.as_old_mut().linkname, link);
         }
+        let mtime = self.source_date_epoch.map_or(entry.mtime, |epoch| entry.mtime.min(epoch));
         h.set_entry_type(kind);
-        h.set_mode(meta.mode);
-        h.set_uid(meta.uid);
-        h.set_gid(meta.gid);
-        h.set_mtime(meta.mtime);
-        let size = data.as_ref().map_or(0, |d| d.1);
-        h.set_size(size);
+        h.set_mode(entry.mode);
+        h.set_uid(entry.uid.into());
+        h.set_gid(entry.gid.into());
+        // Pre-1970 mtimes are written as 0 rather than in base-256 negative form.
+        h.set_mtime(mtime.max(0) as u64);
+        h.set_size(data.as_ref().map_or(0, |d| d.1));
         h.set_cksum();
         self.out.write_all(h.as_bytes())?;
         if let Some((src, size)) = data {
@@ -379,8 +428,9 @@ impl<W: Write> TarWriter<W> {
         Ok(())
     }
 
-    /// Writes the two zero blocks that end an archive and finishes compression.
-    fn finish(mut self) -> Result<LayerInfo, LayerError> {
+    /// Writes the two zero blocks that end an archive, finishes compression and returns the
+    /// layer's digests, sizes and entry count.
+    pub fn finish(mut self) -> Result<LayerInfo, LayerError> {
         self.out.write_all(&[0; 1024]).map_err(LayerError::Output)?;
         let (_, mut info) = finish_buffered(self.out)?;
         info.entries = self.entries;

@@ -129,6 +129,10 @@ impl BuildContext {
 /// rules: a directory source copies its contents; a file goes to `dest/` + its name when `dest` ends
 /// with `/` or is an existing directory, else to `dest` itself. Parent directories of the destination
 /// that exist in the image keep their metadata; missing ones are created root-owned 0755.
+///
+/// This is the general path (any number of sources, ADD's archives, here-documents): the layer is
+/// then written by walking `stage`. One source that lands as one sorted tree is staged and written
+/// in a single pass by [`super::one_pass`] instead, with the same result.
 pub(crate) fn stage(
     view: &RootView,
     stage: &Path,
@@ -136,31 +140,51 @@ pub(crate) fn stage(
     dest: &str,
     opts: &StageOptions,
 ) -> Result<(), BuildError> {
-    let dest_is_dir_spelling = dest.ends_with('/') || dest.ends_with("/.");
-    if sources.len() > 1 && !dest_is_dir_spelling {
-        return Err(BuildError::Input(format!(
-            "with more than one source the destination must be a directory ending in /: {dest:?}"
-        )));
-    }
-    let dest_rel = view.resolve(dest, true)?;
-    let dest_is_dir = dest_is_dir_spelling || view.lookup(&dest_rel).is_some_and(|f| f.meta.is_dir());
+    let dest = Destination::resolve(view, dest, sources.len())?;
     for src in sources {
         let meta = fs::symlink_metadata(src).map_err(|e| BuildError::io(src, "stat source", e))?;
         if meta.is_dir() {
-            make_parents(view, stage, &dest_rel.join("x"))?;
-            copy_tree(src, &stage.join(&dest_rel), opts)?;
+            make_parents(view, stage, &dest.rel.join("x"))?;
+            copy_tree(src, &stage.join(&dest.rel), opts)?;
         } else if opts.extract_archives && meta.is_file() && is_tar_archive(src)? {
             // Only regular files are sniffed: opening a FIFO would block until someone writes to it.
-            make_parents(view, stage, &dest_rel.join("x"))?;
-            extract(src, &stage.join(&dest_rel))?;
+            make_parents(view, stage, &dest.rel.join("x"))?;
+            extract(src, &stage.join(&dest.rel))?;
         } else {
-            let target =
-                if dest_is_dir { dest_rel.join(src.file_name().unwrap_or_default()) } else { dest_rel.clone() };
+            let target = dest.file_target(src);
             make_parents(view, stage, &target)?;
             copy_one(src, &stage.join(&target), opts)?;
         }
     }
     Ok(())
+}
+
+/// A COPY/ADD destination resolved in the image.
+pub(super) struct Destination {
+    /// Relative to the image root, symlinks of the image resolved.
+    pub rel: PathBuf,
+    /// Files go into it (`dest/` spelling, or an existing directory of the image).
+    pub is_dir: bool,
+}
+
+impl Destination {
+    /// Resolves `dest` for `count` sources; more than one needs a `dest/` spelling.
+    pub fn resolve(view: &RootView, dest: &str, count: usize) -> Result<Destination, BuildError> {
+        let dir_spelling = dest.ends_with('/') || dest.ends_with("/.");
+        if count > 1 && !dir_spelling {
+            return Err(BuildError::Input(format!(
+                "with more than one source the destination must be a directory ending in /: {dest:?}"
+            )));
+        }
+        let rel = view.resolve(dest, true)?;
+        let is_dir = dir_spelling || view.lookup(&rel).is_some_and(|f| f.meta.is_dir());
+        Ok(Destination { rel, is_dir })
+    }
+
+    /// Where a file or symlink source goes: `dest/<its name>` or `dest` itself.
+    pub fn file_target(&self, src: &Path) -> PathBuf {
+        if self.is_dir { self.rel.join(src.file_name().unwrap_or_default()) } else { self.rel.clone() }
+    }
 }
 
 /// Create the parents of `rel` in `stage`, copying owner, mode and mtime from the image where it has them.
@@ -174,13 +198,19 @@ fn make_parents(view: &RootView, stage: &Path, rel: &Path) -> Result<(), BuildEr
             continue;
         }
         fs::create_dir(&at).map_err(|e| BuildError::io(&at, "create directory", e))?;
-        let (mode, uid, gid, mtime) = match view.lookup(&cur) {
-            Some(f) if f.meta.is_dir() => (f.meta.mode() & 0o7777, f.meta.uid(), f.meta.gid(), Some(f.meta.mtime())),
-            _ => (0o755, 0, 0, None),
-        };
-        set_meta(&at, mode, (uid, gid), mtime)?;
+        let (mode, owner, mtime) = parent_meta(view, &cur);
+        set_meta(&at, mode, owner, mtime)?;
     }
     Ok(())
+}
+
+/// Mode, owner and mtime of a created parent `rel` of a destination: the image's directory's, or
+/// root-owned 0755 (and no mtime) where the image has none.
+pub(super) fn parent_meta(view: &RootView, rel: &Path) -> (u32, (u32, u32), Option<i64>) {
+    match view.lookup(rel) {
+        Some(f) if f.meta.is_dir() => (f.meta.mode() & 0o7777, (f.meta.uid(), f.meta.gid()), Some(f.meta.mtime())),
+        _ => (0o755, (0, 0), None),
+    }
 }
 
 fn set_meta(path: &Path, mode: u32, (uid, gid): (u32, u32), mtime: Option<i64>) -> Result<(), BuildError> {
@@ -244,7 +274,7 @@ fn copy_tree(src: &Path, dst: &Path, opts: &StageOptions) -> Result<(), BuildErr
 }
 
 /// Whether `path` is a tar archive, plain or compressed with gzip or zstd (ADD extracts those).
-fn is_tar_archive(path: &Path) -> Result<bool, BuildError> {
+pub(super) fn is_tar_archive(path: &Path) -> Result<bool, BuildError> {
     let f = fs::File::open(path).map_err(|e| BuildError::io(path, "open source", e))?;
     layers::is_tar(io::BufReader::new(f)).map_err(|e| BuildError::io(path, "read source", e))
 }

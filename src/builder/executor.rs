@@ -5,19 +5,20 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use layers::{Compression, Digest, TreeOptions};
+use layers::{Compression, Digest, LayerInfo, TreeOptions};
 
 use super::background::Background;
 use super::bootstrap;
 use super::cache::{CachedLayer, CachedStep, Key, StepCache};
 use super::context::{self, BuildContext, StageOptions};
+use super::one_pass::OnePass;
 use super::rules::{self, RuleState};
 use super::view::RootView;
 use super::workspace::ScratchDir;
 use super::{BuildError, BuildOptions, Workspace};
 use crate::dockerfile::{self, CopySpec, Expander, Instruction, Kind, RunScript};
 use crate::sandbox;
-use crate::store::{Descriptor, History, ImageConfig, Platform};
+use crate::store::{BlobWriter, Descriptor, History, ImageConfig, Platform};
 
 /// Docker's default shell for shell-form RUN/CMD/ENTRYPOINT.
 /// How much of a RUN's output is kept for the error message.
@@ -419,12 +420,10 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
         let what = || format!("layer of {:?}", ins.original);
         let diff = layers::write_layer(dir, &tree, Compression::None, io::sink())
             .map_err(|e| BuildError::Layer { what: what(), error: e })?;
-        st.key = key;
         if diff.entries == 0 {
-            self.history(st, ins, true);
-            record(self.steps, &key, &CachedStep { layer: None }, &st.config.platform())?;
-            return Ok(StepResult::Empty);
+            return self.no_change(st, ins, key);
         }
+        st.key = key;
         let adopted = ws.adopt_layer_dir(dir, &diff.diff_id)?;
         // Compress the tree that was hashed: `dir` itself once adopted, else (a layer dir with this diff_id
         // was there already) our own copy, which stays in `scratch` until then.
@@ -461,6 +460,38 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
             self.bg.submit(job);
         }
         Ok(StepResult::Layer { from_cache: false })
+    }
+
+    /// Store the layer `info` just written to `w` together with its tree `dir` (COPY of one source in one
+    /// pass: compression ran alongside the copy, so nothing is left for the background).
+    fn commit_written(
+        &mut self,
+        st: &mut ImageState,
+        ins: &Instruction,
+        key: Digest,
+        dir: &Path,
+        info: LayerInfo,
+        w: BlobWriter,
+    ) -> Result<StepResult, BuildError> {
+        if info.entries == 0 {
+            return self.no_change(st, ins, key);
+        }
+        st.key = key;
+        w.commit(Some(&info.digest))?;
+        let descriptor = Descriptor::new(info.media_type, info.digest, info.size);
+        let adopted = self.steps.ws.adopt_layer_dir(dir, &info.diff_id)?;
+        let entry = CachedStep { layer: Some(CachedLayer { descriptor: descriptor.clone(), diff_id: info.diff_id }) };
+        record(self.steps, &key, &entry, &st.config.platform())?;
+        self.push_layer(st, ins, Some(descriptor), info.diff_id, adopted);
+        Ok(StepResult::Layer { from_cache: false })
+    }
+
+    /// Step `key` changed no file: no layer, and the cache remembers that.
+    fn no_change(&mut self, st: &mut ImageState, ins: &Instruction, key: Digest) -> Result<StepResult, BuildError> {
+        st.key = key;
+        self.history(st, ins, true);
+        record(self.steps, &key, &CachedStep { layer: None }, &st.config.platform())?;
+        Ok(StepResult::Empty)
     }
 
     fn copy(
@@ -500,6 +531,15 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
         let root = tmp.path().join("root");
         fs::create_dir(&root).map_err(|e| BuildError::io(&root, "create directory", e))?;
         let stage_opts = StageOptions { owner, mode: spec.mode(), extract_archives: add };
+        let single = if spec.heredocs.is_empty() { &sources[..] } else { &[] };
+        if let Some(pass) = OnePass::plan(&view, &root, single, &dest, &stage_opts)? {
+            let opts = self.steps.opts;
+            let mut w = self.steps.ws.store().blob_writer()?;
+            let tree =
+                TreeOptions { source_date_epoch: opts.source_date_epoch, threads: opts.threads, ..Default::default() };
+            let info = pass.run(&tree, opts.compression, &mut w)?;
+            return self.commit_written(st, ins, key, &root, info, w);
+        }
         if !sources.is_empty() {
             context::stage(&view, &root, &sources, &dest, &stage_opts)?;
         }

@@ -6,6 +6,7 @@
 //! files into a directory laid out like the image root; RUN runs in the sandbox on an overlay of the
 //! image's extracted layers with a fresh upper dir. Either directory then becomes the step's layer
 //! (`layers::write_layer` into the store) *and*, renamed, its extracted form: nothing is copied per image.
+//! A COPY/ADD of one source writes its layer while it stages it, reading each file once (`one_pass`).
 
 mod background;
 mod bootstrap;
@@ -15,6 +16,7 @@ mod context;
 mod executor;
 mod gc;
 pub mod kolla;
+mod one_pass;
 mod remote_cache;
 mod rules;
 pub mod scheduler;
