@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use layers::{Compression, Digest, LayerInfo, TreeOptions};
 
@@ -11,6 +12,7 @@ use super::background::Background;
 use super::bootstrap;
 use super::cache::{CachedLayer, CachedStep, Key, StepCache};
 use super::context::{self, BuildContext, StageOptions};
+use super::handoff::{Handoff, InRun, Written};
 use super::one_pass::OnePass;
 use super::rules::{self, RuleState};
 use super::view::RootView;
@@ -34,6 +36,9 @@ pub struct BuildRequest<'a> {
     pub context: &'a Path,
     /// The tag to give the image in the store.
     pub tag: &'a str,
+    /// The other images of this run: a `FROM` naming one of them starts from it before its layers are
+    /// compressed, and this image is handed off to its own children the same way (`None`: one image).
+    pub in_run: Option<&'a InRun<'a>>,
 }
 
 /// What a build did.
@@ -64,6 +69,9 @@ struct ImageState {
     /// Which `FROM` of the Dockerfile this is (0 for the first): layers compressed for an earlier stage
     /// are not this image's.
     stage: usize,
+    /// The image of this run it starts from (as named in `FROM`), whose layer descriptors come when that
+    /// image is written.
+    inherited: Option<(String, Arc<Handoff>)>,
     /// What the config rules remember across instructions.
     rules: RuleState,
 }
@@ -111,32 +119,78 @@ pub fn build_image(
         let mut bg = Background::new(scope);
         let steps = Steps { ws, ctx: &ctx, cache: &cache, opts };
         let (mut state, counts) = steps.all(req, &df, &mut bg, log)?;
-        let finished = bg.finish()?;
-        for done in finished.results {
-            state.fill(done);
-        }
-        if !finished.busy.is_zero() {
-            tracing::info!(
-                image = req.tag,
-                compressing_s = format!("{:.2}", finished.busy.as_secs_f64()),
-                waited_s = format!("{:.2}", finished.waited.as_secs_f64()),
-                "layers compressed in the background (waited_s: the part left when the last step ended)"
-            );
-        }
-        let layers: Vec<Descriptor> =
-            state.layers.iter().map(|l| l.clone().expect("every background job reported")).collect();
         state.config.created = Some(opts.created());
-        let store = ws.store();
-        let manifest = store.write_image(&state.config, &layers)?;
-        store.set_tag(req.tag, &manifest)?;
+        let handoff = req.in_run.map(|r| r.publish(req.tag, &state.config, state.dirs.clone())).transpose()?;
+        let written = write_image(ws, req, &mut state, bg);
+        if let Some(h) = handoff {
+            h.complete(written.as_ref().map(Written::clone).map_err(|e| e.to_string()));
+        }
+        let written = written?;
+        let from_images = counts
+            .from
+            .into_iter()
+            .filter_map(|(name, base)| match base {
+                Base::Scratch => None,
+                Base::Stored(digest) => Some(Ok(crate::attest::ImageRef { name, digest })),
+                Base::InRun(h) => {
+                    Some(inherited(&h, &name).map(|w| crate::attest::ImageRef { name, digest: w.descriptor.digest }))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(BuildOutcome {
-            manifest,
+            manifest: written.descriptor,
             layers_built: counts.built,
             layers_cached: counts.cached,
-            from_images: counts.from_images,
+            from_images,
             dockerfile: dockerfile_digest,
         })
     })
+}
+
+/// Waits for the image's layers (compressed in the background here, or by the image of this run it
+/// starts from), then writes its manifest and tags it.
+fn write_image(
+    ws: &Workspace,
+    req: &BuildRequest,
+    state: &mut ImageState,
+    bg: Background<'_, '_, Compressed>,
+) -> Result<Written, BuildError> {
+    let finished = bg.finish()?;
+    for done in finished.results {
+        state.fill(done);
+    }
+    if !finished.busy.is_zero() {
+        tracing::info!(
+            image = req.tag,
+            compressing_s = format!("{:.2}", finished.busy.as_secs_f64()),
+            waited_s = format!("{:.2}", finished.waited.as_secs_f64()),
+            "layers compressed in the background (waited_s: the part left when the last step ended)"
+        );
+    }
+    if let Some((name, h)) = state.inherited.take() {
+        for (slot, layer) in state.layers.iter_mut().zip(inherited(&h, &name)?.layers) {
+            *slot = Some(layer);
+        }
+    }
+    let layers: Vec<Descriptor> = state.layers.iter().map(|l| l.clone().expect("every layer was written")).collect();
+    let store = ws.store();
+    let descriptor = store.write_image(&state.config, &layers)?;
+    store.set_tag(req.tag, &descriptor)?;
+    Ok(Written { descriptor, layers })
+}
+
+/// The result of the image of this run named `name` in a `FROM`; its failure is this image's.
+fn inherited(h: &Handoff, name: &str) -> Result<Written, BuildError> {
+    h.wait().map_err(|e| BuildError::BaseImage { image: name.to_owned(), reason: format!("its build failed: {e}") })
+}
+
+/// Where a `FROM` starts.
+enum Base {
+    Scratch,
+    /// An image in the store, by manifest digest.
+    Stored(Digest),
+    /// An image of this run still being written.
+    InRun(Arc<Handoff>),
 }
 
 /// What the steps of one image did.
@@ -144,7 +198,8 @@ pub fn build_image(
 struct Counts {
     built: usize,
     cached: usize,
-    from_images: Vec<crate::attest::ImageRef>,
+    /// Each `FROM` image as written, in Dockerfile order.
+    from: Vec<(String, Base)>,
 }
 
 /// What every step of one image needs, for as long as its background compression runs.
@@ -180,13 +235,11 @@ impl<'a> Steps<'a> {
                 error: Box::new(e),
             };
             if let Kind::From(from) = &ins.kind {
-                let (mut state, digest) = from_image(ws, &from.image, opts).map_err(at)?;
+                let (mut state, base) = from_image(ws, &from.image, opts, req.in_run).map_err(at)?;
                 state.stage = st.as_ref().map_or(0, |s| s.stage + 1);
                 ex.set_base_env(&state.config.config.env);
                 st = Some(state);
-                if let Some(digest) = digest {
-                    counts.from_images.push(crate::attest::ImageRef { name: from.image.clone(), digest });
-                }
+                counts.from.push((from.image.clone(), base));
                 continue;
             }
             let Some(state) = st.as_mut() else {
@@ -214,9 +267,14 @@ impl<'a> Steps<'a> {
     }
 }
 
-/// The starting point of a build: `scratch`, an image in the store, or one fetched or bootstrapped;
-/// with the manifest digest of the image (none for `scratch`).
-fn from_image(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<(ImageState, Option<Digest>), BuildError> {
+/// The starting point of a build: `scratch`, an image of this run, an image in the store, or one fetched
+/// or bootstrapped.
+fn from_image(
+    ws: &Workspace,
+    name: &str,
+    opts: &BuildOptions,
+    in_run: Option<&InRun>,
+) -> Result<(ImageState, Base), BuildError> {
     let zero = Digest::from_bytes([0; 32]);
     if name == "scratch" {
         let platform = Platform::host();
@@ -227,9 +285,23 @@ fn from_image(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<(ImageS
             dirs: vec![],
             key: Key::new("scratch", &zero).field("platform", Platform::host().to_string()).finish(),
             stage: 0,
+            inherited: None,
             rules: RuleState::default(),
         };
-        return Ok((state, None));
+        return Ok((state, Base::Scratch));
+    }
+    if let Some(h) = in_run.and_then(|r| r.get(name)) {
+        tracing::debug!("FROM {name}: starting from its layer dirs, its blobs may still be compressing");
+        let state = ImageState {
+            key: from_key(&h.config),
+            config: h.config.clone(),
+            layers: vec![None; h.dirs.len()],
+            dirs: h.dirs.clone(),
+            stage: 0,
+            inherited: Some((name.to_owned(), Arc::clone(&h))),
+            rules: RuleState::default(),
+        };
+        return Ok((state, Base::InRun(h)));
     }
     let store = ws.store();
     if store.resolve(name)?.is_none() {
@@ -250,20 +322,28 @@ fn from_image(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<(ImageS
         .zip(diff_ids)
         .map(|(layer, diff_id)| ws.ensure_layer_dir(layer, diff_id))
         .collect::<Result<Vec<_>, _>>()?;
-    let key = Key::new("from", &zero)
-        .field("manifest", image.manifest_digest.to_string())
-        .field("platform", image.config.platform().to_string())
-        .finish();
-    let digest = image.manifest_digest;
     let state = ImageState {
+        key: from_key(&image.config),
         config: image.config,
         layers: image.manifest.layers.into_iter().map(Some).collect(),
         dirs,
-        key,
         stage: 0,
+        inherited: None,
         rules: RuleState::default(),
     };
-    Ok((state, Some(digest)))
+    Ok((state, Base::Stored(image.manifest_digest)))
+}
+
+/// The step key of a `FROM`: the base image's layers by diff_id, and its platform. Not its manifest
+/// digest, which depends on how the layers were compressed: a child of an image of this run starts
+/// before that is known (see [`super::handoff`]). What else of the base config a step depends on (env,
+/// user, workdir, shell) is in that step's own key.
+fn from_key(config: &ImageConfig) -> Digest {
+    let diff_ids: Vec<String> = config.rootfs.diff_ids.iter().map(Digest::to_string).collect();
+    Key::new("from", &Digest::from_bytes([0; 32]))
+        .list("diff_ids", &diff_ids)
+        .field("platform", config.platform().to_string())
+        .finish()
 }
 
 enum StepResult {

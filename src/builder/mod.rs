@@ -15,6 +15,7 @@ mod container;
 mod context;
 mod executor;
 mod gc;
+mod handoff;
 pub mod kolla;
 mod one_pass;
 mod remote_cache;
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 pub use container::{ContainerOptions, run_container};
 pub use executor::{BuildOutcome, BuildRequest, build_image};
 pub use gc::{GcOptions, GcOutcome};
+pub use handoff::InRun;
 pub use remote_cache::RemoteCache;
 pub use workspace::Workspace;
 

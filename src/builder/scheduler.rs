@@ -10,7 +10,7 @@ use std::sync::{Condvar, Mutex};
 
 use serde::Serialize;
 
-use super::{BuildOptions, BuildRequest, Workspace, build_image};
+use super::{BuildOptions, BuildRequest, InRun, Workspace, build_image};
 use crate::attest::{self, BuildFacts, ImageBuild, SourceArchive};
 use crate::config::{self, ImageSources};
 use crate::sources::{self, PreparedSource, SourceOptions};
@@ -163,11 +163,24 @@ pub fn run(ws: &Workspace, jobs: &[Job], opts: &BuildOptions, run: &RunOptions) 
     }
     let shared = Mutex::new(shared);
     let wake = Condvar::new();
+    // An image whose steps are done is handed off: its children start while its layers compress.
+    let handed_off = |tag: &str| {
+        let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
+        for (c, job) in jobs.iter().enumerate() {
+            let parent_is = |p: usize| jobs[p].tag == tag && job.parent_image.as_deref() == Some(tag);
+            if job.parent.is_some_and(parent_is) && g.state[c] == State::Waiting {
+                g.state[c] = State::Running;
+                g.ready.push_back(c);
+            }
+        }
+        wake.notify_all();
+    };
+    let in_run = InRun::new(&handed_off);
     let progress = Progress::new(jobs.len());
     let workers = run.threads.max(1).min(jobs.len().max(1));
     std::thread::scope(|s| {
         for _ in 0..workers {
-            s.spawn(|| worker(ws, jobs, opts, run, &shared, &wake, &progress));
+            s.spawn(|| worker(ws, jobs, opts, run, &in_run, &shared, &wake, &progress));
         }
     });
     progress.finish();
@@ -175,11 +188,13 @@ pub fn run(ws: &Workspace, jobs: &[Job], opts: &BuildOptions, run: &RunOptions) 
     RunReport { outcomes: outcomes.into_iter().map(|o| o.unwrap_or(Outcome::ParentError)).collect() }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn worker(
     ws: &Workspace,
     jobs: &[Job],
     opts: &BuildOptions,
     run: &RunOptions,
+    in_run: &InRun,
     shared: &Mutex<Shared>,
     wake: &Condvar,
     progress: &Progress,
@@ -200,7 +215,7 @@ fn worker(
             }
         };
         progress.start(&jobs[i].name);
-        let outcome = build_one(ws, &jobs[i], opts, run);
+        let outcome = build_one(ws, &jobs[i], opts, run, in_run);
         progress.done(&jobs[i].name, &outcome);
         let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
         let ok = matches!(outcome, Outcome::Built { .. });
@@ -231,7 +246,7 @@ fn mark_parent_error(jobs: &[Job], c: usize, g: &mut Shared) {
     }
 }
 
-fn build_one(ws: &Workspace, job: &Job, opts: &BuildOptions, run: &RunOptions) -> Outcome {
+fn build_one(ws: &Workspace, job: &Job, opts: &BuildOptions, run: &RunOptions, in_run: &InRun) -> Outcome {
     let mut log: Box<dyn Write> = match &run.logs_dir {
         Some(dir) => match open_log(dir, &job.name) {
             Ok(f) => Box::new(f),
@@ -247,7 +262,7 @@ fn build_one(ws: &Workspace, job: &Job, opts: &BuildOptions, run: &RunOptions) -
             Err(e) => return fail(job, run, &mut *log, format!("preparing the sources of {}: {e}", job.name)),
         }
     }
-    let req = BuildRequest { dockerfile: &job.dockerfile, context: &job.context, tag: &job.tag };
+    let req = BuildRequest { dockerfile: &job.dockerfile, context: &job.context, tag: &job.tag, in_run: Some(in_run) };
     let waiting;
     let opts = match &job.cache_wait {
         Some(w) => {

@@ -75,7 +75,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         ..BuildOptions::default()
     };
     let dockerfile = args.file.unwrap_or_else(|| args.context.join("Dockerfile"));
-    let req = BuildRequest { dockerfile: &dockerfile, context: &args.context, tag: &args.tag };
+    let req = BuildRequest { dockerfile: &dockerfile, context: &args.context, tag: &args.tag, in_run: None };
     let mut log: Box<dyn std::io::Write> = match &args.log_file {
         Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
         None => Box::new(std::io::stderr()),
