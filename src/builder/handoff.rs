@@ -55,20 +55,16 @@ impl<'a> InRun<'a> {
     }
 
     /// Hands off image `tag`: its config (round-tripped through JSON, so a child sees exactly what it
-    /// would read from the store) and its layer dirs. The caller must [`Handoff::complete`] it.
-    pub(crate) fn publish(
-        &self,
-        tag: &str,
-        config: &ImageConfig,
-        dirs: Vec<PathBuf>,
-    ) -> Result<Arc<Handoff>, BuildError> {
+    /// would read from the store) and its layer dirs. The caller completes it through the returned
+    /// [`Parent`].
+    pub(crate) fn publish(&self, tag: &str, config: &ImageConfig, dirs: Vec<PathBuf>) -> Result<Parent, BuildError> {
         let json = serde_json::to_vec(config).map_err(|e| BuildError::Input(format!("image config of {tag}: {e}")))?;
         let config =
             serde_json::from_slice(&json).map_err(|e| BuildError::Input(format!("image config of {tag}: {e}")))?;
         let handoff = Arc::new(Handoff { config, dirs, done: Mutex::new(None), cond: Condvar::new() });
         self.images.lock().unwrap_or_else(|e| e.into_inner()).insert(tag.to_owned(), Arc::clone(&handoff));
         (self.notify)(tag);
-        Ok(handoff)
+        Ok(Parent { handoff, tag: tag.to_owned() })
     }
 
     /// The image handed off under `name`, if any.
@@ -77,11 +73,34 @@ impl<'a> InRun<'a> {
     }
 }
 
-impl Handoff {
+/// The parent's side of a hand-off. Dropped without [`Parent::complete`] (its build unwound), it fails
+/// the hand-off, so that no child waits forever.
+pub(crate) struct Parent {
+    handoff: Arc<Handoff>,
+    tag: String,
+}
+
+impl Parent {
     /// Records the parent's result and wakes the children waiting for it.
-    pub(crate) fn complete(&self, result: Result<Written, String>) {
-        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-        self.cond.notify_all();
+    pub(crate) fn complete(self, result: Result<Written, String>) {
+        self.handoff.set(result);
+    }
+}
+
+impl Drop for Parent {
+    fn drop(&mut self) {
+        self.handoff.set(Err(format!("the build of {} stopped", self.tag)));
+    }
+}
+
+impl Handoff {
+    /// The first result set is the one children see.
+    fn set(&self, result: Result<Written, String>) {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        if done.is_none() {
+            *done = Some(result);
+            self.cond.notify_all();
+        }
     }
 
     /// Waits for the parent's result.
@@ -105,15 +124,24 @@ mod tests {
         let told = Mutex::new(Vec::new());
         let notify = |tag: &str| told.lock().unwrap().push(tag.to_owned());
         let run = InRun::new(&notify);
-        let h = run.publish("kolla/base:1", &ImageConfig::default(), vec![PathBuf::from("/l/1")]).unwrap();
+        let parent = run.publish("kolla/base:1", &ImageConfig::default(), vec![PathBuf::from("/l/1")]).unwrap();
         assert_eq!(*told.lock().unwrap(), vec!["kolla/base:1".to_owned()]);
         let child = run.get("kolla/base:1").expect("published");
         assert!(run.get("kolla/other:1").is_none());
         std::thread::scope(|s| {
             let waiter = s.spawn(|| child.wait());
             std::thread::sleep(std::time::Duration::from_millis(20));
-            h.complete(Err("layer of RUN x: No space left on device".into()));
+            parent.complete(Err("layer of RUN x: No space left on device".into()));
             assert_eq!(waiter.join().unwrap().err().unwrap(), "layer of RUN x: No space left on device");
         });
+    }
+
+    #[test]
+    fn a_parent_that_stops_without_a_result_fails_its_children() {
+        let notify = |_: &str| {};
+        let run = InRun::new(&notify);
+        drop(run.publish("kolla/base:1", &ImageConfig::default(), vec![]).unwrap());
+        let child = run.get("kolla/base:1").unwrap();
+        assert_eq!(child.wait().err().unwrap(), "the build of kolla/base:1 stopped");
     }
 }
