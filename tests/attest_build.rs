@@ -234,6 +234,17 @@ fn builds_record_attestations_that_push_with_the_images_and_never_change_digests
     );
     let digests = tree_digests(&a);
     assert_eq!(digests.len(), 3, "{digests:?}");
+    // A no-op rebuild keeps each image's SBOM (same referrer) instead of reading the layers again, and
+    // records a provenance of its own.
+    let sboms = |store: &Store| -> Vec<Descriptor> {
+        digests.values().flat_map(|d| store.referrers(d, Some("application/spdx+json")).unwrap()).collect()
+    };
+    let before = sboms(&a);
+    let again = bench.build_all("a", &addr, &[]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(stderr.matches("SPDX SBOM kept: no layer changed").count(), 3, "{stderr}");
+    assert_eq!(sboms(&a), before, "a no-op rebuild replaced an SBOM");
+    assert_eq!(tree_digests(&a), digests, "a no-op rebuild changed an image");
     assert_eq!(digests, tree_digests(&b), "attestations changed image digests");
     for tag in digests.keys() {
         assert_eq!(documents(&a, tag).len(), 2, "{tag}: SBOM and provenance expected");

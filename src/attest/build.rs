@@ -85,7 +85,16 @@ pub fn record_build(ws: &Workspace, facts: &BuildFacts, image: &ImageBuild) -> R
     };
     let from = &image.outcome.from_images;
     let base = from.last().cloned();
-    let sbom = record_sbom(ws, &subject, SbomFormat::Spdx, base, image.sources.to_vec(), facts.source_date_epoch)?;
+    // A build that made no layer produced the very image it found: its SBOM describes the same bytes, from the
+    // same base and sources (both are in the image), so it is kept rather than read out of the layers again —
+    // that read is most of a no-op rebuild's time. The provenance is recorded anew: it is this build's.
+    let kept = image.outcome.layers_built == 0
+        && !store.referrers(&subject.descriptor.digest, Some(SbomFormat::Spdx.media_type()))?.is_empty();
+    let sbom = if kept {
+        Vec::new()
+    } else {
+        record_sbom(ws, &subject, SbomFormat::Spdx, base, image.sources.to_vec(), facts.source_date_epoch)?
+    };
 
     let mut input = ProvenanceInput::new(subject.image_ref(), &facts.build_type);
     input.builder_id = facts.builder_id.clone();
@@ -106,7 +115,8 @@ pub fn record_build(ws: &Workspace, facts: &BuildFacts, image: &ImageBuild) -> R
         image = image.tag,
         sbom_bytes = sbom.len(),
         ms = t0.elapsed().as_millis() as u64,
-        "attestations recorded (SPDX SBOM, provenance)"
+        "attestations recorded ({}, provenance)",
+        if kept { "SPDX SBOM kept: no layer changed" } else { "SPDX SBOM" }
     );
     Ok(())
 }
