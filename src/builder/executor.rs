@@ -534,8 +534,12 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
             Ok(Compressed { stage, index, layer: descriptor })
         };
         if opts.compression == Compression::None {
-            // Nothing to take off the critical path: the blob is the tar just hashed.
-            st.fill(job()?);
+            // Nothing to take off the critical path: the blob is the tar just hashed. (The job locates its
+            // errors for the background; here the caller does.)
+            st.fill(job().map_err(|e| match e {
+                BuildError::At { error, .. } => *error,
+                e => e,
+            })?);
         } else {
             self.bg.submit(job);
         }
