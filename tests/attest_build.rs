@@ -7,6 +7,7 @@
 
 mod support {
     pub mod busybox;
+    pub mod cli;
     pub mod registry;
 }
 
@@ -20,6 +21,7 @@ use std::time::Instant;
 use kolla_oci::store::{Descriptor, Store};
 use layers::Digest;
 use serde_json::Value;
+use support::cli::ok;
 use support::registry::{TestRegistry, skopeo_digest};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kolla-oci");
@@ -116,17 +118,6 @@ impl Bench {
     fn store(&self, state: &str) -> Store {
         Store::open(&self.dir.join(state).join("oci")).unwrap()
     }
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "kolla-oci failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn json(bytes: &[u8]) -> Value {

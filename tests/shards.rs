@@ -5,13 +5,16 @@
 
 #[path = "support/busybox.rs"]
 mod busybox;
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/registry.rs"]
 mod registry;
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 
+use cli::ok;
 use registry::{TestRegistry, skopeo_digest};
 use serde_json::Value;
 
@@ -103,17 +106,6 @@ impl Bench {
             })
             .collect()
     }
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "kolla-oci failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn layers_built(v: &Value) -> u64 {
