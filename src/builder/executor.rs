@@ -527,11 +527,8 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
                 ))));
             }
             w.commit(Some(&info.digest)).map_err(|e| at(e.into()))?;
-            let descriptor = Descriptor::new(info.media_type, info.digest, info.size);
-            let entry =
-                CachedStep { layer: Some(CachedLayer { descriptor: descriptor.clone(), diff_id: info.diff_id }) };
-            record(steps, &key, &entry, &platform).map_err(at)?;
-            Ok(Compressed { stage, index, layer: descriptor })
+            let layer = record_layer(steps, &key, &info, &platform).map_err(at)?;
+            Ok(Compressed { stage, index, layer })
         };
         if opts.compression == Compression::None {
             // Nothing to take off the critical path: the blob is the tar just hashed. (The job locates its
@@ -562,10 +559,8 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
         }
         st.key = key;
         w.commit(Some(&info.digest))?;
-        let descriptor = Descriptor::new(info.media_type, info.digest, info.size);
         let adopted = self.steps.ws.adopt_layer_dir(dir, &info.diff_id)?;
-        let entry = CachedStep { layer: Some(CachedLayer { descriptor: descriptor.clone(), diff_id: info.diff_id }) };
-        record(self.steps, &key, &entry, &st.config.platform())?;
+        let descriptor = record_layer(self.steps, &key, &info, &st.config.platform())?;
         self.push_layer(st, ins, Some(descriptor), info.diff_id, adopted);
         Ok(StepResult::Layer { from_cache: false })
     }
@@ -732,6 +727,14 @@ fn record(steps: Steps, key: &Digest, entry: &CachedStep, platform: &Platform) -
         tracing::warn!(cache = remote.name(), "publishing a step to the remote cache failed: {e}");
     }
     Ok(())
+}
+
+/// Records that step `key` made the layer `info` (its blob is in the store); the layer's descriptor.
+fn record_layer(steps: Steps, key: &Digest, info: &LayerInfo, platform: &Platform) -> Result<Descriptor, BuildError> {
+    let descriptor = Descriptor::new(info.media_type, info.digest, info.size);
+    let entry = CachedStep { layer: Some(CachedLayer { descriptor: descriptor.clone(), diff_id: info.diff_id }) };
+    record(steps, key, &entry, platform)?;
+    Ok(descriptor)
 }
 
 /// Warns (once per process) when a proxy variable of a RUN names the host's loopback, which a RUN in
