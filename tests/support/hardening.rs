@@ -352,6 +352,10 @@ impl Bench {
         fs::create_dir_all(&ctx).unwrap();
         busybox::write_busybox_context(&ctx);
         fs::create_dir_all(dir.join("home")).unwrap();
+        // The runs' own temp dirs (render work dir, RUN scratch): a SIGKILLed run cannot remove them, so they
+        // go where the bench's drop does.
+        fs::create_dir_all(dir.join("tmp")).unwrap();
+        fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
         let marker = format!("KOLLA_OCI_HARDENING={}", dir.file_name().unwrap().to_string_lossy());
         write_tree(&dir.join("tree"), &marker);
         let bench = Bench { _tmp: tmp, dir, marker };
@@ -393,6 +397,7 @@ impl Bench {
             .env("SOURCE_DATE_EPOCH", EPOCH)
             .env("HOME", self.dir.join("home"))
             .env("DOCKER_CONFIG", self.dir.join("home/.docker"))
+            .env("TMPDIR", self.dir.join("tmp"))
             .env(k, v)
             .env_remove("KOLLA_OCI_LOG")
             .env_remove("RUST_LOG")
