@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use kolla_oci::template::{TemplateError, render_all};
+use kolla_oci::template::{TemplateError, render, render_all};
 use support::{config, kolla_oci_build, run, run_ok, small_tree, write_tree};
 
 fn opts<'a>(tree: &'a str, work: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -44,6 +44,70 @@ fn docker_dirs_merge_over_the_tree_and_context_files_are_copied() {
     assert_eq!(std::fs::read_to_string(svc.context_dir.join("app")).unwrap(), "payload");
     // the source trees are untouched
     assert!(!tree.join("cron/Dockerfile").exists() && !tree.join("cron/patches").exists());
+}
+
+#[test]
+fn a_build_writes_only_the_directories_of_its_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, extra) = (tmp.path().join("tree"), tmp.path().join("extra"));
+    small_tree(&tree);
+    write_tree(
+        &extra,
+        &[
+            ("cron/Dockerfile.j2", "FROM {{ namespace }}/base:{{ tag }}\nCOPY extend_start.sh own /\n"),
+            ("cron/own", "from the docker dir"),
+            ("mine/mine-svc/Dockerfile.j2", "FROM {{ namespace }}/cron:{{ tag }}\nCOPY app /app\n"),
+            ("mine/mine-svc/app", "payload"),
+            ("glance/glance-api/only-here", "not for this build"),
+        ],
+    );
+    let (t, e) = (tree.to_str().unwrap(), extra.to_str().unwrap());
+    let (full, part) = (tmp.path().join("full"), tmp.path().join("part"));
+    let everything = render_all(&config(&opts(t, full.to_str().unwrap(), &["-D", e]))).unwrap();
+
+    let rendered = render(&config(&opts(t, part.to_str().unwrap(), &["-D", e]))).unwrap();
+    assert!(!part.exists(), "rendering alone writes nothing");
+    assert_eq!(rendered.images.len(), everything.images.len());
+    rendered.write_work_dir(Some(&["cron", "mine-svc"])).unwrap();
+    let listing = |root: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = walkdir::WalkDir::new(root)
+            .into_iter()
+            .map(|e| e.unwrap().path().strip_prefix(root).unwrap().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let expected = [
+        "",
+        "cron",
+        "cron/Dockerfile",
+        "cron/Dockerfile.j2",
+        "cron/extend_start.sh",
+        "cron/own",
+        "cron/patches",
+        "mine",
+        "mine/mine-svc",
+        "mine/mine-svc/Dockerfile",
+        "mine/mine-svc/Dockerfile.j2",
+        "mine/mine-svc/app",
+        "mine/mine-svc/patches",
+    ];
+    assert_eq!(listing(&part.join("docker")), expected, "only the two images' directories, merged");
+    for (name, rel) in [("cron", "cron"), ("mine-svc", "mine/mine-svc")] {
+        let dir = part.join("docker").join(rel);
+        for f in listing(&dir).iter().filter(|f| dir.join(f).is_file()) {
+            let (a, b) = (dir.join(f), full.join("docker").join(rel).join(f));
+            assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "{name}: {f} as in the whole work dir");
+        }
+        assert_eq!(rendered.image(name).unwrap().context_dir, dir);
+    }
+    // Links are still checked in the whole tree, not only in the directories written.
+    std::os::unix::fs::symlink("/etc/passwd", extra.join("glance/glance-api/passwd")).unwrap();
+    let e = render(&config(&opts(t, tmp.path().join("p2").to_str().unwrap(), &["-D", e]))).unwrap_err();
+    assert!(
+        matches!(&e, TemplateError::LinkOutside { link, .. } if *link == extra.join("glance/glance-api/passwd")),
+        "{e}"
+    );
 }
 
 #[test]

@@ -34,7 +34,11 @@ pub struct Args {
 /// Run the subcommand.
 pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     let cfg = KollaConfig::from_args(&args.kolla).context("reading kolla-build options")?;
-    let mut tree = template::render_all(&cfg).context("rendering the template tree")?;
+    let mut tree = template::render(&cfg).context("rendering the template tree")?;
+    // kolla-build's work dir holds the whole tree; a temporary one gets only what the build reads (below).
+    if cfg.work_dir.is_some() || cfg.template_only {
+        tree.write_work_dir(None).context("writing the work dir")?;
+    }
     let graph = Graph::from_rendered(&tree, &cfg).context("building the image graph")?;
 
     let store = if cfg.skip_existing { Some(ctx.open_store()?) } else { None };
@@ -95,6 +99,10 @@ fn build(
     let ws = Workspace::open(&ctx.store_dir).with_context(|| format!("opening {}", ctx.store_dir.display()))?;
     let matched = selection.names_with(graph, Status::Matched).len();
     tracing::info!("building {matched} images with {} threads", cfg.threads);
+    if cfg.work_dir.is_none() {
+        let names = selection.names_with(graph, Status::Matched);
+        tree.write_work_dir(Some(&names)).context("writing the work dir")?;
+    }
     let (summary, mut ok) = kolla::build_selection(&ws, cfg, graph, selection, tree, shard)
         .context("preparing the build (its inputs for the provenance, --no-attestations skips them; --cache-repo)")?;
     if cfg.push && !summary.built.is_empty() {

@@ -1,10 +1,12 @@
 //! Rendering a Kolla template tree the way kolla-build does, with minijinja.
 //!
-//! [`render_all`] copies the template tree (and every `--docker-dir`, merged over it like
-//! Python's `copytree(dirs_exist_ok=True)`) into `<work_dir>/docker`, finds every directory with
-//! a `Dockerfile.j2`, renders each one to `Dockerfile` beside it, and creates the image's
-//! `patches/` directory. The result is byte-identical to kolla-build 23.0.0's `--template-only`
-//! output (checked by `tests/template_conformance.rs`).
+//! [`render`] reads the template tree (and every `--docker-dir`, merged over it like Python's
+//! `copytree(dirs_exist_ok=True)` into kolla's work dir) in place, finds every directory with a
+//! `Dockerfile.j2` and renders each one. [`RenderedTree::write_work_dir`] then writes
+//! `<work_dir>/docker`: the trees copied in, each rendered `Dockerfile` beside its template and each
+//! image's `patches/` directory — all of it ([`render_all`]), or only the images a build needs. The
+//! result is byte-identical to kolla-build 23.0.0's `--template-only` output (checked by
+//! `tests/template_conformance.rs`).
 //!
 //! The environment mirrors kolla's Jinja2 `SandboxedEnvironment`: Jinja defaults (no
 //! trim/lstrip, trailing newline dropped, lenient undefined, no autoescape), the `customizable`
@@ -29,7 +31,7 @@ use rayon::prelude::*;
 use crate::config::KollaConfig;
 pub use repos::debian_package_install;
 use repos::{Mode, RepoContext, Repos};
-use workdir::{copy_patches, copy_tree, unlink_symlink};
+use workdir::{Overlay, copy_patches, unlink_symlink};
 
 /// The template file kolla looks for in each image directory.
 pub const TEMPLATE_NAME: &str = "Dockerfile.j2";
@@ -119,19 +121,25 @@ pub struct RenderedImage {
     pub name: String,
     /// Directory relative to the tree root (`nova/nova-api`).
     pub rel_path: String,
-    /// The build context: the image's directory in the work dir (holds `Dockerfile`).
+    /// The build context: the image's directory in the work dir (holds `Dockerfile` once written).
     pub context_dir: PathBuf,
-    /// The rendered Dockerfile text (also written to `context_dir/Dockerfile`).
+    /// The rendered Dockerfile text (written to `context_dir/Dockerfile` by [`RenderedTree::write_work_dir`]).
     pub dockerfile: String,
 }
 
-/// The rendered work dir.
+/// The rendered tree and its work dir.
 #[derive(Debug)]
 pub struct RenderedTree {
     /// `<work_dir>/docker`.
     pub root: PathBuf,
     /// Every image found, sorted by `rel_path`.
     pub images: Vec<RenderedImage>,
+    /// The trees the work dir is copied from.
+    overlay: Arc<Overlay>,
+    /// `--apt-sources-list` and `--apt-preferences`, with their names in `base/`.
+    apt_files: Vec<(PathBuf, &'static str)>,
+    /// `--patches-path`.
+    patches_path: Option<PathBuf>,
     /// The temporary work dir, when no `--work-dir` was given (removed on drop).
     temp: Option<tempfile::TempDir>,
 }
@@ -151,6 +159,36 @@ impl RenderedTree {
         self.root.clone()
     }
 
+    /// Write the work dir: the trees copied in, the apt files into `base/`, and each image's `Dockerfile`
+    /// and `patches/` — for every image as kolla does (`None`), or only for the `Some` named ones and only
+    /// their directories (what a build reads; the rest of a large tree is not copied).
+    pub fn write_work_dir(&self, only: Option<&[&str]>) -> Result<(), TemplateError> {
+        let wanted = |img: &&RenderedImage| only.is_none_or(|names| names.contains(&img.name.as_str()));
+        std::fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        match only {
+            None => self.overlay.copy_into("", &self.root)?,
+            Some(_) => {
+                for img in self.images.iter().filter(wanted) {
+                    self.overlay.copy_into(&img.rel_path, &self.root)?;
+                }
+            }
+        }
+        for (src, name) in &self.apt_files {
+            let base = self.root.join("base");
+            std::fs::create_dir_all(&base).map_err(io_err(&base))?;
+            unlink_symlink(&base.join(name))?;
+            std::fs::copy(src, base.join(name)).map_err(io_err(src))?;
+        }
+        tracing::debug!(dir = %self.root.display(), "created working dir");
+        for img in self.images.iter().filter(wanted) {
+            let out = img.context_dir.join("Dockerfile");
+            unlink_symlink(&out)?;
+            std::fs::write(&out, &img.dockerfile).map_err(io_err(&out))?;
+            copy_patches(&img.context_dir, &img.name, self.patches_path.as_deref())?;
+        }
+        Ok(())
+    }
+
     /// Delete the directories of the named images (kolla's `--template-only` removes every
     /// image that is not selected) and forget them.
     pub fn remove_images(&mut self, names: &[&str]) -> Result<(), TemplateError> {
@@ -165,23 +203,6 @@ impl RenderedTree {
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TemplateError + '_ {
     move |source| TemplateError::Io { path: path.to_path_buf(), source }
-}
-
-/// Every directory under `root` holding a `Dockerfile.j2`, as relative `/` paths, sorted.
-fn find_image_dirs(root: &Path) -> Result<Vec<String>, TemplateError> {
-    let mut out = Vec::new();
-    for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
-        let entry = entry.map_err(|e| TemplateError::Io { path: root.to_path_buf(), source: e.into() })?;
-        if entry.file_type().is_file() && entry.file_name() == TEMPLATE_NAME {
-            let dir = entry.path().parent().expect("a file has a parent");
-            let rel = dir.strip_prefix(root).expect("under root");
-            if rel.as_os_str().is_empty() {
-                continue; // a Dockerfile.j2 at the root is no image (it would have no name)
-            }
-            out.push(rel.to_string_lossy().replace('\\', "/"));
-        }
-    }
-    Ok(out)
 }
 
 /// kolla's `customizable` filter: `<image>_<call_type>_override` replaces the list,
@@ -236,12 +257,21 @@ fn strings(v: &Value, what: &str) -> Result<Vec<String>, Error> {
 
 /// The minijinja environment: Jinja2 defaults plus kolla's filter and globals.
 fn environment(
-    root: &Path,
+    overlay: Arc<Overlay>,
     repos: Arc<Repos>,
     override_tpl: Option<(String, String)>,
 ) -> Result<Environment<'static>, Error> {
     let mut env = Environment::new();
-    env.set_loader(minijinja::path_loader(root));
+    env.set_loader(move |name| {
+        let read_error =
+            |e: TemplateError| Error::new(ErrorKind::InvalidOperation, "could not read template").with_source(e);
+        match overlay.file(name).map_err(read_error)? {
+            Some(path) => std::fs::read_to_string(&path)
+                .map(Some)
+                .map_err(|source| read_error(TemplateError::Io { path, source })),
+            None => Ok(None),
+        }
+    });
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
     env.set_fuel(Some(FUEL));
@@ -305,7 +335,7 @@ const OVERRIDE_TEMPLATE: &str = "<template-override>";
 
 /// Where to report a minijinja error: the template file and line (override lines mapped back
 /// to the override file they came from).
-fn render_error(e: &Error, root: &Path, override_lines: &[(PathBuf, usize)], fallback: &str) -> TemplateError {
+fn render_error(e: &Error, overlay: &Overlay, override_lines: &[(PathBuf, usize)], fallback: &str) -> TemplateError {
     // The innermost error with a location is the most precise (e.g. inside macros.j2).
     let mut best: &Error = e;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
@@ -322,7 +352,7 @@ fn render_error(e: &Error, root: &Path, override_lines: &[(PathBuf, usize)], fal
             None => (override_lines.first().map_or_else(|| PathBuf::from(name), |(f, _)| f.clone()), None),
         }
     } else {
-        (root.join(name), best.line())
+        (overlay.locate(name), best.line())
     };
     let mut message = match best.detail() {
         Some(d) => format!("{}: {d}", best.kind()),
@@ -400,11 +430,18 @@ fn insert_pip_args(content: String, cfg: &KollaConfig) -> String {
 }
 
 /// Set up the work dir and render every image of the tree (kolla's `setup_working_dir`,
-/// `find_dockerfiles`, `create_dockerfiles` and `create_patch_files`).
+/// `find_dockerfiles`, `create_dockerfiles` and `create_patch_files`): [`render`], then the whole work dir
+/// written.
 pub fn render_all(cfg: &KollaConfig) -> Result<RenderedTree, TemplateError> {
-    if !cfg.template_tree.is_dir() {
-        return Err(TemplateError::NoTree { path: cfg.template_tree.clone() });
-    }
+    let tree = render(cfg)?;
+    tree.write_work_dir(None)?;
+    Ok(tree)
+}
+
+/// Render every image of the tree, reading the template tree and `--docker-dir`s in place; nothing is
+/// written to the work dir yet (see [`RenderedTree::write_work_dir`]).
+pub fn render(cfg: &KollaConfig) -> Result<RenderedTree, TemplateError> {
+    let overlay = Overlay::new(&[std::slice::from_ref(&cfg.template_tree), &cfg.docker_dirs].concat())?;
     let (root, temp) = match &cfg.work_dir {
         Some(w) => (w.join("docker"), None),
         None => {
@@ -412,25 +449,7 @@ pub fn render_all(cfg: &KollaConfig) -> Result<RenderedTree, TemplateError> {
             (t.path().join("docker"), Some(t))
         }
     };
-    std::fs::create_dir_all(&root).map_err(io_err(&root))?;
-    copy_tree(&cfg.template_tree, &root)?;
-    for d in &cfg.docker_dirs {
-        if !d.is_dir() {
-            return Err(TemplateError::NoTree { path: d.clone() });
-        }
-        copy_tree(d, &root)?;
-    }
-    for (src, name) in [(&cfg.apt_sources_list, "sources.list"), (&cfg.apt_preferences, "apt_preferences")] {
-        if let Some(src) = src {
-            let base = root.join("base");
-            std::fs::create_dir_all(&base).map_err(io_err(&base))?;
-            unlink_symlink(&base.join(name))?;
-            std::fs::copy(src, base.join(name)).map_err(io_err(src))?;
-        }
-    }
-    tracing::debug!(dir = %root.display(), "created working dir");
-
-    let dirs = find_image_dirs(&root)?;
+    let dirs = overlay.image_dirs()?;
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
     for rel in &dirs {
         let name = rel.rsplit('/').next().unwrap_or(rel);
@@ -452,8 +471,9 @@ pub fn render_all(cfg: &KollaConfig) -> Result<RenderedTree, TemplateError> {
         let (text, lines) = merge_overrides(&cfg.template_overrides)?;
         (Some((OVERRIDE_TEMPLATE.to_string(), text)), lines)
     };
-    let env =
-        environment(&root, repos, override_tpl).map_err(|e| render_error(&e, &root, &override_lines, "override"))?;
+    let overlay = Arc::new(overlay);
+    let env = environment(overlay.clone(), repos, override_tpl)
+        .map_err(|e| render_error(&e, &overlay, &override_lines, "override"))?;
     let base = base_context(cfg);
 
     let images = dirs
@@ -474,25 +494,27 @@ pub fn render_all(cfg: &KollaConfig) -> Result<RenderedTree, TemplateError> {
                 template.and_then(|t| t.render_captured_to(Value::from(ctx), &mut out).map(drop))
             });
             if out.overflowed {
-                return Err(TemplateError::OutputTooLarge { file: root.join(&tpl_name), limit: budget::MAX_OUTPUT });
+                return Err(TemplateError::OutputTooLarge {
+                    file: overlay.locate(&tpl_name),
+                    limit: budget::MAX_OUTPUT,
+                });
             }
-            rendered.map_err(|e| render_error(&e, &root, &override_lines, &tpl_name))?;
+            rendered.map_err(|e| render_error(&e, &overlay, &override_lines, &tpl_name))?;
             let rendered = String::from_utf8(out.bytes).map_err(|e| TemplateError::Render {
-                file: root.join(&tpl_name),
+                file: overlay.locate(&tpl_name),
                 line: None,
                 message: format!("rendered output is not UTF-8: {e}"),
             })?;
             let dockerfile = insert_pip_args(rendered, cfg);
-            let context_dir = root.join(rel);
-            let out = context_dir.join("Dockerfile");
-            unlink_symlink(&out)?;
-            std::fs::write(&out, &dockerfile).map_err(io_err(&out))?;
-            copy_patches(&context_dir, &name, cfg.patches_path.as_deref())?;
             tracing::debug!(template = %tpl_name, "rendered");
-            Ok(RenderedImage { name, rel_path: rel.clone(), context_dir, dockerfile })
+            Ok(RenderedImage { name, rel_path: rel.clone(), context_dir: root.join(rel), dockerfile })
         })
         .collect::<Result<Vec<_>, TemplateError>>()?;
-    Ok(RenderedTree { root, images, temp })
+    let apt_files = [(&cfg.apt_sources_list, "sources.list"), (&cfg.apt_preferences, "apt_preferences")]
+        .into_iter()
+        .filter_map(|(src, name)| Some((src.clone()?, name)))
+        .collect();
+    Ok(RenderedTree { root, images, overlay, apt_files, patches_path: cfg.patches_path.clone(), temp })
 }
 
 #[cfg(test)]
