@@ -105,7 +105,7 @@ pub enum TemplateError {
     /// A template failed to parse or render.
     #[error("{}{}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
     Render {
-        /// The template file (in the work dir, or the override file).
+        /// The template file (in the template tree or a `--docker-dir`, or the override file).
         file: PathBuf,
         /// 1-based line, when known.
         line: Option<usize>,
@@ -456,8 +456,8 @@ pub fn render(cfg: &KollaConfig) -> Result<RenderedTree, TemplateError> {
         if let Some(first) = seen.insert(name, rel) {
             return Err(TemplateError::DuplicateImage {
                 name: name.to_string(),
-                first: root.join(first),
-                second: root.join(rel),
+                first: overlay.locate(first),
+                second: overlay.locate(rel),
             });
         }
     }

@@ -66,22 +66,26 @@ impl Overlay {
         if name.split('/').any(|seg| seg.starts_with('.') || seg.contains('\\')) {
             return Ok(None);
         }
-        for (tree, root) in self.trees.iter().rev() {
-            let path = tree.join(name);
-            if std::fs::metadata(&path).is_ok() {
+        match self.find(name) {
+            Some((path, root)) => {
                 inside(root, &path)?;
-                return Ok(path.is_file().then_some(path));
+                Ok(path.is_file().then_some(path))
             }
+            None => Ok(None),
         }
-        Ok(None)
     }
 
-    /// Where `name` comes from, for messages: the file it resolves to, or where the topmost tree would have it.
-    pub(super) fn locate(&self, name: &str) -> PathBuf {
-        match self.file(name) {
-            Ok(Some(path)) => path,
-            _ => self.trees.last().map_or_else(|| PathBuf::from(name), |(tree, _)| tree.join(name)),
+    /// Where `rel` comes from, for messages: its path in the topmost tree that has it (else in the topmost tree).
+    pub(super) fn locate(&self, rel: &str) -> PathBuf {
+        match self.find(rel) {
+            Some((path, _)) => path,
+            None => self.trees.last().map_or_else(|| PathBuf::from(rel), |(tree, _)| tree.join(rel)),
         }
+    }
+
+    /// `rel` in the topmost tree that has something there (links followed), with that tree's canonical path.
+    fn find(&self, rel: &str) -> Option<(PathBuf, &Path)> {
+        self.trees.iter().rev().map(|(tree, root)| (tree.join(rel), root.as_path())).find(|(p, _)| p.exists())
     }
 
     /// Every directory holding a `Dockerfile.j2` in any tree, as sorted, unique relative `/` paths. Walks
