@@ -63,10 +63,14 @@ impl Overlay {
     /// The file a template name resolves to (minijinja's `path_loader` rules: `/`-separated, no segment
     /// starting with `.`), in the topmost tree that has something at that path.
     pub(super) fn file(&self, name: &str) -> Result<Option<PathBuf>, TemplateError> {
-        if name.split('/').any(|seg| seg.starts_with('.') || seg.contains('\\')) {
-            return Ok(None);
+        let mut rel = PathBuf::new();
+        for seg in name.split('/') {
+            if seg.starts_with('.') || seg.contains('\\') {
+                return Ok(None);
+            }
+            rel.push(seg); // segment by segment: a leading `/` adds nothing, so the name stays inside
         }
-        match self.find(name) {
+        match self.find(&rel) {
             Some((path, root)) => {
                 inside(root, &path)?;
                 Ok(path.is_file().then_some(path))
@@ -77,14 +81,14 @@ impl Overlay {
 
     /// Where `rel` comes from, for messages: its path in the topmost tree that has it (else in the topmost tree).
     pub(super) fn locate(&self, rel: &str) -> PathBuf {
-        match self.find(rel) {
+        match self.find(Path::new(rel)) {
             Some((path, _)) => path,
             None => self.trees.last().map_or_else(|| PathBuf::from(rel), |(tree, _)| tree.join(rel)),
         }
     }
 
     /// `rel` in the topmost tree that has something there (links followed), with that tree's canonical path.
-    fn find(&self, rel: &str) -> Option<(PathBuf, &Path)> {
+    fn find(&self, rel: &Path) -> Option<(PathBuf, &Path)> {
         self.trees.iter().rev().map(|(tree, root)| (tree.join(rel), root.as_path())).find(|(p, _)| p.exists())
     }
 
