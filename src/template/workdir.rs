@@ -92,7 +92,7 @@ impl Overlay {
         self.trees.iter().rev().map(|(tree, root)| (tree.join(rel), root.as_path())).find(|(p, _)| p.exists())
     }
 
-    /// Every directory holding a `Dockerfile.j2` in any tree, as sorted, unique relative `/` paths. Walks
+    /// Every directory holding a `Dockerfile.j2` in any tree, as unique relative `/` paths. Walks
     /// each whole tree as the copy would, so a link out of a tree is refused even in an image not built.
     pub(super) fn image_dirs(&self) -> Result<Vec<String>, TemplateError> {
         let mut out = std::collections::BTreeSet::new();
@@ -104,12 +104,13 @@ impl Overlay {
                     let rel = dir.strip_prefix(tree).expect("walkdir yields paths under its root");
                     // A Dockerfile.j2 at the root is no image (it would have no name).
                     if !rel.as_os_str().is_empty() {
-                        out.insert(rel.to_string_lossy().replace('\\', "/"));
+                        out.insert(rel.to_path_buf());
                     }
                 }
             }
         }
-        Ok(out.into_iter().collect())
+        // Ordered by component, as a walk of the merged tree meets them (`a/x` before `a-b/x`).
+        Ok(out.into_iter().map(|rel| rel.to_string_lossy().replace('\\', "/")).collect())
     }
 
     /// Copy `rel` (`""` for everything) of each tree into `dst`, lowest tree first.
@@ -217,4 +218,27 @@ pub(super) fn copy_patches(image_dir: &Path, name: &str, patches_path: Option<&P
         std::fs::copy(&from, &to).map_err(io_err(&from))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_dirs_merge_trees_in_the_order_a_walk_of_the_copy_meets_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (low, high) = (tmp.path().join("low"), tmp.path().join("high"));
+        for (tree, rel) in [(&low, "a-b/x"), (&low, "a/y"), (&high, "a/y"), (&high, "a/z"), (&high, "b")] {
+            std::fs::create_dir_all(tree.join(rel)).unwrap();
+            std::fs::write(tree.join(rel).join(super::super::TEMPLATE_NAME), rel).unwrap();
+        }
+        std::fs::write(low.join(super::super::TEMPLATE_NAME), "no image at the root").unwrap();
+        let overlay = Overlay::new(&[low.clone(), high.clone()]).unwrap();
+        assert_eq!(overlay.image_dirs().unwrap(), ["a/y", "a/z", "a-b/x", "b"]);
+        assert_eq!(overlay.file("a/y/Dockerfile.j2").unwrap(), Some(high.join("a/y/Dockerfile.j2")));
+        assert_eq!(overlay.file("a-b/x/Dockerfile.j2").unwrap(), Some(low.join("a-b/x/Dockerfile.j2")));
+        for hidden in ["../low/a/y/Dockerfile.j2", "a/.y", "/etc/passwd", "a/missing"] {
+            assert_eq!(overlay.file(hidden).unwrap(), None, "{hidden}");
+        }
+    }
 }
