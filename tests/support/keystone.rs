@@ -120,8 +120,13 @@ pub fn start(kolla: Command, img: &KeystoneImage, cfg: &Path, log: &Path) -> Run
     let keys = cfg.with_file_name("fernet-keys");
     fs::create_dir_all(&keys).unwrap();
     let keys = format!("{}:/etc/keystone/fernet-keys", keys.display());
+    // Killed when dropped, the run cannot remove its scratch dir: keep it in the test's own dir, not /tmp.
+    let tmp = cfg.with_file_name("run-tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
     let out = fs::File::create(log).unwrap();
-    cmd.args(["run", "-e", "KOLLA_CONFIG_STRATEGY=COPY_ALWAYS", "-e"])
+    cmd.env("TMPDIR", &tmp)
+        .args(["run", "-e", "KOLLA_CONFIG_STRATEGY=COPY_ALWAYS", "-e"])
         .arg(format!("KEYSTONE_ADMIN_PASSWORD={ADMIN_PASSWORD}"))
         .args(["-v", &volume, "-v", &keys, img.image])
         .stdin(Stdio::null())
