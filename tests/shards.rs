@@ -139,7 +139,14 @@ fn three_shards_build_each_layer_once_and_a_fourth_store_builds_nothing() {
         std::iter::once("--shard".to_string()).chain(v).collect()
     };
     let args0 = shard_args(0);
-    let mut doomed = bench.build("shard0", &args0.iter().map(String::as_str).collect::<Vec<_>>()).spawn().unwrap();
+    // The killed run cannot remove its temp dirs (work dir, RUN scratch): they go to the bench, not /tmp.
+    let doomed_tmp = bench.dir.join("tmp-shard0");
+    std::fs::create_dir_all(&doomed_tmp).unwrap();
+    let mut doomed = bench
+        .build("shard0", &args0.iter().map(String::as_str).collect::<Vec<_>>())
+        .env("TMPDIR", &doomed_tmp)
+        .spawn()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     doomed.kill().unwrap();
     assert!(!doomed.wait().unwrap().success());
