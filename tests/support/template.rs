@@ -108,7 +108,9 @@ pub fn cached_venv(name: &str, packages: &[&str]) -> PathBuf {
     let lock_path = target_dir().join(format!("{name}.lock"));
     let lock = std::fs::File::create(&lock_path).expect("create venv lock file");
     lock.lock().expect("lock the venv");
-    let want = packages.join(" ");
+    // The venv's own path too: its scripts name their interpreter by absolute path, so a moved target dir
+    // holds a venv that no longer runs.
+    let want = format!("{} {}", venv.display(), packages.join(" "));
     if std::fs::read_to_string(&marker).ok().as_deref() != Some(want.as_str()) {
         let python = std::env::var("KOLLA_OCI_TEST_PYTHON").unwrap_or_else(|_| "python3.11".into());
         if venv.exists() {
