@@ -3,12 +3,14 @@
 
 mod support {
     pub mod busybox;
+    pub mod cli;
 }
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::cli::ok;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kolla-oci");
 
@@ -94,21 +96,10 @@ impl Fixture {
         let ctx = self.ctx();
         let ctx = ctx.to_str().unwrap();
         let base = format!("{ctx}/Dockerfile.base");
-        ok(&self.kolla(store, &["build-file", "-f", &base, ctx, "-t", "bb-base:1"]));
-        let out = self.kolla(store, &["build-file", ctx, "-t", "bb-test:1"]);
-        String::from_utf8(ok(&out).stdout.clone()).unwrap().trim().to_owned()
+        ok(self.kolla(store, &["build-file", "-f", &base, ctx, "-t", "bb-base:1"]));
+        let out = ok(self.kolla(store, &["build-file", ctx, "-t", "bb-test:1"]));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
-}
-
-fn ok(out: &Output) -> &Output {
-    assert!(
-        out.status.success(),
-        "kolla-oci failed: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn tool(cmd: &str, args: &[&str]) -> String {
@@ -177,11 +168,11 @@ fn every_instruction_gives_the_expected_tree_and_config() {
     assert_eq!(inspect["Digest"], digest);
 
     // Nothing changed: everything from the cache, same digest.
-    let again = f.kolla("state", &["build-file", f.ctx().to_str().unwrap(), "-t", "bb-test:1"]);
-    assert_eq!(String::from_utf8_lossy(&ok(&again).stdout).trim(), digest);
+    let again = ok(f.kolla("state", &["build-file", f.ctx().to_str().unwrap(), "-t", "bb-test:1"]));
+    assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), digest);
     let log = String::from_utf8_lossy(&again.stderr);
     assert!(log.contains("layers_built=0"), "{log}");
-    ok(&f.kolla("state", &["fsck"]));
+    ok(f.kolla("state", &["fsck"]));
 }
 
 #[test]
@@ -197,7 +188,7 @@ fn failing_run_reports_command_code_and_output() {
     let f = Fixture::new();
     let ctx = f.ctx();
     let base = ctx.join("Dockerfile.base");
-    ok(&f.kolla("state", &["build-file", "-f", base.to_str().unwrap(), ctx.to_str().unwrap(), "-t", "bb-base:1"]));
+    ok(f.kolla("state", &["build-file", "-f", base.to_str().unwrap(), ctx.to_str().unwrap(), "-t", "bb-base:1"]));
     fs::write(ctx.join("Dockerfile.fail"), "FROM bb-base:1\nRUN echo first-line; echo about-to-fail >&2; exit 3\n")
         .unwrap();
     let df = ctx.join("Dockerfile.fail");
@@ -307,7 +298,7 @@ fn shebang_heredoc_runs_as_an_executable_file() {
         "FROM bb-test:1\nUSER root\nRUN <<EOT\n#!/bin/sh\necho \"from $0\" > /shebang.txt\nEOT\nRUN test ! -e /dev/pipes\n",
     )
     .unwrap();
-    ok(&f.kolla("state", &["build-file", "-f", df.to_str().unwrap(), ctx.to_str().unwrap(), "-t", "hd:1"]));
-    let out = f.kolla("state", &["run", "hd:1", "--entrypoint", "", "--", "/bin/cat", "/shebang.txt"]);
-    assert_eq!(String::from_utf8_lossy(&ok(&out).stdout), "from /dev/pipes/EOT\n");
+    ok(f.kolla("state", &["build-file", "-f", df.to_str().unwrap(), ctx.to_str().unwrap(), "-t", "hd:1"]));
+    let out = ok(f.kolla("state", &["run", "hd:1", "--entrypoint", "", "--", "/bin/cat", "/shebang.txt"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from /dev/pipes/EOT\n");
 }
