@@ -97,11 +97,10 @@ fn build(
 ) -> anyhow::Result<ExitCode> {
     use kolla_oci::builder::{Workspace, kolla};
     let ws = Workspace::open(&ctx.store_dir).with_context(|| format!("opening {}", ctx.store_dir.display()))?;
-    let matched = selection.names_with(graph, Status::Matched).len();
-    tracing::info!("building {matched} images with {} threads", cfg.threads);
+    let matched = selection.names_with(graph, Status::Matched);
+    tracing::info!("building {} images with {} threads", matched.len(), cfg.threads);
     if cfg.work_dir.is_none() {
-        let names = selection.names_with(graph, Status::Matched);
-        tree.write_work_dir(Some(&names)).context("writing the work dir")?;
+        tree.write_work_dir(Some(&matched)).context("writing the work dir")?;
     }
     let (summary, mut ok) = kolla::build_selection(&ws, cfg, graph, selection, tree, shard)
         .context("preparing the build (its inputs for the provenance, --no-attestations skips them; --cache-repo)")?;

@@ -117,7 +117,7 @@ impl Overlay {
     pub(super) fn copy_into(&self, rel: &str, dst: &Path) -> Result<(), TemplateError> {
         for (tree, root) in &self.trees {
             let src = tree.join(rel);
-            if std::fs::metadata(&src).is_ok_and(|m| m.is_dir()) {
+            if src.is_dir() {
                 copy_tree(tree, root, &src, dst)?;
             }
         }
