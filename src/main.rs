@@ -54,6 +54,10 @@ fn main() -> std::process::ExitCode {
     // Must run before any thread exists: a threaded process cannot enter a new user namespace.
     kolla_oci::sandbox::early_init();
     let cli = Cli::parse();
+    // Commands that start containers pass stop signals on to them (before any other thread exists).
+    if matches!(cli.command, Command::Build(_) | Command::BuildFile(_) | Command::Run(_)) {
+        kolla_oci::sandbox::signals::install();
+    }
     // kolla-build's `-d/--debug` raises our own log level (config files are read later).
     let debug = matches!(&cli.command, Command::Build(a) if a.kolla.debug_requested());
     cmd::init_logging(&if debug { format!("{},kolla_oci=debug", cli.log_level) } else { cli.log_level.clone() });

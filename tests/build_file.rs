@@ -4,6 +4,7 @@
 mod support {
     pub mod busybox;
     pub mod cli;
+    pub mod rootless;
 }
 
 use std::fs;
@@ -224,28 +225,11 @@ fn bad_input_is_refused_with_file_and_line() {
 }
 
 /// Create (once) an unprivileged user with a subordinate id range, as a rootless CI runner has.
-fn rootless_user() -> &'static str {
-    const USER: &str = "kolla-oci-test";
-    assert_eq!(rustix::process::geteuid().as_raw(), 0, "this test sets up its user as root (CI runs as root)");
-    if !Command::new("id").arg(USER).output().unwrap().status.success() {
-        let st = Command::new("useradd").args(["-m", "-s", "/bin/sh", USER]).status().unwrap();
-        assert!(st.success() || Command::new("id").arg(USER).output().unwrap().status.success());
-    }
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        let text = fs::read_to_string(file).unwrap_or_default();
-        if !text.lines().any(|l| l.starts_with(&format!("{USER}:"))) {
-            let mut f = fs::OpenOptions::new().append(true).create(true).open(file).unwrap();
-            std::io::Write::write_all(&mut f, format!("{USER}:300000:65536\n").as_bytes()).unwrap();
-        }
-    }
-    USER
-}
-
 #[test]
 fn rootless_build_gives_the_same_digest_as_root() {
     let f = Fixture::new();
     let as_root = f.build_all("state-root");
-    let user = rootless_user();
+    let user = support::rootless::rootless_user();
     let subuid = fs::read_to_string("/etc/subuid").unwrap();
     let base: u32 =
         subuid.lines().find_map(|l| l.strip_prefix(&format!("{user}:"))?.split(':').next()?.parse().ok()).unwrap();
@@ -258,20 +242,8 @@ fn rootless_build_gives_the_same_digest_as_root() {
     let ctx = f.ctx();
     let c = ctx.to_str().unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new("runuser")
-            .args([
-                "-u",
-                user,
-                "--",
-                "env",
-                &format!("KOLLA_OCI_STORE={}", state.display()),
-                "SOURCE_DATE_EPOCH=1700000000",
-            ])
-            .arg(&bin)
-            .args(args)
-            .current_dir(&f.dir)
-            .output()
-            .unwrap();
+        let vars = [format!("KOLLA_OCI_STORE={}", state.display()), "SOURCE_DATE_EPOCH=1700000000".into()];
+        let out = support::rootless::as_user(user, &vars, &bin).args(args).current_dir(&f.dir).output().unwrap();
         assert!(out.status.success(), "rootless kolla-oci {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };

@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     fs::create_dir(&root).expect("root");
     fs::write(tmp.path().join("sentinel"), b"untouched").expect("sentinel");
     for whiteouts in [WhiteoutMode::Apply, WhiteoutMode::Overlay] {
-        let opts = ApplyOptions { whiteouts, same_owner: false };
+        let opts = ApplyOptions { whiteouts, ..Default::default() };
         let _ = layers::apply_layer(data, &root, &opts);
         let mut names: Vec<_> = fs::read_dir(tmp.path()).expect("list").map(|e| e.expect("entry").file_name()).collect();
         names.sort();

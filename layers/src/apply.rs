@@ -68,6 +68,10 @@ pub struct ApplyOptions {
     pub whiteouts: WhiteoutMode,
     /// Chown entries to the uid/gid of the layer (needs root, or a user namespace mapping them).
     pub same_owner: bool,
+    /// The archive is unpacked onto the host, not into an image layer (kolla's plugin and addition
+    /// archives in a build context): setuid and setgid bits are dropped and device nodes skipped, so
+    /// that what an archive holds cannot give a host user root or a disk. (Layers keep both.)
+    pub host_safe: bool,
 }
 
 /// What one application did, and what it read.
@@ -542,6 +546,11 @@ impl Applier<'_> {
             EntryType::Block => FileType::BlockDevice,
             _ => FileType::Fifo,
         };
+        if self.opts.host_safe && ft != FileType::Fifo {
+            tracing::warn!(path = shown, "device node skipped: not made on the host");
+            self.stats.skipped_devices += 1;
+            return Ok(());
+        }
         self.clear(pfd, name, false)?;
         match rustix::fs::mknodat(pfd, name, ft, Mode::from_raw_mode(meta.mode), dev) {
             Ok(()) => {}
@@ -556,7 +565,7 @@ impl Applier<'_> {
             rustix::fs::chownat(pfd, name, Some(uid(meta.uid)), Some(gid(meta.gid)), AtFlags::SYMLINK_NOFOLLOW)?;
         }
         // The node was just made by us, so `name` is not a symlink: plain chmodat is safe.
-        rustix::fs::chmodat(pfd, name, Mode::from_raw_mode(meta.mode), AtFlags::empty())?;
+        rustix::fs::chmodat(pfd, name, Mode::from_raw_mode(self.mode(meta)), AtFlags::empty())?;
         if !meta.xattrs.is_empty() {
             tracing::warn!(path = shown, "xattrs of a device node not applied");
         }
@@ -565,13 +574,18 @@ impl Applier<'_> {
         Ok(())
     }
 
+    /// The mode an entry gets: the layer's, without setuid/setgid bits when [`ApplyOptions::host_safe`].
+    fn mode(&self, meta: &Meta) -> u32 {
+        if self.opts.host_safe { meta.mode & !0o6000 } else { meta.mode }
+    }
+
     /// Owner (when asked), mode and xattrs through an open fd; chown first since it clears
     /// setuid bits and file capabilities.
     fn set_meta(&self, fd: BorrowedFd<'_>, meta: &Meta, shown: &str) -> io::Result<()> {
         if self.opts.same_owner {
             rustix::fs::fchown(fd, Some(uid(meta.uid)), Some(gid(meta.gid)))?;
         }
-        rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode))?;
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(self.mode(meta)))?;
         for (name, value) in &meta.xattrs {
             match rustix::fs::fsetxattr(fd, name.as_str(), value, XattrFlags::empty()) {
                 Ok(()) => {}

@@ -36,6 +36,17 @@ impl Default for Compression {
     }
 }
 
+/// The `--compression` spelling: `none`, `gzip:LEVEL`, `zstd:LEVEL`.
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Compression::None => f.write_str("none"),
+            Compression::Gzip { level } => write!(f, "gzip:{level}"),
+            Compression::Zstd { level } => write!(f, "zstd:{level}"),
+        }
+    }
+}
+
 impl Compression {
     /// The OCI media type of a layer compressed this way.
     pub fn media_type(&self) -> &'static str {

@@ -556,7 +556,11 @@ fn hostile_layers_are_refused_or_confined() {
             let case = format!("{name} [{mode:?}]");
             let arena = Arena::new();
             let stream = build(&arena);
-            let res = apply_layer(&stream[..], &arena.root, &ApplyOptions { whiteouts: mode, same_owner: true });
+            let res = apply_layer(
+                &stream[..],
+                &arena.root,
+                &ApplyOptions { whiteouts: mode, same_owner: true, ..Default::default() },
+            );
             arena.check_outside(&case);
             assert!(!exists(&probe), "{case}: created {}", probe.display());
             match (expect, res) {
@@ -602,8 +606,12 @@ fn devices_skipped_when_mknod_is_not_permitted() {
             .file("etc/hostname", b"h")
             .file(".wh.gone", b"")
             .finish();
-        let stats =
-            apply_layer(&t[..], &root, &ApplyOptions { whiteouts: WhiteoutMode::Overlay, same_owner: true }).unwrap();
+        let stats = apply_layer(
+            &t[..],
+            &root,
+            &ApplyOptions { whiteouts: WhiteoutMode::Overlay, same_owner: true, ..Default::default() },
+        )
+        .unwrap();
         assert_eq!(stats.skipped_devices, 2, "{stats:?}");
         assert!(!exists(&root.join("dev/null")) && !exists(&root.join("dev/sda")));
         assert!(fs::symlink_metadata(root.join("dev/fifo")).unwrap().file_type().is_fifo());

@@ -128,8 +128,12 @@ fn tree_layer_apply_round_trip() {
     for whiteouts in [WhiteoutMode::Apply, WhiteoutMode::Overlay] {
         let dst = tmp.path().join(format!("dst-{whiteouts:?}"));
         fs::create_dir(&dst).unwrap();
-        let stats =
-            apply_layer(fs::File::open(&layer).unwrap(), &dst, &ApplyOptions { whiteouts, same_owner: true }).unwrap();
+        let stats = apply_layer(
+            fs::File::open(&layer).unwrap(),
+            &dst,
+            &ApplyOptions { whiteouts, same_owner: true, ..Default::default() },
+        )
+        .unwrap();
         assert_eq!(stats.entries, info.entries);
         assert_eq!(stats.skipped_devices, 0);
         assert_eq!(stats.diff_id, info.diff_id, "the applier hashes the uncompressed stream it reads");

@@ -109,14 +109,14 @@ fn overlay_upper_to_layer_and_back() {
 
     // Flattened: base then diff in one directory.
     let flat = d("flat");
-    let apply = ApplyOptions { whiteouts: WhiteoutMode::Apply, same_owner: true };
+    let apply = ApplyOptions { whiteouts: WhiteoutMode::Apply, same_owner: true, ..Default::default() };
     apply_layer(&base[..], &flat, &apply).unwrap();
     apply_layer(&diff[..], &flat, &apply).unwrap();
     assert_same_tree("flattened", &essence(&snapshot(&flat)), &want);
 
     // Overlay: each layer in its own directory, stacked as lowerdirs.
     let (l1, l2, view) = (d("l1"), d("l2"), d("view"));
-    let ovl = ApplyOptions { whiteouts: WhiteoutMode::Overlay, same_owner: true };
+    let ovl = ApplyOptions { whiteouts: WhiteoutMode::Overlay, same_owner: true, ..Default::default() };
     apply_layer(&base[..], &l1, &ovl).unwrap();
     apply_layer(&diff[..], &l2, &ovl).unwrap();
     let ft = fs::symlink_metadata(l2.join("gone")).unwrap().file_type();

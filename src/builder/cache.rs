@@ -1,8 +1,26 @@
-//! The step cache: each step's result keyed by a [`Key`] over everything that can change the files it
-//! produces — its parent step, the instruction as expanded with the config state it runs in (argv, env,
-//! user, workdir), and the content of the context files it reads. Instructions that only change the
-//! config (LABEL, CMD, EXPOSE, …) make no layer and do not enter the chain. Entries are small JSON files written atomically; a hit is used only when
-//! its layer blob is still in the store.
+//! The step cache: each step's result keyed by a [`Key`] over everything that can change the layer it
+//! produces, so that a hit is always the layer a fresh build would make. Instructions that only change
+//! the config (LABEL, CMD, EXPOSE, …) make no layer and do not enter the chain. Entries are small JSON
+//! files written atomically; a hit is used only when its layer blob is still in the store.
+//!
+//! **Every input that shapes a layer's bytes**, and where the key takes it (each has a test below that
+//! flips it and sees the key change):
+//!
+//! | input | key |
+//! |---|---|
+//! | how layers are written: tar encoding, gzip/zstd implementation | [`KEY_FORMAT`] (bumped when they change) |
+//! | the base image's layers (diff_ids), or none (`FROM scratch`); the platform | [`chain_start`] |
+//! | `--compression` algorithm and level (the blob's bytes) | [`chain_start`] |
+//! | `SOURCE_DATE_EPOCH` (clamps mtimes) | [`chain_start`] |
+//! | every earlier step of the image | each key's `parent` |
+//! | RUN: argv after SHELL, heredoc script, env (config Env + ARGs in effect), user, workdir | [`RunInputs`] |
+//! | COPY/ADD: source patterns; their names, types, **full modes**, sizes, bytes, link targets (`BuildContext::digest`); heredocs; absolute dest; `--chown`; `--chmod` | [`CopyInputs`] |
+//!
+//! Left out, as they do not change the layer: the network mode, host paths, the mtimes and owners of
+//! context files (COPY stamps its own), undeclared proxy build args, the machine and its umask (RUN
+//! runs with umask 022). A context file's mode is in whole, as COPY keeps it: two checkouts made under
+//! different umasks (0644 vs 0666 files) share no COPY step — the price of never handing back a
+//! world-writable file for a 0644 one.
 
 use std::fs;
 use std::io::Write;
@@ -17,7 +35,89 @@ use crate::store::Descriptor;
 /// The key format, hashed first into every key. Bump it when what a step produces changes for the same
 /// inputs, or when the encoding below changes: every key then changes, and old entries are never hit.
 /// v3: layers are compressed with libdeflate as independent gzip members (`layers/src/gzip.rs`).
-const KEY_FORMAT: &[u8] = b"kolla-oci step key v3";
+/// v4: compression and `SOURCE_DATE_EPOCH` in [`chain_start`]; full modes of context files.
+const KEY_FORMAT: &[u8] = b"kolla-oci step key v4";
+
+/// The build-wide inputs that shape every layer of a chain.
+pub(crate) struct LayerShaping {
+    /// `--compression`.
+    pub compression: layers::Compression,
+    /// `SOURCE_DATE_EPOCH`, if set.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// The key of a chain's first step: `FROM` a base with these layers, or `FROM scratch` (`None`).
+pub(crate) fn chain_start(base_diff_ids: Option<&[String]>, platform: &str, shaping: &LayerShaping) -> Digest {
+    let zero = Digest::from_bytes([0; 32]);
+    let key = match base_diff_ids {
+        Some(diff_ids) => Key::new("from", &zero).list("diff_ids", diff_ids),
+        None => Key::new("scratch", &zero),
+    };
+    let epoch = shaping.source_date_epoch.map(|e| e.to_string()).unwrap_or_default();
+    key.field("platform", platform)
+        .field("compression", shaping.compression.to_string())
+        .field("source-date-epoch", epoch)
+        .finish()
+}
+
+/// What a RUN's layer depends on besides its parent.
+pub(crate) struct RunInputs<'a> {
+    /// The command as executed (after SHELL).
+    pub argv: &'a [String],
+    /// A heredoc script's file name and content, or nothing.
+    pub script_file: &'a [&'a str],
+    /// The environment the command sees.
+    pub env: &'a [String],
+    /// `USER`.
+    pub user: &'a str,
+    /// `WORKDIR`.
+    pub workdir: &'a str,
+}
+
+impl RunInputs<'_> {
+    /// The step key on top of `parent`.
+    pub(crate) fn key(&self, parent: &Digest) -> Digest {
+        Key::new("run", parent)
+            .list("argv", self.argv)
+            .list("script-file", self.script_file)
+            .list("env", self.env)
+            .field("user", self.user)
+            .field("workdir", self.workdir)
+            .finish()
+    }
+}
+
+/// What a COPY's or ADD's layer depends on besides its parent.
+pub(crate) struct CopyInputs<'a> {
+    /// ADD rather than COPY.
+    pub add: bool,
+    /// The source patterns as written.
+    pub sources: &'a [String],
+    /// `BuildContext::digest` of what they matched.
+    pub content: &'a Digest,
+    /// Heredoc names and contents.
+    pub heredocs: &'a [&'a str],
+    /// The absolute destination.
+    pub dest: &'a str,
+    /// `--chown`, as written.
+    pub chown: &'a str,
+    /// `--chmod`, as written.
+    pub chmod: &'a str,
+}
+
+impl CopyInputs<'_> {
+    /// The step key on top of `parent`.
+    pub(crate) fn key(&self, parent: &Digest) -> Digest {
+        Key::new(if self.add { "add" } else { "copy" }, parent)
+            .list("sources", self.sources)
+            .field("content", self.content.as_bytes())
+            .list("heredocs", self.heredocs)
+            .field("dest", self.dest)
+            .field("chown", self.chown)
+            .field("chmod", self.chmod)
+            .finish()
+    }
+}
 
 /// What a cached step produced.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,13 +147,13 @@ pub(crate) struct StepCache {
 /// field is renamed). Each field is its name, a NUL, then its length-prefixed bytes; a list is its name,
 /// a NUL, its item count, then each item length-prefixed. The first field is the step kind and the
 /// parent key.
-pub(crate) struct Key {
+struct Key {
     hash: Sha256,
 }
 
 impl Key {
     /// A key for a step of `kind` (`from`, `scratch`, `run`, `copy`, `add`) on top of `parent`.
-    pub(crate) fn new(kind: &str, parent: &Digest) -> Key {
+    fn new(kind: &str, parent: &Digest) -> Key {
         let mut hash = Sha256::new();
         hash.update((KEY_FORMAT.len() as u64).to_le_bytes());
         hash.update(KEY_FORMAT);
@@ -61,14 +161,14 @@ impl Key {
     }
 
     /// Adds a named value.
-    pub(crate) fn field(mut self, name: &str, value: impl AsRef<[u8]>) -> Key {
+    fn field(mut self, name: &str, value: impl AsRef<[u8]>) -> Key {
         self.name(name);
         self.bytes(value.as_ref());
         self
     }
 
     /// Adds a named list of values (order matters).
-    pub(crate) fn list<T: AsRef<[u8]>>(mut self, name: &str, items: &[T]) -> Key {
+    fn list<T: AsRef<[u8]>>(mut self, name: &str, items: &[T]) -> Key {
         self.name(name);
         self.hash.update((items.len() as u64).to_le_bytes());
         for item in items {
@@ -78,7 +178,7 @@ impl Key {
     }
 
     /// The key.
-    pub(crate) fn finish(self) -> Digest {
+    fn finish(self) -> Digest {
         Digest::from_bytes(self.hash.finalize().into())
     }
 
@@ -141,17 +241,22 @@ mod tests {
     /// documented encoding with Python's hashlib.)
     #[test]
     fn keys_are_pinned() {
-        let zero = Digest::from_bytes([0; 32]);
-        let from = Key::new("from", &zero).field("manifest", "sha256:abc").field("platform", "linux/amd64").finish();
-        let run = Key::new("run", &from)
-            .list("argv", &["/bin/sh", "-c", "apt-get update"])
-            .list("env", &["PATH=/usr/bin"])
-            .field("user", "")
-            .field("workdir", "/")
-            .finish();
-        assert_eq!(from.hex(), "ef10fdf1a9de8723028e23399851973edb5428b57108e20b959344fe6b49f2ef");
-        assert_eq!(run.hex(), "002923133b37af27572daebc2660b8608d5f16d8058970256d648dfb5d7a54fa");
+        let shaping = LayerShaping { compression: layers::Compression::Gzip { level: 4 }, source_date_epoch: None };
+        let from = chain_start(Some(&["sha256:abc".to_owned()]), "linux/amd64", &shaping);
+        let run = RunInputs {
+            argv: &["/bin/sh".into(), "-c".into(), "apt-get update".into()],
+            script_file: &[],
+            env: &["PATH=/usr/bin".into()],
+            user: "",
+            workdir: "/",
+        }
+        .key(&from);
+        assert_eq!(from.hex(), FROM_PIN);
+        assert_eq!(run.hex(), RUN_PIN);
     }
+
+    const FROM_PIN: &str = "f66f5806d992633902b2fa54d4fb7a461bc5b5ccdb5a100f58dd6a91a868a6d9";
+    const RUN_PIN: &str = "744dc670b062893c82da3a6e4cb36c8431bbb7f3fd8dcd2d5d350c2c1395b5fe";
 
     #[test]
     fn fields_do_not_run_into_each_other() {
@@ -161,5 +266,74 @@ mod tests {
         let c = Key::new("run", &zero).field("argv", "abc").finish();
         assert!(a != b && b != c && a != c);
         assert_ne!(Key::new("copy", &zero).finish(), Key::new("add", &zero).finish());
+    }
+
+    /// Each layer-shaping input of the module doc's table, flipped alone, changes the key.
+    #[test]
+    fn every_layer_shaping_input_is_in_the_key() {
+        use layers::Compression::{Gzip, None as Plain, Zstd};
+        let gzip = LayerShaping { compression: Gzip { level: 4 }, source_date_epoch: None };
+        let ids = ["sha256:a".to_owned()];
+        let base = chain_start(Some(&ids), "linux/amd64", &gzip);
+        let shaped = |compression, source_date_epoch| {
+            chain_start(Some(&ids), "linux/amd64", &LayerShaping { compression, source_date_epoch })
+        };
+        let starts = [
+            base,
+            chain_start(None, "linux/amd64", &gzip),
+            chain_start(Some(&["sha256:b".to_owned()]), "linux/amd64", &gzip),
+            chain_start(Some(&ids), "linux/arm64", &gzip),
+            shaped(Gzip { level: 6 }, None),
+            shaped(Zstd { level: 4 }, None),
+            shaped(Plain, None),
+            shaped(Gzip { level: 4 }, Some(1_700_000_000)),
+            shaped(Gzip { level: 4 }, Some(0)),
+        ];
+        assert_all_differ(&starts);
+
+        let (argv, env) = (["sh".to_owned(), "-c".into(), "true".into()], ["A=1".to_owned()]);
+        let run = RunInputs { argv: &argv, script_file: &[], env: &env, user: "", workdir: "/" };
+        let runs = [
+            run.key(&base),
+            run.key(&starts[1]),
+            RunInputs { argv: &["sh".into(), "-c".into(), "false".into()], ..run }.key(&base),
+            RunInputs { script_file: &["f", "echo"], ..run }.key(&base),
+            RunInputs { env: &["A=2".into()], ..run }.key(&base),
+            RunInputs { user: "kolla", ..run }.key(&base),
+            RunInputs { workdir: "/tmp", ..run }.key(&base),
+        ];
+        assert_all_differ(&runs);
+
+        let (content, other) = (Digest::from_bytes([1; 32]), Digest::from_bytes([2; 32]));
+        let srcs = ["a".to_owned()];
+        let copy = CopyInputs {
+            add: false,
+            sources: &srcs,
+            content: &content,
+            heredocs: &[],
+            dest: "/",
+            chown: "",
+            chmod: "",
+        };
+        let copies = [
+            copy.key(&base),
+            copy.key(&starts[1]),
+            CopyInputs { add: true, ..copy }.key(&base),
+            CopyInputs { sources: &["b".into()], ..copy }.key(&base),
+            CopyInputs { content: &other, ..copy }.key(&base),
+            CopyInputs { heredocs: &["x", "y"], ..copy }.key(&base),
+            CopyInputs { dest: "/app/", ..copy }.key(&base),
+            CopyInputs { chown: "kolla", ..copy }.key(&base),
+            CopyInputs { chmod: "0755", ..copy }.key(&base),
+        ];
+        assert_all_differ(&copies);
+    }
+
+    fn assert_all_differ(keys: &[Digest]) {
+        for (i, a) in keys.iter().enumerate() {
+            for (j, b) in keys.iter().enumerate().skip(i + 1) {
+                assert_ne!(a, b, "keys {i} and {j} are equal");
+            }
+        }
     }
 }

@@ -88,8 +88,10 @@ impl BuildContext {
         Ok(out)
     }
 
-    /// A digest of what the sources contain — names, types, modes, sizes, bytes, link targets — but not
-    /// mtimes, owners or the umask's write bits, so a fresh copy of an unchanged context hits the cache.
+    /// A digest of what the sources contain — names, types, full modes, sizes, bytes, link targets — but
+    /// not mtimes or owners (COPY stamps its own), so a fresh copy of an unchanged context hits the cache.
+    /// The whole mode is in, as COPY keeps it: a checkout made under umask 000 has world-writable files,
+    /// and its layers must not be taken for those of a 022 checkout (nor the other way round).
     pub fn digest(&self, sources: &[PathBuf]) -> Result<Digest, BuildError> {
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
@@ -101,9 +103,7 @@ impl BuildContext {
                 let meta = entry.metadata().map_err(|e| BuildError::io(entry.path(), "stat source", e.into()))?;
                 let rel = entry.path().strip_prefix(src).unwrap_or(entry.path());
                 h.update(rel.as_os_str().as_encoded_bytes());
-                // Group/other write bits follow the umask of whoever checked the tree out: left out, so
-                // that machines share keys (see `cache::Key`).
-                h.update(format!("\0{:o}\0{}\0", meta.mode() & !0o022, meta.len()).as_bytes());
+                h.update(format!("\0{:o}\0{}\0", meta.mode() & 0o7777, meta.len()).as_bytes());
                 if meta.is_file() {
                     let mut f =
                         fs::File::open(entry.path()).map_err(|e| BuildError::io(entry.path(), "read source", e))?;
@@ -283,7 +283,7 @@ pub(super) fn is_tar_archive(path: &Path) -> Result<bool, BuildError> {
 fn extract(archive: &Path, dir: &Path) -> Result<(), BuildError> {
     fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, "create directory", e))?;
     let f = fs::File::open(archive).map_err(|e| BuildError::io(archive, "open archive", e))?;
-    let opts = ApplyOptions { whiteouts: WhiteoutMode::Apply, same_owner: true };
+    let opts = ApplyOptions { whiteouts: WhiteoutMode::Apply, same_owner: true, ..Default::default() };
     layers::apply_layer(io::BufReader::new(f), dir, &opts)
         .map_err(|e| BuildError::Layer { what: format!("extracting {}", archive.display()), error: e })?;
     Ok(())

@@ -10,7 +10,7 @@ use layers::{Compression, Digest, LayerInfo, TreeOptions};
 
 use super::background::Background;
 use super::bootstrap;
-use super::cache::{CachedLayer, CachedStep, Key, StepCache};
+use super::cache::{self, CachedLayer, CachedStep, CopyInputs, RunInputs, StepCache};
 use super::context::{self, BuildContext, StageOptions};
 use super::handoff::{Handoff, InRun, Written};
 use super::one_pass::OnePass;
@@ -275,7 +275,6 @@ fn from_image(
     opts: &BuildOptions,
     in_run: Option<&InRun>,
 ) -> Result<(ImageState, Base), BuildError> {
-    let zero = Digest::from_bytes([0; 32]);
     if name == "scratch" {
         let platform = Platform::host();
         let config = ImageConfig { architecture: platform.architecture, os: platform.os, ..Default::default() };
@@ -283,7 +282,7 @@ fn from_image(
             config,
             layers: vec![],
             dirs: vec![],
-            key: Key::new("scratch", &zero).field("platform", Platform::host().to_string()).finish(),
+            key: cache::chain_start(None, &Platform::host().to_string(), &shaping(opts)),
             stage: 0,
             inherited: None,
             rules: RuleState::default(),
@@ -293,7 +292,7 @@ fn from_image(
     if let Some(h) = in_run.and_then(|r| r.get(name)) {
         tracing::debug!("FROM {name}: starting from its layer dirs, its blobs may still be compressing");
         let state = ImageState {
-            key: from_key(&h.config),
+            key: from_key(&h.config, opts),
             config: h.config.clone(),
             layers: vec![None; h.dirs.len()],
             dirs: h.dirs.clone(),
@@ -323,7 +322,7 @@ fn from_image(
         .map(|(layer, diff_id)| ws.ensure_layer_dir(layer, diff_id))
         .collect::<Result<Vec<_>, _>>()?;
     let state = ImageState {
-        key: from_key(&image.config),
+        key: from_key(&image.config, opts),
         config: image.config,
         layers: image.manifest.layers.into_iter().map(Some).collect(),
         dirs,
@@ -338,12 +337,14 @@ fn from_image(
 /// digest, which depends on how the layers were compressed: a child of an image of this run starts
 /// before that is known (see [`super::handoff`]). What else of the base config a step depends on (env,
 /// user, workdir, shell) is in that step's own key.
-fn from_key(config: &ImageConfig) -> Digest {
+fn from_key(config: &ImageConfig, opts: &BuildOptions) -> Digest {
     let diff_ids: Vec<String> = config.rootfs.diff_ids.iter().map(Digest::to_string).collect();
-    Key::new("from", &Digest::from_bytes([0; 32]))
-        .list("diff_ids", &diff_ids)
-        .field("platform", config.platform().to_string())
-        .finish()
+    cache::chain_start(Some(&diff_ids), &config.platform().to_string(), &shaping(opts))
+}
+
+/// The build-wide inputs that shape every layer (see `cache.rs`).
+fn shaping(opts: &BuildOptions) -> cache::LayerShaping {
+    cache::LayerShaping { compression: opts.compression, source_date_epoch: opts.source_date_epoch }
 }
 
 enum StepResult {
@@ -592,14 +593,16 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
             format!("{}/{}", workdir.trim_end_matches('/'), spec.dest)
         };
         let heredocs: Vec<&str> = spec.heredocs.iter().flat_map(|d| [d.name.as_str(), d.content.as_str()]).collect();
-        let key = Key::new(if add { "add" } else { "copy" }, &st.key)
-            .list("sources", &spec.sources)
-            .field("content", content.as_bytes())
-            .list("heredocs", &heredocs)
-            .field("dest", &dest)
-            .field("chown", spec.chown.as_deref().unwrap_or_default())
-            .field("chmod", spec.chmod.as_deref().unwrap_or_default())
-            .finish();
+        let key = CopyInputs {
+            add,
+            sources: &spec.sources,
+            content: &content,
+            heredocs: &heredocs,
+            dest: &dest,
+            chown: spec.chown.as_deref().unwrap_or_default(),
+            chmod: spec.chmod.as_deref().unwrap_or_default(),
+        }
+        .key(&st.key);
         if let Some(r) = self.cached(st, ins, key)? {
             return Ok(r);
         }
@@ -656,13 +659,8 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
         let cwd = st.workdir();
         let script_file: Vec<&str> = file.iter().flat_map(|f| [f.name.as_str(), f.content.as_str()]).collect();
         // The env a RUN sees, except undeclared proxy arguments (see `Expander::args_in_effect`).
-        let key = Key::new("run", &st.key)
-            .list("argv", &argv)
-            .list("script-file", &script_file)
-            .list("env", &env)
-            .field("user", &user)
-            .field("workdir", &cwd)
-            .finish();
+        let key =
+            RunInputs { argv: &argv, script_file: &script_file, env: &env, user: &user, workdir: &cwd }.key(&st.key);
         env.extend(extra(self.ex.undeclared_proxies()));
         if let Some(r) = self.cached(st, ins, key)? {
             return Ok(r);

@@ -62,6 +62,17 @@ fn remove_unlocked(dir: &Path, pick: impl Fn(&fs::DirEntry) -> bool) {
     }
 }
 
+/// Makes `dir` (one of ours) mode 0700 unless it is already.
+fn private(dir: &Path) -> Result<(), BuildError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::metadata(dir).map_err(|e| BuildError::io(dir, "stat", e))?;
+    if meta.permissions().mode() & 0o7777 != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| BuildError::io(dir, "chmod 0700", e))?;
+    }
+    Ok(())
+}
+
 /// The state directory of a build (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Workspace {
@@ -77,9 +88,13 @@ impl Workspace {
     /// running `gc`: a build never sees a layer or blob vanish under it.
     pub fn open(dir: &Path) -> Result<Workspace, BuildError> {
         let store = Store::open(&dir.join("oci"))?;
-        for sub in ["layers", "cache", "tmp"] {
+        // Private, as containers/storage keeps its overlay dirs: extracted layers, RUN upper dirs and
+        // unpacked sources hold the images' setuid-root binaries and device nodes, which no other host
+        // user may reach. (`oci/` holds only compressed blobs and JSON, readable by tools like skopeo.)
+        for sub in ["layers", "cache", "tmp", "sources"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(|e| BuildError::io(&p, "create directory", e))?;
+            private(&p)?;
         }
         let lock_path = dir.join("gc.lock");
         let in_use = fs::File::options()
@@ -204,7 +219,7 @@ impl Workspace {
         let root = tmp.path().join("root");
         fs::create_dir(&root).map_err(|e| BuildError::io(&root, "create directory", e))?;
         let blob = self.store.open_blob(&layer.digest)?;
-        let opts = ApplyOptions { whiteouts: WhiteoutMode::Overlay, same_owner: true };
+        let opts = ApplyOptions { whiteouts: WhiteoutMode::Overlay, same_owner: true, ..Default::default() };
         let stats = layers::apply_layer(io::BufReader::with_capacity(1 << 20, blob), &root, &opts)
             .map_err(|e| BuildError::Layer { what: format!("extracting layer {}", layer.digest), error: e })?;
         // The name is shared by every image with this layer: adopt the directory only under the diff_id

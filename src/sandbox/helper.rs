@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
@@ -26,8 +26,10 @@ use rustix::thread::UnshareFlags;
 
 use super::mounts::{self, Scratch};
 use super::network::{self, NetworkMode};
-use super::user;
+use super::seccomp::Profile;
+use super::signals::{self, FORWARDED, SignalSet};
 use super::{HelperInput, NET_GO_FD, NET_READY_FD, REPORT_FD, RunSpec, SETUP_FAILED, SPEC_FD, fd_is_open};
+use super::{caps, idmap, user};
 
 /// How the helper's network-handshake errors start (the parent then reports the stack's own error).
 pub(super) const NETWORK_HANDSHAKE: &str = "network handshake";
@@ -54,6 +56,8 @@ pub(super) fn main() -> ! {
     }
     // SAFETY: checked open above; nothing else in this fresh process owns fds 3 and 4.
     let (spec_file, report) = unsafe { (File::from_raw_fd(SPEC_FD), File::from_raw_fd(REPORT_FD)) };
+    // Nothing we were given reaches the command (the network fds are taken before it is forked).
+    super::cloexec_from(3);
     // The command must not inherit the report channel: its closing tells nothing, its content is ours.
     let code = match rustix::io::fcntl_setfd(&report, rustix::io::FdFlags::CLOEXEC)
         .map_err(StepError::at("report fd"))
@@ -75,7 +79,15 @@ fn helper(mut spec_file: File, report: &File) -> Result<i32, StepError> {
     let mut json = Vec::new();
     spec_file.read_to_end(&mut json).map_err(StepError::at("read spec"))?;
     drop(spec_file);
-    let HelperInput { spec, scratch } = serde_json::from_slice(&json).map_err(StepError::at("parse spec"))?;
+    let HelperInput { spec, scratch, ids } = serde_json::from_slice(&json).map_err(StepError::at("parse spec"))?;
+    // A session of our own: a terminal's Ctrl-C reaches the command only as `run` forwards it, once.
+    rustix::process::setsid().map_err(StepError::at("setsid"))?;
+    // From here on the scratch dir is `.`: nothing above it needs to be searchable by the container.
+    rustix::process::chdir(&scratch).map_err(StepError::at(format_args!("chdir {}", scratch.display())))?;
+    let spec = match &ids {
+        Some(ids) => idmap::enter(spec, ids)?,
+        None => spec,
+    };
     let mut flags = UnshareFlags::NEWPID | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC;
     if spec.network != NetworkMode::Host {
         flags |= UnshareFlags::NEWNET;
@@ -92,18 +104,22 @@ fn helper(mut spec_file: File, report: &File) -> Result<i32, StepError> {
         NetworkMode::Private => Some(announce_network()?),
         NetworkMode::Host | NetworkMode::None => None,
     };
-    let scratch = Scratch::prepare(&spec, scratch)?;
+    let scratch = Scratch::prepare(&spec, PathBuf::from("."))?;
+    let profile = Profile::docker_default().map_err(StepError::at("compile the seccomp profile"))?;
     // PID 1 sees no parent (`getppid()` is 0 across the pid namespace), so it learns whether we died
     // before it armed its parent-death signal from a pidfd of ours: readable once we have exited.
     let me = rustix::process::pidfd_open(rustix::process::getpid(), rustix::process::PidfdFlags::empty())
         .map_err(StepError::at("pidfd_open"))?;
+    // Blocked before forking, so that PID 1 starts with them blocked too (see `signals.rs`).
+    let signals = SignalSet::of(&FORWARDED, true);
+    signals.block().map_err(StepError::at("block signals"))?;
     // SAFETY: single-threaded process, so the child may do anything after fork.
     match unsafe { libc::fork() } {
         -1 => Err(StepError::at("fork pid 1")(std::io::Error::last_os_error())),
-        0 => pid1(&spec, &scratch, report, &me, net_go),
+        0 => pid1(&spec, &scratch, report, &me, net_go, profile),
         pid => {
             drop(net_go);
-            Ok(exit_code(wait_for(pid_of(pid))?))
+            Ok(exit_code(forward_until_exit(&signals, pid_of(pid))?))
         }
     }
 }
@@ -137,12 +153,17 @@ fn pid_of(raw: libc::pid_t) -> Pid {
     Pid::from_raw(raw).expect("fork returned a positive pid")
 }
 
-fn wait_for(pid: Pid) -> Result<WaitStatus, StepError> {
+/// Waits for `child`, passing it every forwarded signal that comes meanwhile.
+fn forward_until_exit(signals: &SignalSet, child: Pid) -> Result<WaitStatus, StepError> {
     loop {
-        match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
+        match rustix::process::waitpid(Some(child), WaitOptions::NOHANG) {
             Ok(Some((_, status))) => return Ok(status),
-            Ok(None) | Err(Errno::INTR) => continue,
+            Ok(None) | Err(Errno::INTR) => {}
             Err(e) => return Err(StepError::at("wait for pid 1")(e)),
+        }
+        match signals.wait(None) {
+            Some((libc::SIGCHLD, _)) | None => {}
+            Some((sig, _)) => signals::send(child.as_raw_nonzero().get() as u32, sig),
         }
     }
 }
@@ -152,8 +173,16 @@ fn exit_code(status: WaitStatus) -> i32 {
 }
 
 /// PID 1 of the new pid namespace. Never returns.
-fn pid1(spec: &RunSpec, scratch: &Scratch, report: &File, parent: &OwnedFd, net_go: Option<File>) -> ! {
-    let setup = pid1_setup(spec, scratch, parent).and_then(|exec| net_go.map_or(Ok(()), network_up).map(|()| exec));
+fn pid1(
+    spec: &RunSpec,
+    scratch: &Scratch,
+    report: &File,
+    parent: &OwnedFd,
+    net_go: Option<File>,
+    seccomp: Profile,
+) -> ! {
+    let setup =
+        pid1_setup(spec, scratch, parent, seccomp).and_then(|exec| net_go.map_or(Ok(()), network_up).map(|()| exec));
     let code = match setup {
         Ok(exec) => {
             // SAFETY: single-threaded process.
@@ -168,7 +197,7 @@ fn pid1(spec: &RunSpec, scratch: &Scratch, report: &File, parent: &OwnedFd, net_
     std::process::exit(code)
 }
 
-fn pid1_setup(spec: &RunSpec, scratch: &Scratch, parent: &OwnedFd) -> Result<Exec, StepError> {
+fn pid1_setup(spec: &RunSpec, scratch: &Scratch, parent: &OwnedFd, seccomp: Profile) -> Result<Exec, StepError> {
     // Docker's umask, so that what lands in the layer does not depend on the builder's umask.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
@@ -185,16 +214,25 @@ fn pid1_setup(spec: &RunSpec, scratch: &Scratch, parent: &OwnedFd) -> Result<Exe
         rustix::system::sethostname(spec.hostname.as_bytes())
             .map_err(StepError::at(format_args!("sethostname {:?}", spec.hostname)))?;
     }
-    Exec::prepare(spec)
+    Exec::prepare(spec, seccomp)
 }
 
-/// Waits for every process of the namespace (orphans are re-parented to us) until `main` exits.
+/// Waits for every process of the namespace (orphans are re-parented to us) until `main` exits,
+/// passing `main` every forwarded signal (they are blocked here since the helper forked us).
 fn reap(main: Pid) -> i32 {
+    let signals = SignalSet::of(&FORWARDED, true);
     loop {
-        match rustix::process::wait(WaitOptions::empty()) {
-            Ok(Some((pid, status))) if pid == main => return exit_code(status),
-            Ok(_) | Err(Errno::INTR) => continue,
-            Err(_) => return SETUP_FAILED, // ECHILD: cannot happen while `main` is unreaped
+        loop {
+            match rustix::process::wait(WaitOptions::NOHANG) {
+                Ok(Some((pid, status))) if pid == main => return exit_code(status),
+                Ok(Some(_)) | Err(Errno::INTR) => continue,
+                Ok(None) => break,
+                Err(_) => return SETUP_FAILED, // ECHILD: cannot happen while `main` is unreaped
+            }
+        }
+        match signals.wait(None) {
+            Some((libc::SIGCHLD, _)) | None => {}
+            Some((sig, _)) => signals::send(main.as_raw_nonzero().get() as u32, sig),
         }
     }
 }
@@ -209,6 +247,7 @@ struct Exec {
     candidates: Vec<CString>,
     argv: Vec<CString>,
     env: Vec<CString>,
+    seccomp: Profile,
 }
 
 fn cstring(what: &str, s: impl Into<Vec<u8>>) -> Result<CString, StepError> {
@@ -216,7 +255,7 @@ fn cstring(what: &str, s: impl Into<Vec<u8>>) -> Result<CString, StepError> {
 }
 
 impl Exec {
-    fn prepare(spec: &RunSpec) -> Result<Exec, StepError> {
+    fn prepare(spec: &RunSpec, seccomp: Profile) -> Result<Exec, StepError> {
         let read = |path: &str| match std::fs::read_to_string(path) {
             Ok(s) => Ok(s),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
@@ -252,20 +291,29 @@ impl Exec {
             candidates,
             argv: spec.argv.iter().map(|a| cstring("argv", a.as_bytes())).collect::<Result<_, _>>()?,
             env: env.into_iter().map(|e| cstring("env", e)).collect::<Result<_, _>>()?,
+            seccomp,
         })
     }
 
-    /// In the command's process: drop privileges and execute. Never returns.
+    /// In the command's process: confine it, drop privileges and execute. Never returns.
     fn exec(&self, report: &File) -> ! {
-        let err = match self.switch_user() {
+        let err = match self.confine().and_then(|()| self.switch_user()) {
             Ok(()) => self.execve(),
             Err(e) => e,
         };
         std::process::exit(fail(report, err))
     }
 
-    fn switch_user(&self) -> Result<(), StepError> {
+    /// Docker's defaults: default signal handling, no inherited fds, Docker's capability set and
+    /// seccomp profile (installed while we still have `CAP_SYS_ADMIN` here, see `seccomp.rs`).
+    fn confine(&self) -> Result<(), StepError> {
         reset_signals();
+        super::cloexec_from(3);
+        caps::restrict_to_docker_default().map_err(StepError::at("drop capabilities"))?;
+        self.seccomp.install().map_err(StepError::at("install the seccomp filter"))
+    }
+
+    fn switch_user(&self) -> Result<(), StepError> {
         let groups: Vec<_> = self.groups.iter().map(|&g| rustix::process::Gid::from_raw(g)).collect();
         match rustix::thread::set_thread_groups(&groups) {
             // A user namespace with a single-id mapping has setgroups disabled ("deny").

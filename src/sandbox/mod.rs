@@ -21,9 +21,13 @@
 //! (a deleted lower file is a `c 0:0` device, a replaced lower dir carries `user.overlay.opaque=y`),
 //! ready for `layers::write_layer(upper, &TreeOptions { overlay_upper: true, .. }, ..)`.
 
+mod caps;
 mod helper;
+mod idmap;
 mod mounts;
 mod network;
+mod seccomp;
+pub mod signals;
 mod user;
 mod userns;
 
@@ -39,6 +43,7 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
+pub use idmap::DEFAULT_ROOT_RANGE_START;
 pub use network::NetworkMode;
 
 /// `argv[1]` that turns the program into the per-RUN helper (see [`early_init`]).
@@ -138,6 +143,12 @@ pub enum SandboxError {
     /// Writing the command's output to the caller's writer failed (the command was killed).
     #[error("copying the command's output: {0}")]
     Output(#[source] io::Error),
+    /// Started as root, the container's user namespace cannot be mapped (says why and what to do).
+    #[error("the container's user namespace: {0}")]
+    UserNamespace(String),
+    /// A stop signal came (see [`signals`]): no new command is started.
+    #[error("interrupted: not starting a new command")]
+    Interrupted,
 }
 
 /// What [`run`] sends the helper on fd 3.
@@ -146,6 +157,23 @@ struct HelperInput {
     spec: RunSpec,
     /// An empty directory for the helper's mount point, shim layer and /etc files (see `mounts.rs`).
     scratch: PathBuf,
+    /// Started as root: the host ids the container's ids map to (see `idmap.rs`). `None` when we run
+    /// in a user namespace already (rootless).
+    ids: Option<idmap::IdRanges>,
+}
+
+/// The id ranges of root's containers, or `None` when this program is not host root (see `idmap.rs`).
+fn container_ids() -> Result<Option<idmap::IdRanges>, SandboxError> {
+    static IDS: OnceLock<Result<Option<idmap::IdRanges>, String>> = OnceLock::new();
+    IDS.get_or_init(|| {
+        if rustix::process::geteuid().is_root() && idmap::in_initial_userns() {
+            idmap::for_root().map(Some)
+        } else {
+            Ok(None)
+        }
+    })
+    .clone()
+    .map_err(SandboxError::UserNamespace)
 }
 
 static HELPER_EXE: OnceLock<PathBuf> = OnceLock::new();
@@ -165,7 +193,9 @@ fn helper_exe() -> &'static Path {
 ///
 /// * `kolla-oci __sandbox-init`: runs the per-RUN helper and exits with its status (never returns).
 /// * not root: re-executes the program in a new user + mount namespace (see the module doc) and exits
-///   with the child's status; only the child returns. Without subordinate ids in /etc/subuid and
+///   with the child's status; only the child returns.
+/// * every inherited fd above 2 becomes close-on-exec, so that no program we start (a RUN step above
+///   all) inherits what our caller left open. Without subordinate ids in /etc/subuid and
 ///   /etc/subgid only our own ids are mapped (to 0), and without user namespaces at all the program
 ///   carries on without one; both are reported by a warning at the first [`run`].
 /// * [`SELFTEST_ENV`] set: runs that spec and exits (a debug entry for the rootless tests).
@@ -174,6 +204,9 @@ pub fn early_init() {
         helper::main();
     }
     userns::init();
+    // Descriptors our caller left open (a directory fd, a key file…) must reach no program we start,
+    // least of all a RUN step: from here on every fd we did not open ourselves is close-on-exec.
+    cloexec_from(3);
     if let Some(spec) = std::env::var_os(SELFTEST_ENV) {
         selftest(spec);
     }
@@ -208,7 +241,7 @@ pub fn run(spec: &RunSpec, output: &mut dyn Write) -> Result<i32, SandboxError> 
     // Ours to remove (when dropped, after the helper), even if the helper gets killed.
     let scratch =
         tempfile::Builder::new().prefix("kolla-oci-run-").tempdir().map_err(io_err("creating a scratch dir"))?;
-    let input = HelperInput { spec: checked(spec)?, scratch: scratch.path().to_owned() };
+    let input = HelperInput { spec: checked(spec)?, scratch: scratch.path().to_owned(), ids: container_ids()? };
     let json = serde_json::to_vec(&input).map_err(|e| SandboxError::InvalidSpec(format!("encoding: {e}")))?;
     let spec = &input.spec;
     let (spec_r, spec_w) = pipe().map_err(io_err("creating the spec pipe"))?;
@@ -241,6 +274,10 @@ pub fn run(spec: &RunSpec, output: &mut dyn Write) -> Result<i32, SandboxError> 
     debug!(argv = ?spec.argv, user = %spec.user, cwd = %spec.cwd, layers = spec.lowerdirs.len(), network = %spec.network, "sandbox run");
     let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn { exe: exe.to_owned(), source })?;
     drop(cmd); // our copies of the output pipe's write end
+    // Forwards stop signals to the helper while it runs; none once a stop signal came.
+    let Some(_registered) = signals::Registered::new(child.id()) else {
+        return Err(kill(child, SandboxError::Interrupted));
+    };
     drop((spec_r, report_w));
 
     // A helper that died early makes this fail with EPIPE; its report tells why.
@@ -360,6 +397,12 @@ fn checked(spec: &RunSpec) -> Result<RunSpec, SandboxError> {
         return Err(invalid(format!("{s:?} contains a NUL byte")));
     }
     Ok(out)
+}
+
+/// Marks every fd from `first` up close-on-exec (`close_range(CLOSE_RANGE_CLOEXEC)`, Linux ≥ 5.11).
+fn cloexec_from(first: u32) {
+    // SAFETY: only sets the close-on-exec flag of this process's own descriptors.
+    unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
 }
 
 fn fd_is_open(fd: RawFd) -> bool {

@@ -37,6 +37,24 @@ const MOUNT_DIRS: [&str; 3] = ["dev", "proc", "sys"];
 const ETC_FILES: [&str; 3] = ["resolv.conf", "hosts", "hostname"];
 /// Host devices bound into the container's tmpfs `/dev` (mknod is not allowed in a user namespace).
 const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+/// Kernel interfaces hidden as runc hides them for Docker (moby `oci/defaults.go`): files get
+/// `/dev/null` bound over them, directories an empty read-only tmpfs.
+const MASKED: [&str; 12] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+/// Kernel interfaces made read-only, as runc does for Docker.
+const READ_ONLY: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// Host-side scratch directory of one run: the overlay's mount point, the shim layer and the
 /// generated /etc files. Filled by the helper before forking PID 1; the caller of `run` owns (and
@@ -194,6 +212,7 @@ pub(super) fn setup_root(spec: &RunSpec, scratch: &Scratch) -> Result<(), StepEr
 
     mount_dev(devs)?;
     attach(&sys, Path::new("/sys"), MoveMountFlags::empty()).map_err(StepError::at("mount /sys"))?;
+    mask_kernel_interfaces()?;
     for (f, fd) in etc {
         let target = Path::new("/etc").join(f);
         attach(&fd, &target, MoveMountFlags::empty())
@@ -269,10 +288,14 @@ fn clone_tree(path: &Path, recursive: bool, readonly: bool) -> Result<OwnedFd, S
 }
 
 /// `mount_setattr(MOUNT_ATTR_RDONLY)`: unlike a bind remount it leaves the locked flags (nosuid,
-/// nodev, ...) of mounts inherited from the host alone, so it works in a user namespace (rustix has
-/// no wrapper for it).
+/// nodev, ...) of mounts inherited from the host alone, so it works in a user namespace.
 fn set_readonly(fd: &OwnedFd, recursive: bool) -> io::Result<()> {
     let attr = libc::mount_attr { attr_set: libc::MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    mount_setattr(fd, recursive, &attr)
+}
+
+/// `mount_setattr(2)` on a mount fd (rustix has no wrapper for it).
+pub(super) fn mount_setattr(fd: &OwnedFd, recursive: bool, attr: &libc::mount_attr) -> io::Result<()> {
     let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
     // SAFETY: valid fd, NUL-terminated empty path, a properly sized `mount_attr`.
     let r = unsafe {
@@ -281,7 +304,7 @@ fn set_readonly(fd: &OwnedFd, recursive: bool) -> io::Result<()> {
             fd.as_raw_fd(),
             c"".as_ptr(),
             flags,
-            &attr as *const libc::mount_attr,
+            attr as *const libc::mount_attr,
             size_of::<libc::mount_attr>(),
         )
     };
@@ -320,6 +343,34 @@ fn mount_dev(devs: Vec<(&str, OwnedFd)>) -> Result<(), StepError> {
     ];
     for (to, link) in links {
         symlink(to, link).map_err(StepError::at(format_args!("symlink {link}")))?;
+    }
+    Ok(())
+}
+
+/// [`MASKED`] and [`READ_ONLY`], where this kernel has them.
+fn mask_kernel_interfaces() -> Result<(), StepError> {
+    for path in MASKED {
+        let what = format!("mask {path}");
+        let what = || StepError::at::<Errno>(&what);
+        match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(StepError::at(format_args!("mask {path}"))(e)),
+            Ok(m) if m.is_dir() => {
+                rustix::mount::mount("tmpfs", path, "tmpfs", MountFlags::RDONLY, c"size=0").map_err(what())?
+            }
+            Ok(_) => {
+                attach(&clone_tree(Path::new("/dev/null"), false, false)?, Path::new(path), MoveMountFlags::empty())
+                    .map_err(what())?
+            }
+        }
+    }
+    for path in READ_ONLY {
+        if fs::symlink_metadata(path).is_err() {
+            continue;
+        }
+        let ro = clone_tree(Path::new(path), true, true)?;
+        attach(&ro, Path::new(path), MoveMountFlags::empty())
+            .map_err(StepError::at(format_args!("make {path} read-only")))?;
     }
     Ok(())
 }

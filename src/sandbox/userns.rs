@@ -16,10 +16,12 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::sync::{Once, OnceLock};
+use std::time::Duration;
 
 use rustix::thread::UnshareFlags;
 use tracing::warn;
 
+use super::signals::{FORWARDED, SignalSet};
 use super::{REPORT_FD, SPEC_FD, child_setup, fd_is_open, pipe};
 
 /// Environment marker of the child (removed as soon as the child has read it).
@@ -28,11 +30,6 @@ const CHILD_ENV: &str = "_KOLLA_OCI_USERNS_CHILD";
 /// A message for the user about a degraded set-up, logged at the first `run` (logging is not
 /// configured yet when `early_init` runs).
 static WARNING: OnceLock<String> = OnceLock::new();
-
-/// Signals a parent forwards to the child when another process sent them (terminal-generated ones
-/// reach the child directly, through the process group).
-const FORWARDED: [libc::c_int; 6] =
-    [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGUSR1, libc::SIGUSR2];
 
 /// See the module doc. Returns in the child, or in the parent when no namespace could be made.
 pub(super) fn init() {
@@ -93,7 +90,8 @@ fn try_parent() -> Result<(), String> {
     let plan = MapPlan::for_current_user();
     let (ready_r, ready_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
     let (go_r, go_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
-    let signals = SignalSet::block()?;
+    let signals = SignalSet::of(&FORWARDED, true);
+    signals.block().map_err(|e| format!("blocking signals: {e}"))?;
     let mut args = std::env::args_os();
     let mut cmd = Command::new("/proc/self/exe");
     if let Some(arg0) = args.next() {
@@ -130,7 +128,7 @@ fn try_parent() -> Result<(), String> {
         }
     };
     let _ = File::from(go_w).write_all(format!("go{}", note.unwrap_or_default()).as_bytes());
-    signals.forward_until_exit(&mut child)
+    forward_until_exit(&signals, &mut child)
 }
 
 /// How our ids get mapped into the child's namespace.
@@ -192,7 +190,7 @@ impl MapPlan {
 }
 
 /// The ranges of `/etc/subuid`-format `content` for `user` (by name or uid), duplicates dropped.
-fn sub_ranges(content: &str, user: &str, uid: u32) -> Vec<(u64, u64)> {
+pub(super) fn sub_ranges(content: &str, user: &str, uid: u32) -> Vec<(u64, u64)> {
     let uid = uid.to_string();
     let mut out = Vec::new();
     for line in content.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
@@ -227,47 +225,21 @@ fn newidmap(tool: &str, pid: u32, own: u32, ranges: &[(u64, u64)]) -> Result<(),
     }
 }
 
-/// The forwarded signals and SIGCHLD, blocked so that the parent can take them with `sigtimedwait`.
-struct SignalSet(libc::sigset_t);
-
-impl SignalSet {
-    fn block() -> Result<SignalSet, String> {
-        // SAFETY: sigset manipulation on a local set; the mask change affects this thread only, and
-        // `Command` resets the mask in the child it spawns.
-        unsafe {
-            let mut set = std::mem::zeroed::<libc::sigset_t>();
-            libc::sigemptyset(&mut set);
-            for s in FORWARDED.iter().chain(&[libc::SIGCHLD]) {
-                libc::sigaddset(&mut set, *s);
-            }
-            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-                return Err("blocking signals failed".into());
-            }
-            Ok(SignalSet(set))
+/// Waits for `child` and exits with its status, passing on the signals other processes send us
+/// (terminal-generated ones reach the child directly, through the process group).
+fn forward_until_exit(signals: &SignalSet, child: &mut Child) -> ! {
+    loop {
+        if let Some((sig, info)) = signals.wait(Some(Duration::from_secs(1)))
+            && sig != libc::SIGCHLD
+            && info.si_code <= 0
+        {
+            // si_code <= 0: sent by a process (kill, sigqueue), not by the terminal.
+            super::signals::send(child.id(), sig);
         }
-    }
-
-    fn unblock(&self) {
-        // SAFETY: undoes `block` on this thread.
-        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &self.0, std::ptr::null_mut()) };
-    }
-
-    fn forward_until_exit(&self, child: &mut Child) -> ! {
-        let timeout = libc::timespec { tv_sec: 1, tv_nsec: 0 };
-        loop {
-            // SAFETY: `info` is written by the kernel; the set is a valid sigset.
-            let mut info = unsafe { std::mem::zeroed::<libc::siginfo_t>() };
-            let sig = unsafe { libc::sigtimedwait(&self.0, &mut info, &timeout) };
-            if sig > 0 && sig != libc::SIGCHLD && info.si_code <= 0 {
-                // si_code <= 0: sent by a process (kill, sigqueue), not by the terminal.
-                // SAFETY: plain kill(2) of our own child.
-                unsafe { libc::kill(child.id() as libc::pid_t, sig) };
-            }
-            match child.try_wait() {
-                Ok(Some(status)) => std::process::exit(super::exit_code(status)),
-                Ok(None) => {}
-                Err(_) => std::process::exit(super::SETUP_FAILED),
-            }
+        match child.try_wait() {
+            Ok(Some(status)) => std::process::exit(super::exit_code(status)),
+            Ok(None) => {}
+            Err(_) => std::process::exit(super::SETUP_FAILED),
         }
     }
 }

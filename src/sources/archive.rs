@@ -74,7 +74,7 @@ pub(crate) fn extract(archive: &Path, dir: &Path) -> Result<(), layers::LayerErr
         op: "open",
         source,
     })?;
-    let opts = ApplyOptions { whiteouts: WhiteoutMode::Apply, same_owner: false };
+    let opts = ApplyOptions { whiteouts: WhiteoutMode::Apply, same_owner: false, host_safe: true };
     layers::apply_layer(io::BufReader::with_capacity(1 << 20, f), dir, &opts).map(drop)
 }
 
