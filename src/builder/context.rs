@@ -141,20 +141,29 @@ pub(crate) fn stage(
     opts: &StageOptions,
 ) -> Result<(), BuildError> {
     let dest = Destination::resolve(view, dest, sources.len())?;
+    // Created parents, with the mtime each must keep once every child is in (writing a child changes
+    // its parent's mtime): set last, innermost first.
+    let mut parents = Vec::new();
     for src in sources {
         let meta = fs::symlink_metadata(src).map_err(|e| BuildError::io(src, "stat source", e))?;
         if meta.is_dir() {
-            make_parents(view, stage, &dest.rel.join("x"))?;
+            parents.extend(make_parents(view, stage, &dest.rel.join("x"))?);
+            // The destination itself takes the source directory's metadata (`copy_tree`).
+            parents.retain(|(p, _)| p != &stage.join(&dest.rel));
             copy_tree(src, &stage.join(&dest.rel), opts)?;
         } else if opts.extract_archives && meta.is_file() && is_tar_archive(src)? {
             // Only regular files are sniffed: opening a FIFO would block until someone writes to it.
-            make_parents(view, stage, &dest.rel.join("x"))?;
+            parents.extend(make_parents(view, stage, &dest.rel.join("x"))?);
             extract(src, &stage.join(&dest.rel))?;
         } else {
             let target = dest.file_target(src);
-            make_parents(view, stage, &target)?;
+            parents.extend(make_parents(view, stage, &target)?);
             copy_one(src, &stage.join(&target), opts)?;
         }
+    }
+    for (dir, mtime) in parents.into_iter().rev() {
+        filetime::set_file_mtime(&dir, filetime::FileTime::from_unix_time(mtime, 0))
+            .map_err(|e| BuildError::io(&dir, "set mtime", e))?;
     }
     Ok(())
 }
@@ -187,9 +196,11 @@ impl Destination {
     }
 }
 
-/// Create the parents of `rel` in `stage`, copying owner, mode and mtime from the image where it has them.
-fn make_parents(view: &RootView, stage: &Path, rel: &Path) -> Result<(), BuildError> {
+/// Create the parents of `rel` in `stage`, copying owner and mode from the image where it has them;
+/// returns those created, outermost first, with the mtime each must end with (see [`stage`]).
+fn make_parents(view: &RootView, stage: &Path, rel: &Path) -> Result<Vec<(PathBuf, i64)>, BuildError> {
     let mut cur = PathBuf::new();
+    let mut made = Vec::new();
     let parents: Vec<_> = rel.parent().map(|p| p.iter().collect()).unwrap_or_default();
     for c in parents {
         cur.push(c);
@@ -199,17 +210,19 @@ fn make_parents(view: &RootView, stage: &Path, rel: &Path) -> Result<(), BuildEr
         }
         fs::create_dir(&at).map_err(|e| BuildError::io(&at, "create directory", e))?;
         let (mode, owner, mtime) = parent_meta(view, &cur);
-        set_meta(&at, mode, owner, mtime)?;
+        set_meta(&at, mode, owner, None)?;
+        made.push((at, mtime));
     }
-    Ok(())
+    Ok(made)
 }
 
 /// Mode, owner and mtime of a created parent `rel` of a destination: the image's directory's, or
-/// root-owned 0755 (and no mtime) where the image has none.
-pub(super) fn parent_meta(view: &RootView, rel: &Path) -> (u32, (u32, u32), Option<i64>) {
+/// root-owned 0755 with the Unix epoch (the default `created` time) where the image has none — never
+/// the time of the build, so that the same COPY of the same context makes the same layer.
+pub(super) fn parent_meta(view: &RootView, rel: &Path) -> (u32, (u32, u32), i64) {
     match view.lookup(rel) {
-        Some(f) if f.meta.is_dir() => (f.meta.mode() & 0o7777, (f.meta.uid(), f.meta.gid()), Some(f.meta.mtime())),
-        _ => (0o755, (0, 0), None),
+        Some(f) if f.meta.is_dir() => (f.meta.mode() & 0o7777, (f.meta.uid(), f.meta.gid()), f.meta.mtime()),
+        _ => (0o755, (0, 0), 0),
     }
 }
 
@@ -236,7 +249,8 @@ fn copy_one(src: &Path, dst: &Path, opts: &StageOptions) -> Result<(), BuildErro
         let _ = fs::remove_file(dst);
         symlink(&target, dst).map_err(|e| BuildError::io(dst, "create symlink", e))?;
         std::os::unix::fs::lchown(dst, Some(owner.0), Some(owner.1)).map_err(|e| BuildError::io(dst, "chown", e))?;
-        return Ok(());
+        let mtime = filetime::FileTime::from_last_modification_time(&meta);
+        return filetime::set_symlink_file_times(dst, mtime, mtime).map_err(|e| BuildError::io(dst, "set mtime", e));
     }
     if ft.is_file() {
         fs::copy(src, dst).map_err(|e| BuildError::io(dst, "copy file", e))?;

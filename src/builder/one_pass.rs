@@ -24,7 +24,6 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use layers::{Compression, Entry, EntryKind, LayerBuilder, LayerInfo, TreeOptions};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps, UTIME_OMIT};
@@ -39,9 +38,9 @@ pub(crate) struct OnePass<'a> {
     src_meta: Metadata,
     stage: &'a Path,
     opts: &'a StageOptions,
-    /// Parents of the destination to create under the stage root, outermost first, with the mode
-    /// and owner each gets (see [`parent_meta`]).
-    parents: Vec<(OsString, u32, (u32, u32))>,
+    /// Parents of the destination to create under the stage root, outermost first, with the mode,
+    /// owner and mtime each gets (see [`parent_meta`]).
+    parents: Vec<(OsString, u32, (u32, u32), i64)>,
     /// What the source becomes in the last parent (or the stage root): `None` for a directory
     /// source copied into the stage root itself, which is no entry of the layer.
     name: Option<OsString>,
@@ -86,8 +85,8 @@ impl<'a> OnePass<'a> {
             .iter()
             .map(|c| {
                 cur.push(c);
-                let (mode, owner, _) = parent_meta(view, &cur);
-                (c.clone(), mode, owner)
+                let (mode, owner, mtime) = parent_meta(view, &cur);
+                (c.clone(), mode, owner, mtime)
             })
             .collect();
         Ok(Some(OnePass { src, src_meta, stage, opts, parents, name }))
@@ -114,12 +113,8 @@ impl<'a> OnePass<'a> {
         let root =
             open_dir(rustix::fs::CWD, self.stage).map_err(|e| BuildError::io(self.stage, "open stage", e.into()))?;
         let root_stat = rustix::fs::fstat(&root).map_err(|e| pass.stage_err("stat", e))?;
-        // Parents were created while their child was, in the two-pass path: their mtime is the time
-        // of the build. Here it is one instant, taken before their headers are written.
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-        let now = Timespec { tv_sec: now.as_secs() as i64, tv_nsec: now.subsec_nanos().into() };
         let mut open = vec![(root, root_stat)];
-        for (name, mode, owner) in &self.parents {
+        for (name, mode, owner, mtime) in &self.parents {
             let (parent, _) = open.last().expect("the stage root is open");
             pass.push(name.as_bytes());
             let dir = pass.make_dir(parent.as_fd(), name.as_bytes(), *mode)?;
@@ -128,7 +123,7 @@ impl<'a> OnePass<'a> {
                 mode: *mode,
                 uid: owner.0,
                 gid: owner.1,
-                mtime: now.tv_sec,
+                mtime: *mtime,
                 xattrs: &[],
             })?;
             open.push(dir);
@@ -153,10 +148,9 @@ impl<'a> OnePass<'a> {
                 pass.copy_entry(src_dir.as_fd(), &src_name, &src_stat, parent.as_fd(), &name, parent_stat.st_gid)?;
             }
         }
-        // Parents last, innermost first, as the two-pass path leaves them: owner and mode from the
-        // image (or root 0755), mtime that of the build.
-        for ((dir, stat), (_, mode, owner)) in open.drain(1..).rev().zip(self.parents.iter().rev()) {
-            pass.finish_dir(dir.as_fd(), &stat, *mode, *owner, now)?;
+        // Parents last, innermost first, as the two-pass path leaves them (see [`parent_meta`]).
+        for ((dir, stat), (_, mode, owner, mtime)) in open.drain(1..).rev().zip(self.parents.iter().rev()) {
+            pass.finish_dir(dir.as_fd(), &stat, *mode, *owner, timespec(*mtime))?;
         }
         pass.layer.finish().map_err(layer_err)
     }
@@ -275,11 +269,15 @@ impl<W: Write> Pass<'_, W> {
                     rustix::fs::chownat(dst_dir, name, Some(uid(owner.0)), Some(gid(owner.1)), nofollow)
                         .map_err(|e| self.stage_err("chown", e))?;
                 }
-                // A symlink keeps the mtime of its creation, as in the two-pass path: read it back.
+                // A symlink keeps its source's mtime, as files do (and BuildKit does): a copy of
+                // the same context makes the same layer.
+                let times = Timestamps { last_access: omit(), last_modification: timespec(stat.st_mtime) };
+                rustix::fs::utimensat(dst_dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| self.stage_err("set mtime", e))?;
                 let made = stat_at(dst_dir, name).map_err(|e| self.stage_err("stat", e))?;
                 let kind = EntryKind::Symlink { target: target.as_bytes() };
-                let (mode, mtime) = (made.st_mode & 0o7777, made.st_mtime);
-                self.append(Entry { kind, mode, uid: made.st_uid, gid: made.st_gid, mtime, xattrs: &[] })
+                let mode = made.st_mode & 0o7777;
+                self.append(Entry { kind, mode, uid: made.st_uid, gid: made.st_gid, mtime: stat.st_mtime, xattrs: &[] })
             }
             _ => {
                 let path = self.src_path();
@@ -569,10 +567,10 @@ mod tests {
             assert_eq!(written, walked, "{case}: one pass vs a walk of its stage");
             assert_eq!(written, staged, "{case}: one pass vs the two-pass path");
         }
-        // Unclamped, the mtimes of created parents and symlinks are those of the build: the two-pass
-        // path may then differ by a second, but the layer is still that of the one-pass stage.
-        let [written, walked, _] = layers_of(&src, "/new/app", (None, None), false, None);
+        // Unclamped too: created parents and symlinks get no time of the build, so both paths agree.
+        let [written, walked, staged] = layers_of(&src, "/new/app", (None, None), false, None);
         assert_eq!(written, walked, "COPY {} /new/app without SOURCE_DATE_EPOCH", src.display());
+        assert_eq!(written, staged, "COPY {} /new/app without SOURCE_DATE_EPOCH: one pass vs two", src.display());
     }
 
     #[test]
