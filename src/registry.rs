@@ -16,7 +16,7 @@ mod push;
 mod reference;
 mod referrers;
 mod token;
-mod transport;
+pub(crate) mod transport;
 
 pub use auth::{Credential, Secret, lookup_credential};
 pub use client::{Client, MountOutcome};

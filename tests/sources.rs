@@ -293,3 +293,124 @@ fn a_hostile_plugin_archive_stays_in_its_folder() {
         assert_contains(&run.stderr, &["[victim-plugin-evil]", "evil.tar", "evil/link/sentinel"]);
     }
 }
+
+/// A tarball (gzip) with a setuid-root file and a character device under `top`.
+fn privileged_tarball(top: &str) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    {
+        let mut t = tar::Builder::new(&mut gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o4755);
+        h.set_size(3);
+        h.set_mtime(1_600_000_000);
+        t.append_data(&mut h, format!("{top}/suid"), &b"#!\n"[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Char);
+        h.set_mode(0o666);
+        h.set_device_major(1).unwrap();
+        h.set_device_minor(3).unwrap();
+        h.set_size(0);
+        t.append_data(&mut h, format!("{top}/null"), std::io::empty()).unwrap();
+        t.finish().unwrap();
+    }
+    gz.finish().unwrap()
+}
+
+#[test]
+fn source_credentials_stay_secret_and_redirects_stay_out_of_private_networks() {
+    use std::os::unix::fs::PermissionsExt;
+    let bench = Bench::new();
+    let tree = bench.dir.join("secret-tree");
+    let app = tarball("app-1.0", &[("setup.cfg", "[metadata]\nname = app\n")]);
+    let sum = sha256_hex(&app);
+    let server = FileServer::start(BTreeMap::from([
+        ("app-1.0.tar.gz".to_string(), app.clone()),
+        ("plugin.tar.gz".to_string(), privileged_tarball("plugin")),
+    ]));
+    // A second server on another port of the loopback: a redirect there leaves the source's origin.
+    let other = FileServer::start(BTreeMap::from([("app-1.0.tar.gz".to_string(), app.clone())]));
+    server.redirect("moved.tar.gz", &other.url("app-1.0.tar.gz"));
+    let password = format!("S3cret-{}", std::process::id());
+    let with_password = |url: String| url.replacen("http://", &format!("http://builder:{password}@"), 1);
+
+    image(&tree, "app-secret", "ADD app-secret-archive /src\nADD plugins-archive /\n");
+    image(&tree, "app-gone", "ADD app-gone-archive /src\n");
+    image(&tree, "app-moved", "ADD app-moved-archive /src\n");
+    let conf = bench.dir.join("kolla-build.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[app-secret]\ntype = url\nlocation = {secret}\nsha256 = amd64:{sum},arm64:{sum}\n\
+             [app-secret-plugin-priv]\ntype = url\nlocation = {plugin}\n\
+             [app-gone]\ntype = url\nlocation = {gone}\n\
+             [app-moved]\ntype = url\nlocation = {moved}\n",
+            secret = with_password(server.url("app-1.0.tar.gz")),
+            plugin = server.url("plugin.tar.gz"),
+            gone = with_password(server.url("missing.tar.gz")),
+            moved = server.url("moved.tar.gz"),
+        ),
+    )
+    .unwrap();
+    bench.fresh_state("s");
+    let logs = bench.dir.join("logs");
+    let work = bench.dir.join("work");
+    let (run, s) = summary(
+        &bench,
+        &tree,
+        "s",
+        &conf,
+        &["--logs-dir", logs.to_str().unwrap(), "--work-dir", work.to_str().unwrap(), "--debug"],
+    );
+    assert_eq!(names(&s["built"]), ["app-secret"], "{}", run.stderr);
+    let mut failed = names(&s["failed"]);
+    failed.sort();
+    assert_eq!(failed, ["app-gone", "app-moved"]);
+    // The redirect to another loopback port was refused, and said so.
+    assert_contains(&run.stderr, &["sent us to", "loopback or private address", "--allow-private-host"]);
+    assert!(other.hits().is_empty(), "the refused redirect reached the other server: {:?}", other.hits());
+    assert!(run.stderr.contains("builder:***@"), "the failing URL is shown, masked:\n{}", run.stderr);
+
+    // The password is nowhere: output, logs, the state dir (download cache, provenance and SBOM
+    // referrers), the work dir.
+    let tag = format!("kolla/app-secret:{KOLLA_TAG}");
+    let prov = run_bounded(&mut bench.kolla("s", &["provenance", &tag]), LIMIT).ok();
+    let sbom = run_bounded(&mut bench.kolla("s", &["sbom", &tag]), LIMIT).ok();
+    let cdx = run_bounded(&mut bench.kolla("s", &["sbom", "--format", "cyclonedx", &tag]), LIMIT).ok();
+    for (what, text) in [
+        ("stdout", &run.stdout),
+        ("stderr", &run.stderr),
+        ("provenance", &prov.stdout),
+        ("SPDX", &sbom.stdout),
+        ("CycloneDX", &cdx.stdout),
+    ] {
+        assert!(!text.contains(&password), "the source password leaked into {what}:\n{text}");
+    }
+    assert!(prov.stdout.contains("builder:***@127.0.0.1"), "provenance names the masked URL:\n{}", prov.stdout);
+    for dir in [&logs, &bench.state("s"), &work] {
+        for entry in walkdir::WalkDir::new(dir).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()) {
+            let bytes = fs::read(entry.path()).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(&password),
+                "the source password leaked into {}",
+                entry.path().display()
+            );
+        }
+    }
+
+    // The plugin archive was unpacked on the host without its setuid bit or device node; the store's
+    // extracted layers are private.
+    let plugin = work.join("docker/app-secret/plugins/plugin");
+    let suid = fs::metadata(plugin.join("suid")).unwrap().permissions().mode();
+    assert_eq!(suid & 0o7777, 0o755, "setuid bit kept on the host");
+    assert!(fs::symlink_metadata(plugin.join("null")).is_err(), "device node made on the host");
+    for sub in ["layers", "tmp", "sources", "cache"] {
+        let mode = fs::metadata(bench.state("s").join(sub)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{sub} is not private");
+    }
+
+    // Allowed explicitly, the redirect is followed.
+    let other_host = other.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let (run, s) = summary(&bench, &tree, "s", &conf, &["--allow-private-host", &other_host]);
+    assert!(names(&s["built"]).contains(&"app-moved".to_owned()), "{}", run.stderr);
+    assert!(!other.hits().is_empty());
+}

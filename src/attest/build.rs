@@ -31,8 +31,8 @@ pub struct BuildFacts {
     pub options: BTreeMap<String, String>,
     /// Config files read, with their digests.
     pub config_files: Vec<FileDigest>,
-    /// Effective build args, with the passwords of URLs replaced ([`redact_url_password`]): the
-    /// statement is pushed to registries and must not carry a proxy's credentials.
+    /// Effective build args, redacted ([`crate::redact::value`]): the statement is pushed to registries
+    /// and must not carry a proxy's credentials or a secret passed as an argument.
     pub build_args: BTreeMap<String, String>,
     /// `SOURCE_DATE_EPOCH`: the SBOM's creation time, and the only case where times are written.
     pub source_date_epoch: Option<i64>,
@@ -47,7 +47,7 @@ impl BuildFacts {
             template_tree: None,
             options: BTreeMap::new(),
             config_files: Vec::new(),
-            build_args: build_args.iter().map(|(k, v)| (k.clone(), redact_url_password(v))).collect(),
+            build_args: build_args.iter().map(|(k, v)| (k.clone(), crate::redact::value(k, v))).collect(),
             source_date_epoch,
         }
     }
@@ -126,17 +126,6 @@ pub fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-/// `value` with the password of a URL's user info replaced by `***` (`http://u:***@proxy:3128`).
-pub fn redact_url_password(value: &str) -> String {
-    let Some(scheme_end) = value.find("://") else { return value.to_owned() };
-    let rest = &value[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else { return value.to_owned() };
-    let user = authority[..at].split(':').next().unwrap_or("");
-    format!("{}{user}:***{}", &value[..scheme_end + 3], &rest[at..])
-}
-
 /// sha256 of a file's content, as a provenance config-file entry named `path` as given.
 pub fn file_digest(path: &Path) -> Result<FileDigest, AttestError> {
     let err = |e: std::io::Error| AttestError::Input { path: path.to_path_buf(), reason: e.to_string() };
@@ -174,15 +163,6 @@ pub fn tree_digest(trees: &[PathBuf]) -> Result<Digest, AttestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn url_passwords_are_redacted() {
-        assert_eq!(redact_url_password("http://u:s3cret@proxy:3128/"), "http://u:***@proxy:3128/");
-        assert_eq!(redact_url_password("http://token@proxy"), "http://token:***@proxy");
-        assert_eq!(redact_url_password("http://proxy:3128"), "http://proxy:3128");
-        assert_eq!(redact_url_password("localhost,127.0.0.1"), "localhost,127.0.0.1");
-        assert_eq!(redact_url_password("https://h/p@x"), "https://h/p@x");
-    }
 
     #[test]
     fn tree_digest_follows_content_not_location() {

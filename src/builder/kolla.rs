@@ -37,6 +37,7 @@ pub fn build_options(cfg: &KollaConfig) -> BuildOptions {
 pub fn registry_options(cfg: &KollaConfig) -> RegistryOptions {
     RegistryOptions {
         insecure_registries: cfg.insecure_registries.clone(),
+        allowed_private_hosts: cfg.allowed_private_hosts.clone(),
         retries: cfg.retries,
         threads: cfg.push_threads.max(1),
         ..RegistryOptions::default()
@@ -161,7 +162,11 @@ pub fn attestation_facts(cfg: &KollaConfig, opts: &BuildOptions) -> Result<Build
         ("repos_yaml", cfg.repos_yaml.clone()),
         ("compression", format!("{:?}", cfg.compression).to_lowercase()),
     ];
-    facts.options = options.into_iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_owned(), v)).collect();
+    facts.options = options
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_owned(), crate::redact::value(k, &v)))
+        .collect();
     let mut files: Vec<PathBuf> = cfg.config_files.clone();
     files.extend(cfg.template_overrides.iter().cloned());
     files.extend(cfg.apt_sources_list.iter().cloned());
@@ -201,6 +206,7 @@ pub fn build_selection(
         debian_arch: cfg.debian_arch.clone(),
         refetch: !cfg.cache,
         retries: cfg.retries,
+        allowed_private_hosts: opts.registry.allowed_private_hosts.clone(),
     };
     let run =
         RunOptions { threads: cfg.threads.max(1), logs_dir: cfg.logs_dir.clone(), sources: Some(sources), attest };

@@ -308,7 +308,8 @@ fn source_archive(p: &PreparedSource) -> SourceArchive {
             config::SourceKind::Git => attest::SourceKind::Git,
             config::SourceKind::Local => attest::SourceKind::Local,
         },
-        location: p.location.clone(),
+        // Pushed beside the image: a token in the URL must not go with it.
+        location: crate::redact::urls(&p.location),
         reference: p.commit.clone().or_else(|| p.reference.clone()),
         sha256: p.sha256,
     }

@@ -257,6 +257,8 @@ pub struct KollaConfig {
     pub network: crate::sandbox::NetworkMode,
     /// Registries allowed over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// `--allow-private-host`: loopback or private hosts a registry or a source download may send us to.
+    pub allowed_private_hosts: Vec<String>,
     /// kolla-oci: record each built image's SBOM and provenance in the store, and push them with it.
     pub attestations: bool,
     /// `--cache-repo`: the registry repository shared as a step cache.

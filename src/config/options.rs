@@ -274,6 +274,13 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         "kolla-oci: registries to reach over plain HTTP / without TLS verification; repeatable",
     )
     .kolla_oci(),
+    opt(
+        "allow_private_host",
+        Multi,
+        None,
+        "kolla-oci: a host on a loopback or private network that a registry or a source download may redirect to (HOST or HOST:PORT); repeatable",
+    )
+    .kolla_oci(),
     OptionDef {
         env: Some("KOLLA_OCI_TEMPLATE_TREE"),
         ..opt(

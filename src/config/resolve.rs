@@ -432,6 +432,7 @@ impl KollaConfig {
             compression,
             network,
             insecure_registries: r.multi("insecure_registry")?,
+            allowed_private_hosts: r.multi("allow_private_host")?,
             attestations: r.boolean("attestations")?,
             cache_repo: r.opt_string("cache_repo")?,
             config_files: Vec::new(),

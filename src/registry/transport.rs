@@ -125,17 +125,26 @@ pub(crate) fn origin_text(url: &Url) -> String {
     }
 }
 
-/// Where the registry may send us: its own origin, and the hosts the user allowed on private networks.
+/// Where the registry (or a download's server) may send us: its own origin, and the hosts the user
+/// allowed on private networks.
 #[derive(Debug, Clone)]
 pub(crate) struct Destinations {
     registry: Url,
     allowed_private: Vec<String>,
+    /// Who sends us there, for messages: "the registry", "the server".
+    peer: &'static str,
 }
 
 impl Destinations {
     /// The rules for a registry at `registry` (its API base URL).
     pub(crate) fn new(registry: &Url, allowed_private: &[String]) -> Destinations {
-        Destinations { registry: registry.clone(), allowed_private: allowed_private.to_vec() }
+        Destinations { registry: registry.clone(), allowed_private: allowed_private.to_vec(), peer: "the registry" }
+    }
+
+    /// The rules for a download from `url` (a kolla source): its redirects may not lead to a loopback,
+    /// private or link-local host other than its own, as the registry's may not.
+    pub(crate) fn for_download(url: &Url, allowed_private: &[String]) -> Destinations {
+        Destinations { registry: url.clone(), allowed_private: allowed_private.to_vec(), peer: "the server" }
     }
 
     /// Whether `url` is the registry's own origin, the only one that gets our credentials.
@@ -167,8 +176,9 @@ impl Destinations {
         };
         match addrs.into_iter().find(|ip| is_internal(*ip)) {
             Some(ip) => Err(format!(
-                "the registry sent us to {} ({ip}), a loopback or private address that is not the registry; \
+                "{} sent us to {} ({ip}), a loopback or private address that is not its own; \
                  refused (allow it with --allow-private-host {authority})",
+                self.peer,
                 origin_text(url)
             )),
             None => Ok(()),

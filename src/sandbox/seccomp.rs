@@ -124,12 +124,8 @@ impl Profile {
     pub(super) fn docker_default() -> io::Result<Profile> {
         let cond = |arg, op, value| SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value);
         let rule = |conds: Vec<SeccompCondition>| SeccompRule::new(conds);
-        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED
-            .iter()
-            .chain(ALLOWED_ARCH)
-            .chain(&[SYS_IO_PGETEVENTS])
-            .map(|&nr| (i64::from(nr), Vec::new()))
-            .collect();
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+            ALLOWED.iter().chain(ALLOWED_ARCH).chain(&[SYS_IO_PGETEVENTS]).map(|&nr| (nr, Vec::new())).collect();
         // Allowed with arguments only; `SeccompRule`s of one syscall are alternatives.
         let personality = PERSONALITIES
             .iter()
@@ -141,15 +137,15 @@ impl Profile {
         let clone = cond(0, SeccompCmpOp::MaskedEq(CLONE_NAMESPACE_FLAGS), 0)
             .and_then(|c| rule(vec![c]))
             .map_err(|e| bad("clone", e))?;
-        rules.insert(libc::SYS_personality.into(), personality);
-        rules.insert(libc::SYS_socket.into(), vec![socket]);
-        rules.insert(libc::SYS_clone.into(), vec![clone]);
+        rules.insert(libc::SYS_personality, personality);
+        rules.insert(libc::SYS_socket, vec![socket]);
+        rules.insert(libc::SYS_clone, vec![clone]);
         let allow_list =
             SeccompFilter::new(rules, SeccompAction::Errno(libc::EPERM as u32), SeccompAction::Allow, ARCH)
                 .and_then(BpfProgram::try_from)
                 .map_err(|e| bad("allow-list", e))?;
         // A filter installed later decides between two ERRNO verdicts: clone3 gets ENOSYS, not EPERM.
-        let clone3 = [(i64::from(libc::SYS_clone3), Vec::new())].into_iter().collect();
+        let clone3 = [(libc::SYS_clone3, Vec::new())].into_iter().collect();
         let clone3 = SeccompFilter::new(clone3, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), ARCH)
             .and_then(BpfProgram::try_from)
             .map_err(|e| bad("clone3", e))?;

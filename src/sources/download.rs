@@ -20,10 +20,12 @@ use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use serde::{Deserialize, Serialize};
 
 use super::SourceError;
+use crate::redact;
 
 /// What the cache remembers of a URL.
 #[derive(Debug, Serialize, Deserialize)]
 struct Entry {
+    /// The URL with its password masked (the file is named by the hash of the whole URL).
     url: String,
     digest: Digest,
     etag: Option<String>,
@@ -32,25 +34,32 @@ struct Entry {
 
 /// Downloads into the cache (see the module docs).
 pub(crate) struct Downloader {
-    http: reqwest::blocking::Client,
+    timeouts: crate::http::Timeouts,
+    allowed_private_hosts: Vec<String>,
     dir: PathBuf,
     refetch: bool,
     attempts: u32,
 }
 
 impl Downloader {
-    /// A downloader caching in `dir`. `timeout` bounds connecting and every read (a stalled transfer
-    /// fails after it, as kolla's `requests.get(timeout=…)` does); `refetch` ignores the cache
-    /// (`--nocache`); transient failures are tried `1 + retries` times.
-    pub fn new(dir: &Path, timeout: Duration, refetch: bool, retries: u32) -> Result<Downloader, SourceError> {
-        let http = crate::http::http_client(&crate::http::Timeouts { connect: timeout, stall: timeout })
-            .build()
-            .map_err(|e| SourceError::Download { url: String::new(), reason: e.to_string() })?;
+    /// A downloader caching in `opts.cache_dir`. `timeout` bounds connecting and every read (a stalled
+    /// transfer fails after it, as kolla's `requests.get(timeout=…)` does); `refetch` ignores the cache
+    /// (`--nocache`); transient failures are tried `1 + retries` times; a redirect may lead to a
+    /// loopback or private host only when it is the URL's own or one of `allowed_private_hosts`.
+    pub fn new(opts: &super::SourceOptions) -> Result<Downloader, SourceError> {
+        let dir = opts.cache_dir.as_path();
+        let timeouts = crate::http::Timeouts { connect: opts.timeout, stall: opts.timeout };
         for sub in ["blobs", "urls", "tmp"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(|e| SourceError::io(&p, "create directory", e))?;
         }
-        Ok(Downloader { http, dir: dir.to_path_buf(), refetch, attempts: retries + 1 })
+        Ok(Downloader {
+            timeouts,
+            allowed_private_hosts: opts.allowed_private_hosts.clone(),
+            dir: dir.to_path_buf(),
+            refetch: opts.refetch,
+            attempts: opts.retries + 1,
+        })
     }
 
     fn entry_path(&self, url: &str) -> PathBuf {
@@ -72,7 +81,8 @@ impl Downloader {
                 Ok(d) => return Ok(d),
                 Err(e) if e.transient && attempt < self.attempts => {
                     let wait = Duration::from_secs(1 << (attempt - 1).min(4));
-                    tracing::warn!(url, attempt, "download failed ({}); retrying in {wait:?}", e.reason);
+                    let (url, reason) = (redact::urls(url), redact::urls(&e.reason));
+                    tracing::warn!(url, attempt, "download failed ({reason}); retrying in {wait:?}");
                     std::thread::sleep(wait);
                     last = Some(e);
                 }
@@ -86,7 +96,8 @@ impl Downloader {
         match cached {
             // The server cannot be asked: what we verified earlier is still what the source was.
             Some(c) if e.transient => {
-                tracing::warn!(url, "{}; using the copy downloaded earlier", e.reason);
+                let (url, reason) = (redact::urls(url), redact::urls(&e.reason));
+                tracing::warn!(url, "{reason}; using the copy downloaded earlier");
                 Ok(c.digest)
             }
             _ => Err(SourceError::Download { url: url.to_string(), reason: e.reason }),
@@ -96,14 +107,14 @@ impl Downloader {
     /// The cache's entry for `url`, if its blob is still there and intact.
     fn cached(&self, url: &str) -> Option<Entry> {
         let entry: Entry = serde_json::from_slice(&fs::read(self.entry_path(url)).ok()?).ok()?;
-        if entry.url != url {
+        if entry.url != redact::urls(url) {
             return None;
         }
         match hash_file(&self.blob_path(&entry.digest)) {
             Ok(d) if d == entry.digest => Some(entry),
             Ok(d) => {
                 tracing::warn!(
-                    url,
+                    url = redact::urls(url),
                     "cached download is corrupt (sha256 {d}, expected {}); downloading again",
                     entry.digest
                 );
@@ -114,7 +125,16 @@ impl Downloader {
     }
 
     fn try_fetch(&self, url: &str, cached: Option<&Entry>) -> Result<Digest, Failure> {
-        let mut req = self.http.get(url);
+        // A client per download: its redirects follow the registry client's rules, relative to this URL.
+        let parsed =
+            reqwest::Url::parse(url).map_err(|e| Failure { reason: format!("bad URL: {e}"), transient: false })?;
+        let policy = crate::registry::transport::Destinations::for_download(&parsed, &self.allowed_private_hosts)
+            .redirect_policy();
+        let http = crate::http::http_client(&self.timeouts)
+            .redirect(policy)
+            .build()
+            .map_err(|e| Failure { reason: format!("HTTP client: {e}"), transient: false })?;
+        let mut req = http.get(parsed);
         if let Some(c) = cached {
             if let Some(etag) = &c.etag {
                 req = req.header(IF_NONE_MATCH, etag);
@@ -128,7 +148,7 @@ impl Downloader {
         if status == StatusCode::NOT_MODIFIED
             && let Some(c) = cached
         {
-            tracing::debug!(url, "not modified: using the cached download");
+            tracing::debug!(url = redact::urls(url), "not modified: using the cached download");
             return Ok(c.digest);
         }
         if !status.is_success() {
@@ -138,7 +158,7 @@ impl Downloader {
         let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let (etag, last_modified) = (header(ETAG), header(LAST_MODIFIED));
         let digest = self.store(&mut resp)?;
-        let entry = Entry { url: url.to_string(), digest, etag, last_modified };
+        let entry = Entry { url: redact::urls(url), digest, etag, last_modified };
         write_atomic(&self.entry_path(url), &serde_json::to_vec(&entry).expect("serializable"))
             .map_err(|e| Failure { reason: format!("writing the cache entry: {e}"), transient: false })?;
         Ok(digest)

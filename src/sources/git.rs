@@ -77,10 +77,10 @@ pub(crate) fn checkout(
 /// Clone the mirror, or fetch into it; a fetch that fails leaves the mirror as it was (with a warning).
 fn update_mirror(mirror: &Path, url: &str, refetch: bool) -> Result<(), SourceError> {
     if mirror.is_dir() && !refetch {
-        if let Err(e) =
-            git(None, url, &["--git-dir", path_str(mirror)?, "fetch", "--quiet", "--prune", "--tags", "origin"])
-        {
-            tracing::warn!(url, "cannot update the cached clone ({e}); using it as it is");
+        // By URL, not `origin`: the mirror keeps no credentials (see below).
+        let fetch = ["--git-dir", path_str(mirror)?, "fetch", "--quiet", "--prune", "--tags", url, "+refs/*:refs/*"];
+        if let Err(e) = git(None, url, &fetch) {
+            tracing::warn!(url = crate::redact::urls(url), "cannot update the cached clone ({e}); using it as it is");
         }
         return Ok(());
     }
@@ -88,6 +88,11 @@ fn update_mirror(mirror: &Path, url: &str, refetch: bool) -> Result<(), SourceEr
     let tmp = tempfile::tempdir_in(parent).map_err(|e| SourceError::io(parent, "create temp dir", e))?;
     let fresh = tmp.path().join("m.git");
     git(None, url, &["clone", "--quiet", "--mirror", "--template=", url, path_str(&fresh)?])?;
+    // A token in the URL must not stay in the mirror's config on disk: origin keeps the URL redacted.
+    let shown = crate::redact::urls(url);
+    if shown != url {
+        git(None, url, &["--git-dir", path_str(&fresh)?, "remote", "set-url", "origin", &shown])?;
+    }
     if mirror.exists() {
         fs::remove_dir_all(mirror).map_err(|e| SourceError::io(mirror, "remove", e))?;
     }

@@ -24,6 +24,7 @@ use std::time::Duration;
 use layers::Digest;
 
 use crate::config::{ImageSources, Source, SourceKind};
+use crate::redact;
 
 /// Why a source could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +39,8 @@ pub enum SourceError {
         /// The OS error.
         error: std::io::Error,
     },
-    /// A download failed (after its retries).
-    #[error("downloading {url}: {reason}")]
+    /// A download failed (after its retries). (Every URL shown goes through [`crate::redact::urls`].)
+    #[error("downloading {}: {}", redact::urls(url), redact::urls(reason))]
     Download {
         /// The URL.
         url: String,
@@ -47,7 +48,7 @@ pub enum SourceError {
         reason: String,
     },
     /// The downloaded bytes are not the ones the section pins.
-    #[error("{url}: SHA256 checksum does not match (configured: {expected}, computed: {actual})")]
+    #[error("{}: SHA256 checksum does not match (configured: {expected}, computed: {actual})", redact::urls(url))]
     Checksum {
         /// The URL.
         url: String,
@@ -65,7 +66,7 @@ pub enum SourceError {
         arch: String,
     },
     /// Cloning or checking out failed.
-    #[error("git source {url}: {reason}")]
+    #[error("git source {}: {}", redact::urls(url), redact::urls(reason))]
     Git {
         /// The repository.
         url: String,
@@ -73,7 +74,7 @@ pub enum SourceError {
         reason: String,
     },
     /// A plugin or addition is not a tar archive (kolla refuses it too).
-    #[error("[{section}] {location}: not a tar archive")]
+    #[error("[{section}] {}: not a tar archive", redact::urls(location))]
     NotTar {
         /// The section.
         section: String,
@@ -81,7 +82,7 @@ pub enum SourceError {
         location: String,
     },
     /// Unpacking a plugin or addition archive failed (or an entry tried to leave its folder).
-    #[error("[{section}] {location}: unpacking: {error}")]
+    #[error("[{section}] {}: unpacking: {error}", redact::urls(location))]
     Extract {
         /// The section.
         section: String,
@@ -111,6 +112,9 @@ pub struct SourceOptions {
     pub refetch: bool,
     /// Extra attempts after a transient download failure (kolla's `--retries`).
     pub retries: u32,
+    /// Hosts on loopback or private networks a download may be redirected to besides its own
+    /// (`--allow-private-host`, as for registries).
+    pub allowed_private_hosts: Vec<String>,
 }
 
 /// One source that went into an image's context: what provenance and the SBOM record.
@@ -133,10 +137,7 @@ pub struct PreparedSource {
 /// Write the archives of `sources` into the build context `ctx` (kolla's `builder` before the build);
 /// returns what went in, for provenance.
 pub fn prepare(ctx: &Path, sources: &ImageSources, opts: &SourceOptions) -> Result<Vec<PreparedSource>, SourceError> {
-    let fetcher = Fetcher {
-        opts,
-        downloads: download::Downloader::new(&opts.cache_dir, opts.timeout, opts.refetch, opts.retries)?,
-    };
+    let fetcher = Fetcher { opts, downloads: download::Downloader::new(opts)? };
     let mut done = Vec::new();
     if let Some(s) = &sources.source {
         done.extend(fetcher.archive(ctx, s)?);

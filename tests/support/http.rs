@@ -1,6 +1,7 @@
 //! A static file server on 127.0.0.1 for source downloads: `GET /<name>` answers the file's bytes with
-//! an `ETag`, `304 Not Modified` to a matching `If-None-Match`, and `404` otherwise. It records every
-//! request, so tests can tell a download from a re-validation.
+//! an `ETag`, `304 Not Modified` to a matching `If-None-Match`, a `302` to where [`FileServer::redirect`]
+//! sends it, and `404` otherwise. It records every request, so tests can tell a download from a
+//! re-validation.
 #![allow(dead_code)] // each test binary uses a different part of this helper
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ pub struct Hit {
 pub struct FileServer {
     port: u16,
     files: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+    redirects: Arc<Mutex<BTreeMap<String, String>>>,
     hits: Arc<Mutex<Vec<Hit>>>,
 }
 
@@ -35,12 +37,13 @@ impl FileServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let files = Arc::new(Mutex::new(files));
+        let redirects = Arc::new(Mutex::new(BTreeMap::new()));
         let hits = Arc::new(Mutex::new(Vec::new()));
-        let (f, h) = (files.clone(), hits.clone());
+        let (f, r, h) = (files.clone(), redirects.clone(), hits.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
-                let (f, h) = (f.clone(), h.clone());
+                let (f, r, h) = (f.clone(), r.clone(), h.clone());
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(conn.try_clone().unwrap());
                     let mut line = String::new();
@@ -61,17 +64,22 @@ impl FileServer {
                         }
                     }
                     let body = f.lock().unwrap().get(&path).cloned();
-                    let (status, head, body) = match body {
-                        Some(b) if if_none_match.as_deref() == Some(etag(&b).as_str()) => {
-                            (304, format!("ETag: {}\r\n", etag(&b)), Vec::new())
-                        }
-                        Some(b) => (200, format!("ETag: {}\r\nContent-Length: {}\r\n", etag(&b), b.len()), b),
-                        None => (404, "Content-Length: 0\r\n".to_string(), Vec::new()),
+                    let moved = r.lock().unwrap().get(&path).cloned();
+                    let (status, head, body) = match (body, moved) {
+                        (_, Some(to)) => (302, format!("Location: {to}\r\nContent-Length: 0\r\n"), Vec::new()),
+                        (body, None) => match body {
+                            Some(b) if if_none_match.as_deref() == Some(etag(&b).as_str()) => {
+                                (304, format!("ETag: {}\r\n", etag(&b)), Vec::new())
+                            }
+                            Some(b) => (200, format!("ETag: {}\r\nContent-Length: {}\r\n", etag(&b), b.len()), b),
+                            None => (404, "Content-Length: 0\r\n".to_string(), Vec::new()),
+                        },
                     };
                     h.lock().unwrap().push(Hit { path, status });
                     let reason = match status {
                         200 => "OK",
                         304 => "Not Modified",
+                        302 => "Found",
                         _ => "Not Found",
                     };
                     let _ = write!(conn, "HTTP/1.1 {status} {reason}\r\n{head}Connection: close\r\n\r\n");
@@ -79,7 +87,12 @@ impl FileServer {
                 });
             }
         });
-        FileServer { port, files, hits }
+        FileServer { port, files, redirects, hits }
+    }
+
+    /// Answer `GET /<name>` with `302 Found` to `location`.
+    pub fn redirect(&self, name: &str, location: &str) {
+        self.redirects.lock().unwrap().insert(name.to_string(), location.to_string());
     }
 
     /// `http://127.0.0.1:<port>/<name>`.
