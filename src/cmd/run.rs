@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use kolla_oci::builder::{ContainerOptions, Workspace, run_container};
-use kolla_oci::sandbox::{Bind, NetworkMode};
+use kolla_oci::builder::{BuildError, ContainerOptions, Workspace, run_container};
+use kolla_oci::sandbox::{Bind, NetworkMode, SandboxError};
 
 /// Options of `kolla-oci run`.
 #[derive(clap::Args, Debug)]
@@ -62,6 +62,14 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         network: args.network,
     };
     let mut out = std::io::stdout().lock();
-    let code = run_container(&ws, &args.image, &opts, &mut out).with_context(|| format!("running {}", args.image))?;
+    let code = match run_container(&ws, &args.image, &opts, &mut out) {
+        Ok(code) => code,
+        // A command that is not there (127) or cannot run (126): the shell's status, as podman returns.
+        Err(BuildError::Sandbox(SandboxError::Exec { code, message })) => {
+            eprintln!("error: running {}: {message}", args.image);
+            code
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("running {}", args.image))),
+    };
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
 }

@@ -297,11 +297,16 @@ impl Exec {
 
     /// In the command's process: confine it, drop privileges and execute. Never returns.
     fn exec(&self, report: &File) -> ! {
-        let err = match self.confine().and_then(|()| self.switch_user()) {
-            Ok(()) => self.execve(),
-            Err(e) => e,
-        };
-        std::process::exit(fail(report, err))
+        match self.confine().and_then(|()| self.switch_user()) {
+            Ok(()) => {
+                // As podman reports it: 127 for a command not found, 126 for one that cannot run.
+                let (code, err) = self.execve();
+                let mut report = report;
+                let _ = writeln!(report, "{}{}", super::EXEC_FAILED, err.0);
+                std::process::exit(code)
+            }
+            Err(e) => std::process::exit(fail(report, e)),
+        }
     }
 
     /// Docker's defaults: default signal handling, no inherited fds, Docker's capability set and
@@ -331,8 +336,8 @@ impl Exec {
     }
 
     /// Like `execvpe`: the first candidate that exists wins; returns only on failure, with the most
-    /// telling error.
-    fn execve(&self) -> StepError {
+    /// telling error and the shell's exit status for it (127 not found, 126 not executable).
+    fn execve(&self) -> (i32, StepError) {
         let argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
         let envp: Vec<*const libc::c_char> = self.env.iter().map(|e| e.as_ptr()).chain([std::ptr::null()]).collect();
         let mut best = libc::ENOENT;
@@ -345,12 +350,14 @@ impl Exec {
             }
         }
         let prog = self.argv[0].to_string_lossy();
-        match best {
+        let code = if matches!(best, libc::ENOENT | libc::ENOTDIR) { 127 } else { 126 };
+        let err = match best {
             libc::ENOENT if !prog.contains('/') => {
                 StepError(format!("exec {prog:?}: executable file not found in $PATH"))
             }
             e => StepError::at(format_args!("exec {prog:?}"))(std::io::Error::from_raw_os_error(e)),
-        }
+        };
+        (code, err)
     }
 }
 

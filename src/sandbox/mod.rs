@@ -54,6 +54,9 @@ const HELPER_ARG: &str = "__sandbox-init";
 /// stdout and exits with its code (125 and a message on stderr when the sandbox could not be set up).
 pub const SELFTEST_ENV: &str = "KOLLA_OCI_SANDBOX_SELFTEST";
 
+/// How the report of a command that could not be executed starts (the helper then exits 126 or 127).
+const EXEC_FAILED: &str = "exec failed: ";
+
 /// Exit status of the helper when setup failed (the reason is on the report fd).
 const SETUP_FAILED: i32 = 125;
 
@@ -146,6 +149,15 @@ pub enum SandboxError {
     /// Started as root, the container's user namespace cannot be mapped (says why and what to do).
     #[error("the container's user namespace: {0}")]
     UserNamespace(String),
+    /// The command could not be executed: `code` is 127 when it was not found, 126 when it could not
+    /// run (what a shell and podman return).
+    #[error("{message}")]
+    Exec {
+        /// 126 or 127.
+        code: i32,
+        /// Names the command and why, e.g. `exec "foo": executable file not found in $PATH`.
+        message: String,
+    },
     /// A stop signal came (see [`signals`]): no new command is started.
     #[error("interrupted: not starting a new command")]
     Interrupted,
@@ -329,10 +341,13 @@ pub fn run(spec: &RunSpec, output: &mut dyn Write) -> Result<i32, SandboxError> 
     let status = child.wait().map_err(io_err("waiting for the helper"))?;
     let mut report = String::new();
     File::from(report_r).read_to_string(&mut report).map_err(io_err("reading the helper's report"))?;
+    let code = exit_code(status);
+    if let Some(why) = report.trim().strip_prefix(EXEC_FAILED) {
+        return Err(SandboxError::Exec { code, message: why.to_owned() });
+    }
     if !report.trim().is_empty() {
         return Err(SandboxError::Setup(report.trim().to_owned()));
     }
-    let code = exit_code(status);
     debug!(code, "sandbox command finished");
     Ok(code)
 }
