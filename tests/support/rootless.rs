@@ -1,4 +1,5 @@
 //! The unprivileged user rootless tests run `kolla-oci` as (CI runs the suite as root).
+#![allow(dead_code)] // each test binary uses a different part of this helper
 
 use std::fs;
 use std::process::Command;
