@@ -1,11 +1,13 @@
-//! Rootless sandbox for Dockerfile `RUN` and `kolla-oci run`: no daemon, no runc, no root.
+//! The sandbox of Dockerfile `RUN` and `kolla-oci run`: no daemon, no runc, and never host root — one
+//! small face, a [`RunSpec`] in and an exit status out.
 //!
 //! Process structure (a threaded process cannot enter a new user namespace, hence the re-execs):
 //!
 //! 1. [`early_init`], first thing in `main()`. When not root, the program re-executes itself inside a new
 //!    user + mount namespace mapped with the caller's subordinate id range (`newuidmap`/`newgidmap`, the
 //!    podman/buildah model; see `userns.rs`). From then on the whole program is "root" and sees the image's
-//!    real ids (a file chowned to 42400 stays 42400), so nothing else translates uids. As root: nothing to do.
+//!    real ids (a file chowned to 42400 stays 42400), so nothing else translates uids. As root the program
+//!    stays in the host's namespace, and each command gets a namespace of its own instead (`idmap.rs`).
 //! 2. [`run`] starts `/proc/self/exe __sandbox-init`, a fresh single-threaded helper (`helper.rs`), hands it
 //!    the [`RunSpec`] and a scratch dir (which `run` removes afterwards) as JSON on fd 3, and reads setup
 //!    errors back from fd 4; the command's stdout and stderr come back on one pipe. The helper creates
@@ -16,6 +18,10 @@
 //! 3. Unless [`RunSpec::network`] is [`NetworkMode::Host`], the helper also creates a network namespace;
 //!    for [`NetworkMode::Private`] `run` starts slirp4netns on it, and PID 1 starts the command only once
 //!    the namespace's tap device is up (a pipe handshake on fds 5 and 6; see `network.rs`).
+//!
+//! 4. The command itself starts confined as Docker confines it: Docker's capability set (`caps.rs`), its
+//!    seccomp profile (`seccomp.rs`), runc's masked kernel files (`mounts.rs`), no inherited fds; stop
+//!    signals reach it through every hop (`signals.rs`).
 //!
 //! The overlay's upper dir then holds exactly the command's changes, in overlayfs' `userxattr` format
 //! (a deleted lower file is a `c 0:0` device, a replaced lower dir carries `user.overlay.opaque=y`),
