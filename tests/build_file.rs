@@ -235,7 +235,7 @@ fn rootless_build_gives_the_same_digest_as_root() {
         subuid.lines().find_map(|l| l.strip_prefix(&format!("{user}:"))?.split(':').next()?.parse().ok()).unwrap();
     // The binary must be reachable by the user: copy it next to the fixture.
     let bin = f.dir.join("kolla-oci");
-    fs::copy(BIN, &bin).unwrap();
+    support::rootless::copy_binary(&bin);
     let state = f.dir.join("state-user");
     fs::create_dir(&state).unwrap();
     tool("chown", &[&format!("{user}:{user}"), state.to_str().unwrap()]);

@@ -18,7 +18,6 @@ use std::{fs, thread};
 
 use support::cli::ok;
 
-const BIN: &str = env!("CARGO_BIN_EXE_kolla-oci");
 
 /// The container: says it is ready, and on SIGTERM writes a marker into the volume and exits 3.
 const DOCKERFILE: &str = r#"FROM scratch
@@ -45,7 +44,7 @@ impl Fixture {
         for d in ["store", "vol", "tmp"] {
             fs::create_dir(dir.join(d)).unwrap();
         }
-        fs::copy(BIN, dir.join("kolla-oci")).unwrap();
+        support::rootless::copy_binary(&dir.join("kolla-oci"));
         if let Some(user) = owner {
             let st = Command::new("chown").args(["-R", &format!("{user}:{user}")]).arg(&dir).status().unwrap();
             assert!(st.success());
@@ -143,4 +142,30 @@ fn missing_and_unexecutable_commands_exit_127_and_126() {
     }
     let out = f.command(None, &["run", "trap:1", "--", "sh", "-c", "exit 4"]).output().unwrap();
     assert_eq!(out.status.code(), Some(4));
+}
+
+#[test]
+fn interactive_and_terminal() {
+    use std::io::Write as _;
+    let f = Fixture::new(None);
+    let ctx = f.dir.join("ctx");
+    ok(f.command(None, &["build-file", ctx.to_str().unwrap(), "-t", "trap:1"]).output().unwrap());
+    // -i: our stdin is the command's.
+    let mut child = f
+        .command(None, &["run", "-i", "trap:1", "--", "busybox", "wc", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"twelve bytes").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "12");
+    // Without -i it reads nothing.
+    let out = f.command(None, &["run", "trap:1", "--", "busybox", "wc", "-c"]).stdin(Stdio::piped()).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+    // -t: stdin and stdout are a terminal (output in its line discipline: \r\n), the status comes back.
+    let script = "test -t 0 && echo in-tty; test -t 1 && echo out-tty; busybox stty size; exit 5";
+    let out = f.command(None, &["run", "-t", "trap:1", "--", "sh", "-c", script]).output().unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "in-tty\r\nout-tty\r\n24 80\r\n");
 }

@@ -206,7 +206,7 @@ fn root_rootless_and_earlier_builds_make_the_same_layers() {
 
     let user = support::rootless::rootless_user();
     let bin = f.dir.join("kolla-oci");
-    fs::copy(BIN, &bin).unwrap();
+    support::rootless::copy_binary(&bin);
     let state = f.dir.join("store-user");
     fs::create_dir(&state).unwrap();
     let own = Command::new("chown").arg(format!("{user}:{user}")).arg(&state).status().unwrap();
@@ -225,7 +225,7 @@ fn rootless_read_only_volumes_stay_read_only() {
     let f = Fixture::new();
     let user = support::rootless::rootless_user();
     let bin = f.dir.join("kolla-oci");
-    fs::copy(BIN, &bin).unwrap();
+    support::rootless::copy_binary(&bin);
     let state = f.dir.join("store-user");
     let vol = f.dir.join("vol");
     fs::create_dir(&state).unwrap();

@@ -22,6 +22,10 @@ pub struct ContainerOptions {
     /// The container's network. The library default is a private namespace, as for RUN; the
     /// `kolla-oci run` command line defaults to the host's, since its services are tested from the host.
     pub network: sandbox::NetworkMode,
+    /// Keep standard input open for the command (`-i`).
+    pub interactive: bool,
+    /// Give the command a terminal (`-t`).
+    pub tty: bool,
 }
 
 /// Run `image` (a tag in the store) and return the command's exit code; its output goes to `output`.
@@ -65,6 +69,8 @@ pub fn run_container(
         hostname: "kolla-oci".into(),
         binds: opts.binds.clone(),
         network: opts.network,
+        stdin: opts.interactive,
+        tty: opts.tty,
     };
     Ok(sandbox::run(&spec, output)?)
 }

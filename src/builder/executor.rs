@@ -704,6 +704,8 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
             hostname: String::new(),
             binds,
             network: self.steps.opts.network,
+            stdin: false,
+            tty: false,
         };
         let _ = writeln!(log, "--> {}", ins.original);
         let mut tail = Tail { log, buf: VecDeque::with_capacity(TAIL_BYTES) };

@@ -28,6 +28,12 @@ pub struct Args {
     /// outbound access through slirp4netns) or `none` (loopback only).
     #[arg(long, value_enum, default_value_t = NetworkMode::Host)]
     pub network: NetworkMode,
+    /// Keep standard input open for the command.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the command a terminal (with `-i`: an interactive shell, `kolla-oci run -it IMAGE -- bash`).
+    #[arg(short = 't', long)]
+    pub tty: bool,
     /// The command and its arguments (replace the image's `CMD`).
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -60,6 +66,8 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         entrypoint: args.entrypoint.map(|e| if e.is_empty() { vec![] } else { vec![e] }),
         user: args.user,
         network: args.network,
+        interactive: args.interactive,
+        tty: args.tty,
     };
     let mut out = std::io::stdout().lock();
     let code = match run_container(&ws, &args.image, &opts, &mut out) {

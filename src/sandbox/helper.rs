@@ -248,6 +248,8 @@ struct Exec {
     argv: Vec<CString>,
     env: Vec<CString>,
     seccomp: Profile,
+    /// Make stdin (a pseudo-terminal) the controlling terminal (`run -t`).
+    tty: bool,
 }
 
 fn cstring(what: &str, s: impl Into<Vec<u8>>) -> Result<CString, StepError> {
@@ -292,6 +294,7 @@ impl Exec {
             argv: spec.argv.iter().map(|a| cstring("argv", a.as_bytes())).collect::<Result<_, _>>()?,
             env: env.into_iter().map(|e| cstring("env", e)).collect::<Result<_, _>>()?,
             seccomp,
+            tty: spec.tty,
         })
     }
 
@@ -314,6 +317,13 @@ impl Exec {
     fn confine(&self) -> Result<(), StepError> {
         reset_signals();
         super::cloexec_from(3);
+        if self.tty {
+            // A session of its own whose controlling terminal is the one on its stdin, so that the
+            // terminal's Ctrl-C and job control reach it.
+            rustix::process::setsid().map_err(StepError::at("setsid"))?;
+            rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())
+                .map_err(StepError::at("make stdin the controlling terminal"))?;
+        }
         caps::restrict_to_docker_default().map_err(StepError::at("drop capabilities"))?;
         self.seccomp.install().map_err(StepError::at("install the seccomp filter"))
     }

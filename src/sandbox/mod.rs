@@ -34,6 +34,7 @@ mod mounts;
 mod network;
 mod seccomp;
 pub mod signals;
+mod tty;
 mod user;
 mod userns;
 
@@ -105,6 +106,14 @@ pub struct RunSpec {
     /// it out, so a build gives the same layers in every mode.
     #[serde(default)]
     pub network: NetworkMode,
+    /// Give the command our standard input (`run -i`); otherwise it reads `/dev/null`.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Give the command a terminal (`run -t`): a pseudo-terminal for its stdin, stdout and stderr, whose
+    /// other side [`run`] copies to `output` (and our stdin to, with [`RunSpec::stdin`]), with our own
+    /// terminal in raw mode meanwhile, as `podman run -it` does.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// A host path mounted into the container.
@@ -281,7 +290,19 @@ pub fn run(spec: &RunSpec, output: &mut dyn Write) -> Result<i32, SandboxError> 
 
     let exe = helper_exe();
     let mut cmd = Command::new(exe);
-    cmd.arg(HELPER_ARG).stdin(Stdio::null()).stdout(Stdio::from(out_w)).stderr(Stdio::from(out_w2));
+    cmd.arg(HELPER_ARG);
+    // With a terminal, the command's output comes from its other side instead of the pipe.
+    let (mut out_r, mut terminal) = if spec.tty {
+        let t = tty::Terminal::open().map_err(io_err("opening a pseudo-terminal"))?;
+        let slave = |t: &tty::Terminal| t.slave().map(Stdio::from).map_err(io_err("opening a pseudo-terminal"));
+        cmd.stdin(slave(&t)?).stdout(slave(&t)?).stderr(slave(&t)?);
+        drop((out_r, out_w, out_w2));
+        (t.master().map_err(io_err("opening a pseudo-terminal"))?, Some(t))
+    } else {
+        cmd.stdin(if spec.stdin { Stdio::inherit() } else { Stdio::null() });
+        cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(out_w2));
+        (File::from(out_r), None)
+    };
     let mut fds = vec![(spec_r.as_raw_fd(), SPEC_FD), (report_w.as_raw_fd(), REPORT_FD)];
     if let Some(((_, ready_w), (go_r, _))) = &net_pipes {
         fds.extend([(ready_w.as_raw_fd(), NET_READY_FD), (go_r.as_raw_fd(), NET_GO_FD)]);
@@ -291,7 +312,10 @@ pub fn run(spec: &RunSpec, output: &mut dyn Write) -> Result<i32, SandboxError> 
     unsafe { cmd.pre_exec(move || child_setup(&fds, parent)) };
     debug!(argv = ?spec.argv, user = %spec.user, cwd = %spec.cwd, layers = spec.lowerdirs.len(), network = %spec.network, "sandbox run");
     let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn { exe: exe.to_owned(), source })?;
-    drop(cmd); // our copies of the output pipe's write end
+    drop(cmd); // our copies of the output pipe's write end (or of the terminal's command side)
+    if let Some(t) = &mut terminal {
+        t.release_slave();
+    }
     // Forwards stop signals to the helper while it runs; none once a stop signal came.
     let Some(_registered) = signals::Registered::new(child.id()) else {
         return Err(kill(child, SandboxError::Interrupted));
@@ -331,13 +355,19 @@ pub fn run(spec: &RunSpec, output: &mut dyn Write) -> Result<i32, SandboxError> 
         }
     }
 
-    let mut out = File::from(out_r);
+    // Our terminal raw while the command has one of its own (restored when this is dropped).
+    let _raw = match &terminal {
+        Some(t) => Some(t.attach(spec.stdin).map_err(io_err("attaching the terminal"))?),
+        None => None,
+    };
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = match out.read(&mut buf) {
+        let n = match out_r.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // A terminal's master reads EIO once every process holding its other side has exited.
+            Err(e) if terminal.is_some() && e.raw_os_error() == Some(libc::EIO) => break,
             Err(e) => return Err(kill(child, io_err("reading the command's output")(e))),
         };
         if let Err(e) = output.write_all(&buf[..n]) {

@@ -28,3 +28,11 @@ pub fn as_user(user: &str, vars: &[String], program: &std::path::Path) -> Comman
     c.args(["-u", user, "--", "env"]).args(vars).arg(program);
     c
 }
+
+/// Copies the kolla-oci binary to `to`, where the rootless user can run it. With `cp`: a write fd of
+/// the test process would be inherited by whatever other tests fork meanwhile, and running the copy
+/// would then fail with "Text file busy".
+pub fn copy_binary(to: &std::path::Path) {
+    let st = Command::new("cp").arg(env!("CARGO_BIN_EXE_kolla-oci")).arg(to).status().unwrap();
+    assert!(st.success(), "cp of the kolla-oci binary failed");
+}
