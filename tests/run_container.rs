@@ -18,7 +18,6 @@ use std::{fs, thread};
 
 use support::cli::ok;
 
-
 /// The container: says it is ready, and on SIGTERM writes a marker into the volume and exits 3.
 const DOCKERFILE: &str = r#"FROM scratch
 COPY rootfs/ /
