@@ -113,7 +113,7 @@ pub fn build_image(
     for w in &df.warnings {
         tracing::warn!("{w}");
     }
-    let ctx = BuildContext::new(req.context)?;
+    let ctx = BuildContext::new(req.context, req.dockerfile)?;
     let cache = StepCache::new(ws.cache_dir(), opts.cache);
     std::thread::scope(|scope| {
         let mut bg = Background::new(scope);
@@ -609,7 +609,8 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
         let tmp = self.steps.ws.temp_dir("stage-")?;
         let root = tmp.path().join("root");
         fs::create_dir(&root).map_err(|e| BuildError::io(&root, "create directory", e))?;
-        let stage_opts = StageOptions { owner, mode: spec.mode(), extract_archives: add };
+        let stage_opts =
+            StageOptions { owner, mode: spec.mode(), extract_archives: add, context: Some(self.steps.ctx) };
         let single = if spec.heredocs.is_empty() { &sources[..] } else { &[] };
         if let Some(pass) = OnePass::plan(&view, &root, single, &dest, &stage_opts)? {
             let opts = self.steps.opts;

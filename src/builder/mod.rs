@@ -16,6 +16,7 @@ mod context;
 mod executor;
 mod gc;
 mod handoff;
+mod ignore;
 pub mod kolla;
 mod one_pass;
 mod remote_cache;

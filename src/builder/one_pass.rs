@@ -38,7 +38,7 @@ pub(crate) struct OnePass<'a> {
     src: &'a Path,
     src_meta: Metadata,
     stage: &'a Path,
-    opts: &'a StageOptions,
+    opts: &'a StageOptions<'a>,
     /// Parents of the destination to create under the stage root, outermost first, with the mode
     /// and owner each gets (see [`parent_meta`]).
     parents: Vec<(OsString, u32, (u32, u32))>,
@@ -61,9 +61,14 @@ impl<'a> OnePass<'a> {
         stage: &'a Path,
         sources: &'a [PathBuf],
         dest: &str,
-        opts: &'a StageOptions,
+        opts: &'a StageOptions<'a>,
     ) -> Result<Option<OnePass<'a>>, BuildError> {
         let [src] = sources else { return Ok(None) };
+        // A directory left out by the ignore file may hold a file a `!` pattern takes back in: whether
+        // it is copied is known only after its walk, and its header would come first.
+        if opts.context.and_then(|c| c.ignore()).is_some_and(|r| r.has_exceptions()) {
+            return Ok(None);
+        }
         let dest = Destination::resolve(view, dest, 1)?;
         let src_meta = std::fs::symlink_metadata(src).map_err(|e| BuildError::io(src, "stat source", e))?;
         let to = if src_meta.is_dir() {
@@ -106,6 +111,7 @@ impl<'a> OnePass<'a> {
             src_root: self.src,
             owner: self.opts.owner.unwrap_or((0, 0)),
             mode: self.opts.mode,
+            context: self.opts.context,
             me,
             umask: umask(),
             rel: Vec::new(),
@@ -171,6 +177,9 @@ struct Pass<'a, W: Write> {
     owner: (u32, u32),
     /// `--chmod` for every copied entry; `None` keeps the source's mode.
     mode: Option<u32>,
+    /// The build context, whose ignore file leaves entries out (with no `!` pattern: an excluded
+    /// directory is left out whole).
+    context: Option<&'a super::context::BuildContext>,
     /// Our effective uid and gid: what a new entry gets, unless its directory passes its group on.
     me: (u32, u32),
     /// Permission bits that `openat` and `mkdirat` clear.
@@ -200,6 +209,10 @@ impl<W: Write> Pass<'_, W> {
         for name in names {
             let len = self.rel.len();
             self.push(name.to_bytes());
+            if self.context.is_some_and(|c| c.excluded(&self.src_path())) {
+                self.rel.truncate(len);
+                continue;
+            }
             let stat = stat_at(src, &name).map_err(|e| self.src_err("stat source", e))?;
             self.copy_entry(src, &name, &stat, dst, &name, dst_gid)?;
             self.rel.truncate(len);
@@ -523,7 +536,7 @@ mod tests {
         let view = RootView::new(&lowers);
         let tree = TreeOptions { source_date_epoch: epoch, threads: Some(2), ..Default::default() };
         let compression = Compression::Gzip { level: 1 };
-        let opts = StageOptions { owner, mode, extract_archives: true };
+        let opts = StageOptions { owner, mode, extract_archives: true, context: None };
         let sources = [src.to_path_buf()];
         let (one, two) = (t.path().join("one"), t.path().join("two"));
         for stage in [&one, &two] {
@@ -586,7 +599,7 @@ mod tests {
         fs::write(&archive, tar.into_inner().unwrap()).unwrap();
         let lowers = [];
         let view = RootView::new(&lowers);
-        let opts = |add| StageOptions { owner: None, mode: None, extract_archives: add };
+        let opts = |add| StageOptions { owner: None, mode: None, extract_archives: add, context: None };
         let plan =
             |sources: &[PathBuf], dest, add| OnePass::plan(&view, &stage, sources, dest, &opts(add)).unwrap().is_some();
         assert!(plan(std::slice::from_ref(&src), "/", false));
