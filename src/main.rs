@@ -54,9 +54,19 @@ fn main() -> std::process::ExitCode {
     // Must run before any thread exists: a threaded process cannot enter a new user namespace.
     kolla_oci::sandbox::early_init();
     let cli = Cli::parse();
-    // kolla-build's `-d/--debug` raises our own log level (config files are read later).
+    // kolla-build's `-d/--debug` raises our own log level, `-q/--quiet` (and build-file's) lowers it to
+    // warnings (config files are read later).
     let debug = matches!(&cli.command, Command::Build(a) if a.kolla.debug_requested());
-    cmd::init_logging(&if debug { format!("{},kolla_oci=debug", cli.log_level) } else { cli.log_level.clone() });
+    let quiet = match &cli.command {
+        Command::Build(a) => a.kolla.quiet_requested(),
+        Command::BuildFile(a) => a.quiet,
+        _ => false,
+    };
+    cmd::init_logging(&match (debug, quiet) {
+        (true, _) => format!("{},kolla_oci=debug", cli.log_level),
+        (false, true) => format!("{},kolla_oci=warn", cli.log_level),
+        (false, false) => cli.log_level.clone(),
+    });
     let ctx = cmd::Context { store_dir: cli.store };
     let result = match cli.command {
         Command::Build(a) => cmd::build::run(&ctx, *a),

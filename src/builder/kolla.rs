@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::scheduler::{self, Job, NameEntry, RunOptions, Summary};
+use super::scheduler::{self, Job, NameEntry, RunOptions, Summary, TemplateSource};
 use super::{BuildError, BuildOptions, CacheWait, RemoteCache, Workspace};
 use crate::attest::provenance::BUILD_TYPE_KOLLA;
 use crate::attest::{self, AttestError, BuildFacts};
@@ -78,6 +78,7 @@ pub fn jobs(
                 parent: graph.parent(i).and_then(|p| index.get(&p).copied()),
                 parent_image: graph.parent(i).map(|p| graph.nodes[p].canonical_name.clone()),
                 sources: Some(cfg.image_sources(&node.name)),
+                template: Some(TemplateSource { path: img.template.clone(), rendered_kept: cfg.work_dir.is_some() }),
                 cache_wait: shard.and_then(|s| {
                     let owner = *s.owner.get(&i)?;
                     (owner != s.shard.index).then(|| CacheWait {
@@ -202,8 +203,13 @@ pub fn build_selection(
         refetch: !cfg.cache,
         retries: cfg.retries,
     };
-    let run =
-        RunOptions { threads: cfg.threads.max(1), logs_dir: cfg.logs_dir.clone(), sources: Some(sources), attest };
+    let run = RunOptions {
+        threads: cfg.threads.max(1),
+        logs_dir: cfg.logs_dir.clone(),
+        sources: Some(sources),
+        attest,
+        echo: !cfg.quiet,
+    };
     let report = scheduler::run(ws, &jobs, &opts, &run);
     let mut summary = Summary::default();
     report.fill(&jobs, &mut summary);

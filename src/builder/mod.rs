@@ -186,10 +186,11 @@ pub enum BuildError {
     /// Bad build input: a COPY source, a `--chown` user, an unsupported form.
     #[error("{0}")]
     Input(String),
-    /// A RUN exited non-zero.
-    #[error("RUN {command:?} returned a non-zero code: {code}\n--- last lines of its output ---\n{tail}")]
+    /// A RUN exited non-zero. The message leaves out its output, which the build log has shown (or
+    /// which [`BuildError::output_tail`] gives, for a caller that showed none).
+    #[error("`{}` returned a non-zero code: {code}", shorten(command))]
     RunFailed {
-        /// The command as written.
+        /// The instruction as written (`RUN …`).
         command: String,
         /// Its exit code (128+N for signal N).
         code: i32,
@@ -225,9 +226,28 @@ pub enum BuildError {
 }
 
 impl BuildError {
+    /// The last lines of the output of the RUN that failed, if that is what this error is: for a caller
+    /// whose log went elsewhere than the console, so that the output is shown once.
+    pub fn output_tail(&self) -> Option<&str> {
+        match self {
+            BuildError::RunFailed { tail, .. } => Some(tail),
+            BuildError::At { error, .. } => error.output_tail(),
+            _ => None,
+        }
+    }
+
     /// An I/O error on `path`.
     pub(crate) fn io(path: &Path, op: &'static str, source: std::io::Error) -> BuildError {
         BuildError::Io { path: path.to_path_buf(), op, error: source }
+    }
+}
+
+/// An instruction cut to its first 200 characters for a message (kolla's RUN lines run to kilobytes;
+/// the message names its file and line).
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
     }
 }
 

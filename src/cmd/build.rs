@@ -98,6 +98,22 @@ fn build(
     use kolla_oci::builder::{Workspace, kolla};
     let ws = Workspace::open(&ctx.store_dir).with_context(|| format!("opening {}", ctx.store_dir.display()))?;
     let matched = selection.names_with(graph, Status::Matched);
+    if matched.is_empty() && selection.names_with(graph, Status::Skipped).is_empty() {
+        // kolla-build builds nothing and exits 0; a typo in a CI job's regex would then pass unseen.
+        let asked = match (cfg.regex.is_empty(), cfg.profile.is_empty()) {
+            (false, _) => format!("the regexes {:?}", cfg.regex),
+            (true, false) => format!("the profiles {:?}", cfg.profile),
+            (true, true) => "the selection".to_owned(),
+        };
+        let unbuildable = selection.names_with(graph, Status::Unbuildable).len();
+        let hint = if unbuildable > 0 {
+            format!(" ({unbuildable} are unbuildable for this base and architecture: --enable-unbuildable)")
+        } else {
+            String::new()
+        };
+        tracing::warn!("nothing to build: none of the {} images matches {asked}{hint}", graph.nodes.len());
+        return Ok(ExitCode::FAILURE);
+    }
     tracing::info!("building {} images with {} threads", matched.len(), cfg.threads);
     if cfg.work_dir.is_none() {
         tree.write_work_dir(Some(&matched)).context("writing the work dir")?;

@@ -39,9 +39,12 @@ pub struct Args {
     /// or `none` (loopback only). Layers and the step cache are the same in every mode.
     #[arg(long, value_enum, default_value_t = NetworkMode::Private)]
     pub network: NetworkMode,
-    /// Write the RUN output here (default: standard error).
+    /// Write the build output (`STEP n/N:` lines, RUN output) here (default: standard error).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+    /// Print only the image's digest (and warnings and errors): no build output, no progress.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
     /// Record no SBOM and provenance for the image.
     #[arg(long)]
     pub no_attestations: bool,
@@ -78,10 +81,14 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     let req = BuildRequest { dockerfile: &dockerfile, context: &args.context, tag: &args.tag, in_run: None };
     let mut log: Box<dyn std::io::Write> = match &args.log_file {
         Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
+        None if args.quiet => Box::new(std::io::sink()),
         None => Box::new(std::io::stderr()),
     };
     let started_on = attest::build::now();
-    let out = build_image(&ws, &req, &opts, &mut *log).with_context(|| format!("building {}", args.tag))?;
+    let shown = args.log_file.is_none() && !args.quiet;
+    let out = build_image(&ws, &req, &opts, &mut *log)
+        .map_err(|e| super::build_error(e, shown))
+        .with_context(|| format!("building {}", args.tag))?;
     tracing::info!(layers_built = out.layers_built, cached = out.layers_cached, "built {}", args.tag);
     if !args.no_attestations {
         let facts = BuildFacts::new(BUILD_TYPE_DOCKERFILE, &opts.build_args, opts.source_date_epoch);

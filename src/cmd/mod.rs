@@ -42,6 +42,15 @@ pub fn print_document(doc: &[u8]) -> anyhow::Result<()> {
     out.write_all(doc).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush()).context("writing to stdout")
 }
 
+/// A build's error for the console: a failed RUN's last lines come with it unless its output was
+/// `shown` there already (so that it is printed once).
+pub fn build_error(e: kolla_oci::builder::BuildError, shown: bool) -> anyhow::Error {
+    match e.output_tail().filter(|t| !shown && !t.is_empty()) {
+        Some(tail) => anyhow::anyhow!("{e}\n--- last lines of its output ---\n{tail}"),
+        None => e.into(),
+    }
+}
+
 /// `$XDG_DATA_HOME/kolla-oci`, else `~/.local/share/kolla-oci`, else `./kolla-oci-store`.
 pub fn default_store_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
