@@ -375,3 +375,51 @@ fn walk(root: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Without subordinate ids, a COPY --chown to an id the user namespace does not map says what to check (as
+/// podman does); a store the user cannot write is named, with its cause said once.
+#[test]
+fn rootless_errors_name_the_subuid_files_and_the_store() {
+    const USER: &str = "kolla-oci-nosubid";
+    assert_eq!(rustix::process::geteuid().as_raw(), 0, "this test sets up its user as root (CI runs as root)");
+    if !Command::new("id").arg(USER).output().unwrap().status.success() {
+        let st = Command::new("useradd")
+            .args(["-M", "-s", "/bin/sh", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", USER])
+            .status()
+            .unwrap();
+        assert!(st.success() || Command::new("id").arg(USER).output().unwrap().status.success());
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = fs::read_to_string(file).unwrap_or_default();
+        assert!(!text.lines().any(|l| l.starts_with(&format!("{USER}:"))), "{USER} must have no range in {file}");
+    }
+    let f = Fixture::new();
+    let bin = f.dir.join("kolla-oci");
+    fs::copy(BIN, &bin).unwrap();
+    let ctx = f.dir.join("chown-ctx");
+    fs::create_dir(&ctx).unwrap();
+    fs::write(ctx.join("f"), "x").unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY --chown=42400:42400 f /f\n").unwrap();
+    let writable = f.dir.join("state-user");
+    fs::create_dir(&writable).unwrap();
+    tool("chown", &[USER, writable.to_str().unwrap()]);
+    let read_only = f.dir.join("read-only");
+    fs::create_dir(&read_only).unwrap();
+    let run = |store: &Path| {
+        let out = Command::new("runuser")
+            .args(["-u", USER, "--", "env", &format!("KOLLA_OCI_STORE={}", store.display())])
+            .arg(&bin)
+            .args(["build-file", "-q", ctx.to_str().unwrap(), "-t", "x:1"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let err = run(&writable);
+    assert!(err.contains("Dockerfile:2: chown") && err.contains("42400:42400"), "{err}");
+    assert!(err.contains("insufficient UIDs or GIDs") && err.contains("/etc/subuid"), "{err}");
+    let store = read_only.join("store");
+    let err = run(&store);
+    assert!(err.contains(&format!("opening the store {}", store.display())), "{err}");
+    assert_eq!(err.matches("Permission denied").count(), 1, "the cause once: {err}");
+}

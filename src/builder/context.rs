@@ -286,13 +286,18 @@ pub(super) fn parent_meta(view: &RootView, rel: &Path) -> (u32, (u32, u32), Opti
 }
 
 fn set_meta(path: &Path, mode: u32, (uid, gid): (u32, u32), mtime: Option<i64>) -> Result<(), BuildError> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| BuildError::io(path, "chown", e))?;
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| chown_error(path, (uid, gid), e))?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| BuildError::io(path, "chmod", e))?;
     if let Some(t) = mtime {
         filetime::set_file_mtime(path, filetime::FileTime::from_unix_time(t, 0))
             .map_err(|e| BuildError::io(path, "set mtime", e))?;
     }
     Ok(())
+}
+
+/// Giving `path` the owner `owner` failed with `error`.
+pub(super) fn chown_error(path: &Path, owner: (u32, u32), error: io::Error) -> BuildError {
+    BuildError::Chown { path: path.to_path_buf(), owner, error }
 }
 
 /// Copy one file or symlink (symlinks are copied as links, never followed).
@@ -307,7 +312,7 @@ fn copy_one(src: &Path, dst: &Path, opts: &StageOptions<'_>) -> Result<(), Build
         let target = fs::read_link(src).map_err(|e| BuildError::io(src, "read link", e))?;
         let _ = fs::remove_file(dst);
         symlink(&target, dst).map_err(|e| BuildError::io(dst, "create symlink", e))?;
-        std::os::unix::fs::lchown(dst, Some(owner.0), Some(owner.1)).map_err(|e| BuildError::io(dst, "chown", e))?;
+        std::os::unix::fs::lchown(dst, Some(owner.0), Some(owner.1)).map_err(|e| chown_error(dst, owner, e))?;
         return Ok(());
     }
     if ft.is_file() {

@@ -156,7 +156,7 @@ pub enum BuildError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Making or applying a layer failed (the message has the layer error's causes, e.g. the OS error).
-    #[error("{what}: {}", crate::with_causes(error))]
+    #[error("{what}: {}{}", crate::with_causes(error), layer_hint(error))]
     Layer {
         /// Which layer.
         what: String,
@@ -183,6 +183,17 @@ pub enum BuildError {
     /// Pulling the `FROM` image failed.
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    /// Giving a file its owner failed; when the ids are not mapped in our user namespace, the message says
+    /// what to check, as podman's does.
+    #[error("chown {} to {}:{}: {error}{}", path.display(), owner.0, owner.1, subuid_hint(error))]
+    Chown {
+        /// The file.
+        path: PathBuf,
+        /// The uid and gid it was to get.
+        owner: (u32, u32),
+        /// The OS error.
+        error: std::io::Error,
+    },
     /// Bad build input: a COPY source, a `--chown` user, an unsupported form.
     #[error("{0}")]
     Input(String),
@@ -239,6 +250,25 @@ impl BuildError {
     /// An I/O error on `path`.
     pub(crate) fn io(path: &Path, op: &'static str, source: std::io::Error) -> BuildError {
         BuildError::Io { path: path.to_path_buf(), op, error: source }
+    }
+}
+
+/// podman's advice for `EINVAL` from `chown`, which is how the kernel refuses an id that our user namespace
+/// does not map: a rootless build without (enough) subordinate ids.
+fn subuid_hint(e: &std::io::Error) -> &'static str {
+    if e.raw_os_error() == Some(libc::EINVAL) {
+        " (insufficient UIDs or GIDs available in the user namespace: check /etc/subuid and /etc/subgid, \
+         which need a range for the user running kolla-oci, as for rootless podman)"
+    } else {
+        ""
+    }
+}
+
+/// [`subuid_hint`] for a layer whose files could not be given their metadata (their owner first).
+fn layer_hint(e: &layers::LayerError) -> &'static str {
+    match e {
+        layers::LayerError::Io { op, source, .. } if op.contains("metadata") => subuid_hint(source),
+        _ => "",
     }
 }
 

@@ -270,7 +270,7 @@ impl<W: Write> Pass<'_, W> {
                 // After the data: writing may clear setuid/setgid, chown clears them.
                 if chown {
                     rustix::fs::fchown(&dst, Some(uid(owner.0)), Some(gid(owner.1)))
-                        .map_err(|e| self.stage_err("chown", e))?;
+                        .map_err(|e| self.chown_err(owner, e))?;
                 }
                 if mode & 0o7000 != 0 || mode & 0o777 & self.umask != 0 {
                     rustix::fs::fchmod(&dst, Mode::from_raw_mode(mode)).map_err(|e| self.stage_err("chmod", e))?;
@@ -286,7 +286,7 @@ impl<W: Write> Pass<'_, W> {
                 if chown {
                     let nofollow = AtFlags::SYMLINK_NOFOLLOW;
                     rustix::fs::chownat(dst_dir, name, Some(uid(owner.0)), Some(gid(owner.1)), nofollow)
-                        .map_err(|e| self.stage_err("chown", e))?;
+                        .map_err(|e| self.chown_err(owner, e))?;
                 }
                 // A symlink keeps the mtime of its creation, as in the two-pass path: read it back.
                 let made = stat_at(dst_dir, name).map_err(|e| self.stage_err("stat", e))?;
@@ -325,7 +325,7 @@ impl<W: Write> Pass<'_, W> {
     ) -> Result<(), BuildError> {
         let chown = (created.st_uid, created.st_gid) != owner;
         if chown {
-            rustix::fs::fchown(dir, Some(uid(owner.0)), Some(gid(owner.1))).map_err(|e| self.stage_err("chown", e))?;
+            rustix::fs::fchown(dir, Some(uid(owner.0)), Some(gid(owner.1))).map_err(|e| self.chown_err(owner, e))?;
         }
         if chown || created.st_mode & 0o7777 != mode {
             rustix::fs::fchmod(dir, Mode::from_raw_mode(mode)).map_err(|e| self.stage_err("chmod", e))?;
@@ -356,6 +356,10 @@ impl<W: Write> Pass<'_, W> {
 
     fn src_err(&self, op: &'static str, e: impl Into<io::Error>) -> BuildError {
         BuildError::io(&self.src_path(), op, e.into())
+    }
+
+    fn chown_err(&self, owner: (u32, u32), e: rustix::io::Errno) -> BuildError {
+        super::context::chown_error(&self.stage.join(OsStr::from_bytes(&self.rel)), owner, e.into())
     }
 
     fn stage_err(&self, op: &'static str, e: impl Into<io::Error>) -> BuildError {

@@ -95,8 +95,8 @@ fn build(
     tree: &template::RenderedTree,
     shard: Option<&kolla_oci::builder::kolla::ShardRun>,
 ) -> anyhow::Result<ExitCode> {
-    use kolla_oci::builder::{Workspace, kolla};
-    let ws = Workspace::open(&ctx.store_dir).with_context(|| format!("opening {}", ctx.store_dir.display()))?;
+    use kolla_oci::builder::kolla;
+    let ws = ctx.open_workspace()?;
     let matched = selection.names_with(graph, Status::Matched);
     if matched.is_empty() && selection.names_with(graph, Status::Skipped).is_empty() {
         // kolla-build builds nothing and exits 0; a typo in a CI job's regex would then pass unseen.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use kolla_oci::attest::provenance::BUILD_TYPE_DOCKERFILE;
 use kolla_oci::attest::{self, BuildFacts, ImageBuild};
-use kolla_oci::builder::{BuildOptions, BuildRequest, RemoteCache, Workspace, build_image};
+use kolla_oci::builder::{BuildOptions, BuildRequest, RemoteCache, build_image};
 use kolla_oci::sandbox::NetworkMode;
 
 /// Options of `kolla-oci build-file`.
@@ -55,7 +55,7 @@ pub struct Args {
 
 /// Build the image and print its manifest digest.
 pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
-    let ws = Workspace::open(&ctx.store_dir).with_context(|| format!("opening {}", ctx.store_dir.display()))?;
+    let ws = ctx.open_workspace()?;
     let mut build_args = BTreeMap::new();
     for a in &args.build_args {
         let (k, v) = a.split_once('=').with_context(|| format!("bad --build-arg {a:?}: expected KEY=VALUE"))?;

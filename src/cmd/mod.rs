@@ -29,8 +29,18 @@ impl Context {
     /// Open (creating if needed) the OCI image layout.
     pub fn open_store(&self) -> anyhow::Result<kolla_oci::store::Store> {
         use anyhow::Context as _;
-        let dir = self.layout_dir();
-        kolla_oci::store::Store::open(&dir).with_context(|| format!("opening store {}", dir.display()))
+        kolla_oci::store::Store::open(&self.layout_dir()).with_context(|| self.store_named())
+    }
+
+    /// Open (creating if needed) the whole state directory: the store and what builds derive from it.
+    pub fn open_workspace(&self) -> anyhow::Result<kolla_oci::builder::Workspace> {
+        use anyhow::Context as _;
+        kolla_oci::builder::Workspace::open(&self.store_dir).with_context(|| self.store_named())
+    }
+
+    /// What an error opening the store says first: which store, and how it was chosen.
+    fn store_named(&self) -> String {
+        format!("opening the store {} (--store or KOLLA_OCI_STORE)", self.store_dir.display())
     }
 }
 

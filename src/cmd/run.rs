@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use kolla_oci::builder::{ContainerOptions, Workspace, run_container};
+use kolla_oci::builder::{ContainerOptions, run_container};
 use kolla_oci::sandbox::{Bind, NetworkMode};
 
 /// Options of `kolla-oci run`.
@@ -51,7 +51,7 @@ fn parse_volume(v: &str) -> anyhow::Result<Bind> {
 
 /// Run the image and exit with its command's exit code.
 pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
-    let ws = Workspace::open(&ctx.store_dir).with_context(|| format!("opening {}", ctx.store_dir.display()))?;
+    let ws = ctx.open_workspace()?;
     let binds = args.volumes.iter().map(|v| parse_volume(v)).collect::<anyhow::Result<Vec<_>>>()?;
     let opts = ContainerOptions {
         env: args.env,
