@@ -29,6 +29,9 @@ pub struct Args {
     /// kolla-oci: how long a shard waits for a parent another shard builds, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600, help_heading = "kolla-oci fleet options")]
     pub shard_wait: u64,
+    /// How registries (`FROM` images, `--push`, `--cache-repo`) are trusted and logged in to.
+    #[command(flatten, next_help_heading = "Registry options (podman's)")]
+    pub access: super::AccessArgs,
 }
 
 /// Run the subcommand.
@@ -83,7 +86,8 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         let owner = nodes.into_iter().zip(plan.owner).collect();
         kolla_oci::builder::kolla::ShardRun { shard: s, owner, wait: std::time::Duration::from_secs(args.shard_wait) }
     });
-    build(ctx, &cfg, &graph, &selection, &tree, shard.as_ref())
+    let registry = args.access.options()?;
+    build(ctx, &cfg, &graph, &selection, &tree, shard.as_ref(), &registry)
 }
 
 /// Build the selection, print kolla's summary, push if asked; non-zero exit if anything failed.
@@ -94,6 +98,7 @@ fn build(
     selection: &graph::Selection,
     tree: &template::RenderedTree,
     shard: Option<&kolla_oci::builder::kolla::ShardRun>,
+    registry: &kolla_oci::registry::RegistryOptions,
 ) -> anyhow::Result<ExitCode> {
     use kolla_oci::builder::kolla;
     let ws = ctx.open_workspace()?;
@@ -118,10 +123,10 @@ fn build(
     if cfg.work_dir.is_none() {
         tree.write_work_dir(Some(&matched)).context("writing the work dir")?;
     }
-    let (summary, mut ok) = kolla::build_selection(&ws, cfg, graph, selection, tree, shard)
+    let (summary, mut ok) = kolla::build_selection(&ws, cfg, graph, selection, tree, shard, registry)
         .context("preparing the build (its inputs for the provenance, --no-attestations skips them; --cache-repo)")?;
     if cfg.push && !summary.built.is_empty() {
-        match kolla::push_built(&ws, cfg, graph, &summary) {
+        match kolla::push_built(&ws, cfg, graph, &summary, registry) {
             Ok((r, a)) => {
                 tracing::info!(
                     "pushed {} images: {} blobs uploaded ({} bytes), {} mounted, {} already there",

@@ -19,7 +19,7 @@ pub struct Args {
     /// The Dockerfile (default: `CONTEXT/Dockerfile`).
     #[arg(short = 'f', long = "file")]
     pub file: Option<PathBuf>,
-    /// Tag of the image in the store.
+    /// Tag of the image in the store (`NAME` alone means `NAME:latest`).
     #[arg(short = 't', long = "tag")]
     pub tag: String,
     /// A build argument `KEY=VALUE` for `ARG`; repeatable.
@@ -78,7 +78,8 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         ..BuildOptions::default()
     };
     let dockerfile = args.file.unwrap_or_else(|| args.context.join("Dockerfile"));
-    let req = BuildRequest { dockerfile: &dockerfile, context: &args.context, tag: &args.tag, in_run: None };
+    let tag = super::with_latest(&args.tag);
+    let req = BuildRequest { dockerfile: &dockerfile, context: &args.context, tag: &tag, in_run: None };
     let mut log: Box<dyn std::io::Write> = match &args.log_file {
         Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
         None if args.quiet => Box::new(std::io::sink()),
@@ -88,12 +89,12 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     let shown = args.log_file.is_none() && !args.quiet;
     let out = build_image(&ws, &req, &opts, &mut *log)
         .map_err(|e| super::build_error(e, shown))
-        .with_context(|| format!("building {}", args.tag))?;
-    tracing::info!(layers_built = out.layers_built, cached = out.layers_cached, "built {}", args.tag);
+        .with_context(|| format!("building {tag}"))?;
+    tracing::info!(layers_built = out.layers_built, cached = out.layers_cached, "built {tag}");
     if !args.no_attestations {
         let facts = BuildFacts::new(BUILD_TYPE_DOCKERFILE, &opts.build_args, opts.source_date_epoch);
         let image = ImageBuild {
-            tag: &args.tag,
+            tag: &tag,
             outcome: &out,
             kolla_image: None,
             parent: None,
@@ -103,8 +104,8 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         };
         attest::record_build(&ws, &facts, &image).with_context(|| {
             format!(
-                "{} was built ({}) but its SBOM and provenance could not be recorded (--no-attestations skips them)",
-                args.tag, out.manifest.digest
+                "{tag} was built ({}) but its SBOM and provenance could not be recorded (--no-attestations skips them)",
+                out.manifest.digest
             )
         })?;
     }

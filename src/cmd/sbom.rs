@@ -22,7 +22,8 @@ pub struct Args {
 /// Run the subcommand.
 pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     let ws = ctx.open_workspace()?;
-    let subject = Subject::load(ws.store(), &args.image).with_context(|| format!("loading {}", args.image))?;
+    let image = super::require_image(ctx, ws.store(), &args.image)?;
+    let subject = Subject::load(ws.store(), &image).with_context(|| format!("loading {image}"))?;
     let stored = if args.recompute { None } else { subject.stored(ws.store(), args.format.media_type())? };
     let doc = match stored {
         Some(doc) => doc,
