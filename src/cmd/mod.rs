@@ -233,7 +233,9 @@ impl AccessArgs {
 /// Registry TLS as podman and skopeo spell it.
 #[derive(clap::Args, Debug)]
 pub struct TlsArgs {
-    /// Check the registry's TLS certificate (`--tls-verify=false`: accept any, and allow plain HTTP).
+    /// Require HTTPS and check the registry's certificate, loopback registries too (default: checked, but
+    /// a loopback registry without certificates in --cert-dir or certs.d speaks plain HTTP);
+    /// `--tls-verify=false`: accept any certificate, and allow plain HTTP.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub tls_verify: Option<bool>,
     /// CA certificates (`*.crt`) and a client certificate (`*.cert` + `*.key`) for the registry, instead
@@ -246,7 +248,7 @@ impl TlsArgs {
     /// The TLS options these flags give.
     pub fn options(&self) -> kolla_oci::registry::TlsOptions {
         kolla_oci::registry::TlsOptions {
-            verify: self.tls_verify.unwrap_or(true),
+            verify: self.tls_verify,
             cert_dir: self.cert_dir.clone(),
             ..kolla_oci::registry::TlsOptions::default()
         }

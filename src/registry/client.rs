@@ -79,8 +79,10 @@ impl Client {
     pub fn new(registry: &str, api_host: &str, opts: &RegistryOptions) -> Result<Client, RegistryError> {
         let listed = opts.insecure_registries.iter().any(|h| h == registry || h == api_host);
         let tls = opts.tls.for_host(registry)?;
-        // Loopback registries speak plain HTTP unless TLS is configured for them (as a test registry does).
-        let plain = listed || (opts.tls.verify && tls.dir.is_none() && super::reference::host_is_loopback(registry));
+        // Loopback registries speak plain HTTP unless TLS is asked for or configured for them.
+        let verify = opts.tls.verify != Some(false);
+        let plain =
+            listed || (opts.tls.verify.is_none() && tls.dir.is_none() && super::reference::host_is_loopback(registry));
         let url = |scheme: &str| {
             Url::parse(&format!("{scheme}://{api_host}/")).map_err(|e| RegistryError::Protocol {
                 what: format!("registry {registry}"),
@@ -93,12 +95,12 @@ impl Client {
             .redirect(Destinations::new(&base, &opts.allowed_private_hosts).redirect_policy())
             .pool_max_idle_per_host(opts.threads.max(1) * 2);
         if !plain {
-            builder = tls.apply(builder, opts.tls.verify);
+            builder = tls.apply(builder, verify);
         }
         let http = builder
             .build()
             .map_err(|e| RegistryError::Http { what: format!("creating http client for {registry}"), error: e })?;
-        if !plain && !opts.tls.verify {
+        if !plain && !verify {
             // `--tls-verify=false` also allows plain HTTP (containers/image's fallback): a registry that
             // cannot be reached over TLS is tried without it; a refused connection stays an error.
             if let Err(e) = http.get(base.join("v2/").expect("static path")).send()
@@ -416,6 +418,13 @@ impl Client {
                 detail: format!("{detail}{hint}"),
             }
         } else {
+            // Go's HTTP server answers plain HTTP sent to its TLS port so.
+            let hint = if self.base.scheme() == "http" && detail.contains("HTTPS server") {
+                " (the registry speaks TLS: --tls-verify, or its CA with --cert-dir or in certs.d)"
+            } else {
+                ""
+            };
+            let detail = format!("{detail}{hint}");
             RegistryError::Status { what: what.to_string(), status: status.as_u16(), detail, retry_after }
         }
     }

@@ -13,9 +13,11 @@ use super::RegistryError;
 /// How TLS connections to registries are set up (see the module docs).
 #[derive(Debug, Clone)]
 pub struct TlsOptions {
-    /// Check registries' certificates (`--tls-verify`, default true). Off: any certificate is accepted,
-    /// and a registry that does not speak TLS is spoken to over plain HTTP.
-    pub verify: bool,
+    /// `--tls-verify`. `None` (default): certificates are checked, but loopback registries without
+    /// certificates of their own (see [`TlsOptions::for_host`]) speak plain HTTP, as Docker allows.
+    /// `Some(true)`: HTTPS with checked certificates for every registry. `Some(false)`: any certificate is
+    /// accepted, and a registry that does not speak TLS is spoken to over plain HTTP.
+    pub verify: Option<bool>,
     /// `--cert-dir`: the certificates for every registry, instead of the per-host directories.
     pub cert_dir: Option<PathBuf>,
     /// Where per-host directories are looked for, in order (see [`default_certs_dirs`]).
@@ -24,7 +26,7 @@ pub struct TlsOptions {
 
 impl Default for TlsOptions {
     fn default() -> TlsOptions {
-        TlsOptions { verify: true, cert_dir: None, certs_dirs: default_certs_dirs() }
+        TlsOptions { verify: None, cert_dir: None, certs_dirs: default_certs_dirs() }
     }
 }
 
