@@ -178,7 +178,9 @@ fn walk(src: &Path, ctx: Option<&BuildContext>) -> Result<Vec<walkdir::DirEntry>
         }
         let keep = entry.depth() == 0 || !ctx.excluded(entry.path());
         let is_dir = entry.file_type().is_dir();
-        if !keep && !(is_dir && rules.has_exceptions()) {
+        // An excluded directory is walked only when a `!` pattern may take back something below it.
+        let walk_in = is_dir && rules.has_exceptions();
+        if !(keep || walk_in) {
             if is_dir {
                 it.skip_current_dir();
             }
