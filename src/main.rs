@@ -33,7 +33,19 @@ enum Command {
     /// Run an image's entrypoint or command in the rootless sandbox.
     Run(cmd::run::Args),
     /// List the images the store holds.
-    Images,
+    Images(cmd::images::Args),
+    /// Give an image more names (tags).
+    Tag(cmd::tag::Args),
+    /// Remove image names (tags); `gc` then frees what no name reaches.
+    Rmi(cmd::rmi::Args),
+    /// Print an image's config, digest, tags, labels and layers (JSON, or a `--format` template).
+    Inspect(cmd::inspect::Args),
+    /// Print the steps that made an image.
+    History(cmd::history::Args),
+    /// Save credentials for a registry where podman keeps them, after checking them with the registry.
+    Login(cmd::login::LoginArgs),
+    /// Remove saved credentials.
+    Logout(cmd::login::LogoutArgs),
     /// Verify every blob and every reference in the store.
     Fsck,
     /// Push images from the store to a registry.
@@ -58,15 +70,31 @@ fn main() -> std::process::ExitCode {
     if matches!(cli.command, Command::Build(_) | Command::BuildFile(_) | Command::Run(_)) {
         kolla_oci::sandbox::signals::install();
     }
-    // kolla-build's `-d/--debug` raises our own log level (config files are read later).
+    // kolla-build's `-d/--debug` raises our own log level, `-q/--quiet` (and build-file's) lowers it to
+    // warnings (config files are read later).
     let debug = matches!(&cli.command, Command::Build(a) if a.kolla.debug_requested());
-    cmd::init_logging(&if debug { format!("{},kolla_oci=debug", cli.log_level) } else { cli.log_level.clone() });
+    let quiet = match &cli.command {
+        Command::Build(a) => a.kolla.quiet_requested(),
+        Command::BuildFile(a) => a.quiet,
+        _ => false,
+    };
+    cmd::init_logging(&match (debug, quiet) {
+        (true, _) => format!("{},kolla_oci=debug", cli.log_level),
+        (false, true) => format!("{},kolla_oci=warn", cli.log_level),
+        (false, false) => cli.log_level.clone(),
+    });
     let ctx = cmd::Context { store_dir: cli.store };
     let result = match cli.command {
         Command::Build(a) => cmd::build::run(&ctx, *a),
         Command::BuildFile(a) => cmd::build_file::run(&ctx, a),
         Command::Run(a) => cmd::run::run(&ctx, a),
-        Command::Images => cmd::images::run(&ctx),
+        Command::Images(a) => cmd::images::run(&ctx, a),
+        Command::Tag(a) => cmd::tag::run(&ctx, a),
+        Command::Rmi(a) => cmd::rmi::run(&ctx, a),
+        Command::Inspect(a) => cmd::inspect::run(&ctx, a),
+        Command::History(a) => cmd::history::run(&ctx, a),
+        Command::Login(a) => cmd::login::login(a),
+        Command::Logout(a) => cmd::login::logout(a),
         Command::Fsck => cmd::fsck::run(&ctx),
         Command::Push(a) => cmd::push::run(&ctx, a),
         Command::Pull(a) => cmd::pull::run(&ctx, a),
@@ -78,8 +106,37 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes on one line, each said once: a message that already ends with its cause's
+/// text (an error that shows its cause and also gives it as its `source`) is not followed by it again.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::other("Permission denied (os error 13)");
+        let e = anyhow::Error::new(io).context("/store/oci/blobs: Permission denied (os error 13)").context("opening");
+        assert_eq!(super::describe(&e), "opening: /store/oci/blobs: Permission denied (os error 13)");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::describe(&e), "outer: inner");
     }
 }

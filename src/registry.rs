@@ -15,16 +15,18 @@ mod pull;
 mod push;
 mod reference;
 mod referrers;
+mod tls;
 mod token;
 pub(crate) mod transport;
 
-pub use auth::{Credential, Secret, lookup_credential};
+pub use auth::{Credential, Secret, auth_file, forget_credential, lookup_credential, save_credential};
 pub use client::{Client, MountOutcome};
 pub(crate) use pull::fetch_blob;
 pub use pull::{ensure_image, pull};
 pub use push::{PushReport, push, push_referrers, push_referrers_of};
 pub use reference::{DOCKER_HUB, Reference, host_is_loopback};
 pub use referrers::{Referrer, referrers, referrers_tag};
+pub use tls::{TlsOptions, default_certs_dirs};
 pub use transport::{Backoff, Timeouts, http_client, is_timeout};
 
 use crate::store::{Platform, StoreError};
@@ -41,14 +43,22 @@ pub enum RegistryError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The request could not be sent or its answer not received (after retries).
-    #[error("{what}: {source}")]
+    /// The request could not be sent or its answer not received (after retries). The message has the
+    /// innermost cause (`Connection refused`, the certificate problem) once, not reqwest's layers.
+    #[error("{what}: {}", transport::describe(error))]
     Http {
         /// The operation.
         what: String,
         /// The transport error.
-        #[source]
-        source: reqwest::Error,
+        error: reqwest::Error,
+    },
+    /// A registry's TLS certificates (`--cert-dir`, `certs.d`) could not be used.
+    #[error("{}: {reason}", path.display())]
+    Tls {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// The registry answered with an unexpected status.
     #[error("{what}: registry answered HTTP {status}: {detail}")]
@@ -137,7 +147,7 @@ impl RegistryError {
     /// Worth retrying: a transport failure, a broken-off transfer, a 5xx or a 429.
     pub fn is_transient(&self) -> bool {
         match self {
-            RegistryError::Http { source, .. } => transport::transient(source),
+            RegistryError::Http { error, .. } => transport::transient(error),
             RegistryError::Transfer { .. } => true,
             RegistryError::Status { status, .. } => *status >= 500 || *status == 429,
             RegistryError::Io { source, .. } => matches!(
@@ -178,6 +188,8 @@ pub struct RegistryOptions {
     pub timeouts: Timeouts,
     /// Credentials for every registry of the run; `None`: look them up per registry.
     pub credential: Option<Credential>,
+    /// Certificate checks and the certificates to use (`--tls-verify`, `--cert-dir`, `certs.d`).
+    pub tls: TlsOptions,
     /// Parallel blob transfers.
     pub threads: usize,
     /// Upload in `PATCH` chunks of this many bytes instead of one `PUT` (for registries capping body size).
@@ -193,6 +205,7 @@ impl Default for RegistryOptions {
             backoff: Backoff::default(),
             timeouts: Timeouts::default(),
             credential: None,
+            tls: TlsOptions::default(),
             threads: 4,
             chunk_size: None,
         }

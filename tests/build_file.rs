@@ -274,3 +274,124 @@ fn shebang_heredoc_runs_as_an_executable_file() {
     let out = ok(f.kolla("state", &["run", "hd:1", "--entrypoint", "", "--", "/bin/cat", "/shebang.txt"]));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "from /dev/pipes/EOT\n");
 }
+
+/// `.dockerignore` as `docker build` applies it: ignored files are not in the layer, a `!` line takes
+/// one back, changing an ignored file keeps the step cached, and `.containerignore` wins over it.
+#[test]
+fn dockerignore_leaves_files_out_of_the_layer_and_the_step_key() {
+    let f = Fixture::new();
+    let ctx = f.dir.join("ignore-ctx");
+    fs::create_dir_all(ctx.join("docs")).unwrap();
+    fs::create_dir_all(ctx.join("node_modules/pkg")).unwrap();
+    for (name, text) in [
+        ("secret.txt", "s3cret"),
+        ("app.py", "print()"),
+        ("docs/README.md", "read me"),
+        ("docs/other.md", "not me"),
+        ("node_modules/pkg/index.js", "js"),
+        ("Dockerfile", "FROM scratch\nCOPY . /ctx/\n"),
+        (".dockerignore", "# Docker's rules\nsecret.txt\n/docs\n!docs/README.md\nnode_modules/\n"),
+    ] {
+        fs::write(ctx.join(name), text).unwrap();
+    }
+    let c = ctx.to_str().unwrap();
+    let build = || ok(f.kolla("state", &["build-file", c, "-t", "ignored:1"]));
+    let first = build();
+    let layout = f.dir.join("state/oci");
+    let files = |tag: &str| {
+        let bundle = f.dir.join(format!("bundle-{tag}"));
+        let _ = fs::remove_dir_all(&bundle);
+        tool("umoci", &["unpack", "--image", &format!("{}:{tag}", layout.display()), bundle.to_str().unwrap()]);
+        let root = bundle.join("rootfs/ctx");
+        let mut v: Vec<String> =
+            walk(&root).iter().map(|p| p.strip_prefix(&root).unwrap().display().to_string()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(files("ignored:1"), [".dockerignore", "Dockerfile", "app.py", "docs", "docs/README.md"]);
+
+    // An ignored file's change does not touch the step; an included one's does.
+    fs::write(ctx.join("secret.txt"), "rotated").unwrap();
+    fs::write(ctx.join("node_modules/pkg/index.js"), "changed").unwrap();
+    let again = build();
+    assert_eq!(again.stdout, first.stdout, "same image");
+    let log = String::from_utf8_lossy(&again.stderr);
+    assert!(log.contains("layers_built=0"), "{log}");
+    fs::write(ctx.join("docs/README.md"), "read me again").unwrap();
+    let log = String::from_utf8_lossy(&build().stderr).into_owned();
+    assert!(log.contains("layers_built=1"), "{log}");
+
+    // COPY of an ignored file: not in the context, and the message says why.
+    fs::write(ctx.join("Dockerfile.secret"), "FROM scratch\nCOPY secret.txt /\n").unwrap();
+    let df = ctx.join("Dockerfile.secret");
+    let out = f.kolla("state", &["build-file", "-f", df.to_str().unwrap(), c, "-t", "x:1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("Dockerfile.secret:2") && err.contains(".dockerignore"), "{err}");
+
+    // podman and buildah read .containerignore first.
+    fs::write(ctx.join(".containerignore"), "app.py\n").unwrap();
+    ok(f.kolla("state", &["build-file", c, "-t", "ignored:2"]));
+    let v = files("ignored:2");
+    assert!(!v.contains(&"app.py".to_string()) && v.contains(&"secret.txt".to_string()), "{v:?}");
+}
+
+/// Every path under `root`.
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(root).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// Without subordinate ids, a COPY --chown to an id the user namespace does not map says what to check (as
+/// podman does); a store the user cannot write is named, with its cause said once.
+#[test]
+fn rootless_errors_name_the_subuid_files_and_the_store() {
+    const USER: &str = "kolla-oci-nosubid";
+    assert_eq!(rustix::process::geteuid().as_raw(), 0, "this test sets up its user as root (CI runs as root)");
+    if !Command::new("id").arg(USER).output().unwrap().status.success() {
+        let st = Command::new("useradd")
+            .args(["-M", "-s", "/bin/sh", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", USER])
+            .status()
+            .unwrap();
+        assert!(st.success() || Command::new("id").arg(USER).output().unwrap().status.success());
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = fs::read_to_string(file).unwrap_or_default();
+        assert!(!text.lines().any(|l| l.starts_with(&format!("{USER}:"))), "{USER} must have no range in {file}");
+    }
+    let f = Fixture::new();
+    let bin = f.dir.join("kolla-oci");
+    fs::copy(BIN, &bin).unwrap();
+    let ctx = f.dir.join("chown-ctx");
+    fs::create_dir(&ctx).unwrap();
+    fs::write(ctx.join("f"), "x").unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY --chown=42400:42400 f /f\n").unwrap();
+    let writable = f.dir.join("state-user");
+    fs::create_dir(&writable).unwrap();
+    tool("chown", &[USER, writable.to_str().unwrap()]);
+    let read_only = f.dir.join("read-only");
+    fs::create_dir(&read_only).unwrap();
+    let run = |store: &Path| {
+        let out = Command::new("runuser")
+            .args(["-u", USER, "--", "env", &format!("KOLLA_OCI_STORE={}", store.display())])
+            .arg(&bin)
+            .args(["build-file", "-q", ctx.to_str().unwrap(), "-t", "x:1"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let err = run(&writable);
+    assert!(err.contains("Dockerfile:2: chown") && err.contains("42400:42400"), "{err}");
+    assert!(err.contains("insufficient UIDs or GIDs") && err.contains("/etc/subuid"), "{err}");
+    let store = read_only.join("store");
+    let err = run(&store);
+    assert!(err.contains(&format!("opening the store {}", store.display())), "{err}");
+    assert_eq!(err.matches("Permission denied").count(), 1, "the cause once: {err}");
+}

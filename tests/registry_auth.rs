@@ -1,6 +1,8 @@
-//! Registry authentication: htpasswd (Basic) on the real `docker-registry`, credentials from docker's
-//! `config.json` and from `--password-stdin`, Bearer tokens covering mount sources, and secrets that never
-//! reach the output even at `--log-level trace`.
+//! Registry authentication and trust: htpasswd (Basic) on the real `docker-registry`, credentials from
+//! docker's `config.json`, from `--password-stdin` and from `login` (podman's auth file), Bearer tokens
+//! covering mount sources, secrets that never reach the output even at `--log-level trace`; a registry
+//! with a private CA (and client certificates) reached with `--cert-dir`, `certs.d` or `--tls-verify=false`;
+//! an unreachable registry reported in one line.
 
 #[path = "support/registry.rs"]
 mod support;
@@ -13,7 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use kolla_oci::registry::{self, Credential, RegistryError, RegistryOptions, Secret};
 use kolla_oci::store::Store;
-use support::{Proxy, TestRegistry, make_image_set, skopeo_digest};
+use support::{Proxy, TestCa, TestRegistry, make_image_set, skopeo_digest};
 
 const USER: &str = "builder";
 const PASSWORD: &str = "Corr3ct-Horse-Battery";
@@ -25,7 +27,7 @@ fn kolla(store_dir: &Path, docker_config: &Path, args: &[&str], stdin: Option<&s
     cmd.arg("--store").arg(store_dir).args(["--log-level", "trace"]).args(args);
     cmd.env("DOCKER_CONFIG", docker_config)
         .env("HOME", docker_config)
-        .env_remove("REGISTRY_AUTH_FILE")
+        .env("REGISTRY_AUTH_FILE", docker_config.join("auth.json"))
         .env_remove("XDG_RUNTIME_DIR")
         .env_remove("KOLLA_OCI_LOG")
         .env_remove("RUST_LOG");
@@ -173,4 +175,153 @@ fn bearer_token_covers_mount_source() {
     let text = format!("{err} {err:?}");
     assert!(text.contains("bad credentials"), "{text}");
     assert!(!text.contains(WRONG) && !text.contains(&B64.encode(format!("{USER}:{WRONG}"))), "{text}");
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{what} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// `login` checks the password with the registry's token service, saves it where podman reads it (podman
+/// sees the login), and `push` then needs no `--username`; `logout` forgets it.
+#[test]
+fn login_then_push_uses_the_saved_credentials() {
+    let reg = TestRegistry::start();
+    let proxy = Proxy::start(reg.port);
+    proxy.require_bearer(USER, PASSWORD);
+    let state = tempfile::tempdir().unwrap();
+    let store = Store::open(&state.path().join("oci")).unwrap();
+    let images = make_image_set(&store, &["keystone"], 20_000);
+    let home = tempfile::tempdir().unwrap();
+    let auth_file = home.path().join("auth.json");
+    let login = |password: &str| {
+        kolla(state.path(), home.path(), &["login", "-u", USER, "--password-stdin", &proxy.addr()], Some(password))
+    };
+
+    let out = login(WRONG);
+    assert!(!out.status.success(), "login with a wrong password succeeded");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UNAUTHORIZED"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!auth_file.exists(), "a refused login must save nothing");
+    assert_no_leak(&out, WRONG);
+
+    let out = login(&format!("{PASSWORD}\n"));
+    assert!(ok(&out, "login").contains("Login Succeeded"));
+    assert_no_leak(&out, PASSWORD);
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&auth_file).unwrap().permissions().mode() & 0o777, 0o600);
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&auth_file).unwrap()).unwrap();
+    assert_eq!(saved["auths"][proxy.addr()]["auth"], B64.encode(format!("{USER}:{PASSWORD}")));
+    // podman reads the same file.
+    let podman = Command::new("podman")
+        .args(["login", "--get-login", &proxy.addr()])
+        .env("REGISTRY_AUTH_FILE", &auth_file)
+        .output()
+        .expect("running podman (tests/setup.sh installs it)");
+    assert_eq!(String::from_utf8_lossy(&podman.stdout).trim(), USER, "{}", String::from_utf8_lossy(&podman.stderr));
+
+    let push = ["push", "--registry", &proxy.addr(), "--namespace", "login"];
+    let out = kolla(state.path(), home.path(), &push, None);
+    assert!(ok(&out, "push after login").contains("pushed 1 image(s)"));
+    let target = format!("{}/login/keystone:test", proxy.addr());
+    assert_eq!(skopeo_digest(&target, &[&format!("--creds={USER}:{PASSWORD}")]), images[0].manifest.digest.to_string());
+
+    let out = kolla(state.path(), home.path(), &["logout", &proxy.addr()], None);
+    assert!(ok(&out, "logout").contains("Removed login credentials"));
+    let out = kolla(state.path(), home.path(), &push, None);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no credentials found"));
+    assert!(!kolla(state.path(), home.path(), &["logout", &proxy.addr()], None).status.success());
+}
+
+/// A registry whose certificate a private CA signed: refused with a hint, then reached with `--cert-dir`,
+/// with the CA in `certs.d` (`$HOME/.config/containers/certs.d/HOST:PORT/`), and with `--tls-verify=false`;
+/// a registry demanding a client certificate gets the one `--cert-dir` holds.
+#[test]
+fn private_ca_registry_with_cert_dir_certs_d_or_no_verification() {
+    let ca = TestCa::new();
+    let reg = TestRegistry::start_tls(&ca, false);
+    let state = tempfile::tempdir().unwrap();
+    let store = Store::open(&state.path().join("oci")).unwrap();
+    let images = make_image_set(&store, &["nova"], 20_000);
+    let home = tempfile::tempdir().unwrap();
+    let addr = reg.addr();
+    let push = |extra: &[&str], ns: &str| {
+        let mut args = vec!["push", "--registry", &addr, "--namespace", ns];
+        args.extend(extra);
+        kolla(state.path(), home.path(), &args, None)
+    };
+
+    // Verified TLS without the CA: the certificate is refused, and the message says what to do.
+    let out = push(&["--tls-verify"], "none");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let error = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
+    assert!(!out.status.success());
+    assert!(error.contains("UnknownIssuer") && error.contains("--cert-dir") && error.contains("certs.d"), "{stderr}");
+    assert_eq!(error.matches("UnknownIssuer").count(), 1, "the cause once: {error}");
+    // A loopback registry without TLS material is spoken to in plain HTTP: the answer says it speaks TLS.
+    let out = push(&[], "none");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("speaks TLS"));
+
+    let cert_dir = home.path().join("certs");
+    ca.write_ca_dir(&cert_dir);
+    ok(&push(&["--cert-dir", cert_dir.to_str().unwrap()], "certdir"), "push --cert-dir");
+    let ca_opt = format!("--cert-dir={}", cert_dir.display());
+    let digest = |ns: &str| skopeo_digest(&format!("{}/{ns}/nova:test", reg.addr()), &[&ca_opt]);
+    assert_eq!(digest("certdir"), images[0].manifest.digest.to_string());
+
+    ca.write_ca_dir(&home.path().join(".config/containers/certs.d").join(reg.addr()));
+    ok(&push(&[], "certsd"), "push with certs.d");
+    assert_eq!(digest("certsd"), images[0].manifest.digest.to_string());
+
+    ok(&push(&["--tls-verify=false"], "noverify"), "push --tls-verify=false");
+    assert_eq!(digest("noverify"), images[0].manifest.digest.to_string());
+
+    // Client certificates: `client.cert` + `client.key` in the directory.
+    let mtls = TestRegistry::start_tls(&ca, true);
+    let mtls_push = |dir: &Path| {
+        let args = ["push", "--registry", &mtls.addr(), "--namespace", "mtls", "--cert-dir", dir.to_str().unwrap()];
+        kolla(state.path(), home.path(), &args, None)
+    };
+    assert!(!mtls_push(&cert_dir).status.success(), "no client certificate, yet the registry took the push");
+    for f in ["client.cert", "client.key"] {
+        std::fs::copy(ca.dir.path().join(f), cert_dir.join(f)).unwrap();
+    }
+    ok(&mtls_push(&cert_dir), "push with a client certificate");
+    // A key without its certificate is named.
+    std::fs::rename(cert_dir.join("client.cert"), cert_dir.join("other.crt.bak")).unwrap();
+    let out = mtls_push(&cert_dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("client.key") && stderr.contains("without its client certificate"),
+        "{stderr}"
+    );
+}
+
+/// Nothing listens: one error line naming the registry and the refused connection, at once, no retries.
+#[test]
+fn unreachable_registry_is_one_line_without_retries() {
+    let port = support::free_port();
+    let state = tempfile::tempdir().unwrap();
+    let store = Store::open(&state.path().join("oci")).unwrap();
+    make_image_set(&store, &["nova"], 1000);
+    let home = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_kolla-oci"))
+        .arg("--store")
+        .arg(state.path())
+        .args(["push", "--registry", &format!("127.0.0.1:{port}")])
+        .env("HOME", home.path())
+        .env("DOCKER_CONFIG", home.path())
+        .env("REGISTRY_AUTH_FILE", home.path().join("auth.json"))
+        .env_remove("KOLLA_OCI_LOG")
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!stderr.contains("retrying"), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains(&format!("127.0.0.1:{port}")) && errors[0].contains("Connection refused"), "{stderr}");
+    assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
 }

@@ -12,6 +12,7 @@ packages=(
     uidmap            # newuidmap/newgidmap for rootless user namespaces
     slirp4netns       # user-mode network stack of RUN's default private network namespace (--network private)
     apache2-utils     # htpasswd for the authenticated-registry test
+    openssl           # the private CA and certificates of the TLS registry test
     pigz zstd buildah hyperfine bc  # peers and timers for the bench scripts
     python3 python3-venv  # kolla-build for the template conformance test; spdx-tools for the SBOM test
     podman            # loads `kolla-oci save` archives in the save test

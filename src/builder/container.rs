@@ -19,6 +19,8 @@ pub struct ContainerOptions {
     pub entrypoint: Option<Vec<String>>,
     /// Replaces the image's `User` when set.
     pub user: Option<String>,
+    /// Replaces the image's `WorkingDir` when set (`run -w`).
+    pub workdir: Option<String>,
     /// The container's network. The library default is a private namespace, as for RUN; the
     /// `kolla-oci run` command line defaults to the host's, since its services are tested from the host.
     pub network: sandbox::NetworkMode,
@@ -65,7 +67,7 @@ pub fn run_container(
         argv,
         env,
         user: opts.user.clone().or_else(|| c.user.clone()).unwrap_or_default(),
-        cwd: c.working_dir.clone().unwrap_or_default(),
+        cwd: opts.workdir.clone().or_else(|| c.working_dir.clone()).unwrap_or_default(),
         hostname: "kolla-oci".into(),
         binds: opts.binds.clone(),
         network: opts.network,

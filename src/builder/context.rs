@@ -11,28 +11,47 @@ use layers::{ApplyOptions, Digest, WhiteoutMode};
 use sha2::{Digest as _, Sha256};
 
 use super::BuildError;
+use super::ignore::IgnoreRules;
 use super::view::RootView;
 
 /// The build context directory of one image.
 pub(crate) struct BuildContext {
     root: PathBuf,
+    /// Its `.dockerignore` / `.containerignore`: the files COPY and ADD do not see.
+    ignore: Option<IgnoreRules>,
 }
 
 /// How staged files are owned and stamped.
-pub(crate) struct StageOptions {
+pub(crate) struct StageOptions<'a> {
     /// `--chown`, resolved to numbers; `None` = root, as BuildKit does for context files.
     pub owner: Option<(u32, u32)>,
     /// `--chmod`.
     pub mode: Option<u32>,
     /// ADD: extract local tar archives (plain, gzip or zstd) instead of copying them.
     pub extract_archives: bool,
+    /// The context the sources come from, whose ignore file leaves files out of directory sources
+    /// (`None`: files of our own, such as here-documents).
+    pub context: Option<&'a BuildContext>,
 }
 
 impl BuildContext {
-    /// The context rooted at `dir` (canonicalized, so symlink checks compare real paths).
-    pub fn new(dir: &Path) -> Result<BuildContext, BuildError> {
+    /// The context rooted at `dir` (canonicalized, so symlink checks compare real paths), with the
+    /// ignore file that applies to `dockerfile` (see [`IgnoreRules::load`]).
+    pub fn new(dir: &Path, dockerfile: &Path) -> Result<BuildContext, BuildError> {
         let root = dir.canonicalize().map_err(|e| BuildError::io(dir, "open build context", e))?;
-        Ok(BuildContext { root })
+        let ignore = IgnoreRules::load(&root, dockerfile).map_err(BuildError::Input)?;
+        Ok(BuildContext { root, ignore })
+    }
+
+    /// Whether the ignore file leaves out `path` (inside the context).
+    pub fn excluded(&self, path: &Path) -> bool {
+        let Some(rules) = &self.ignore else { return false };
+        path.strip_prefix(&self.root).is_ok_and(|rel| rules.excludes(&rel.to_string_lossy()))
+    }
+
+    /// The ignore rules, when the context has an ignore file.
+    pub fn ignore(&self) -> Option<&IgnoreRules> {
+        self.ignore.as_ref()
     }
 
     /// Resolve one COPY/ADD source (a path or glob, relative to the context; a leading `/` means the
@@ -63,8 +82,22 @@ impl BuildContext {
         } else {
             vec![joined]
         };
+        let globbed = candidates.len() != 1 || source.contains(['*', '?', '[']);
         let mut out = Vec::new();
         for path in candidates {
+            // A source the ignore file leaves out is not in the context (a directory with a `!`-included
+            // file below it is).
+            let ignored = self.excluded(&path)
+                && !(path.is_dir() && self.ignore.as_ref().is_some_and(IgnoreRules::has_exceptions));
+            if ignored && globbed {
+                continue;
+            }
+            if ignored {
+                let file = self.ignore.as_ref().map(|r| r.file().display().to_string()).unwrap_or_default();
+                return Err(BuildError::Input(format!(
+                    "source {source:?} is excluded from the build context by {file}"
+                )));
+            }
             let real = match path.canonicalize() {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -91,15 +124,15 @@ impl BuildContext {
     /// A digest of what the sources contain — names, types, full modes, sizes, bytes, link targets — but
     /// not mtimes or owners (COPY stamps its own), so a fresh copy of an unchanged context hits the cache.
     /// The whole mode is in, as COPY keeps it: a checkout made under umask 000 has world-writable files,
-    /// and its layers must not be taken for those of a 022 checkout (nor the other way round).
+    /// and its layers must not be taken for those of a 022 checkout (nor the other way round). Files the
+    /// ignore file leaves out are not part of it: changing one does not invalidate the step.
     pub fn digest(&self, sources: &[PathBuf]) -> Result<Digest, BuildError> {
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         for src in sources {
             h.update(src.strip_prefix(&self.root).unwrap_or(src).as_os_str().as_encoded_bytes());
             h.update([0]);
-            for entry in walkdir::WalkDir::new(src).follow_links(false).sort_by_file_name() {
-                let entry = entry.map_err(|e| BuildError::io(src, "walk source", e.into()))?;
+            for entry in walk(src, Some(self))? {
                 let meta = entry.metadata().map_err(|e| BuildError::io(entry.path(), "stat source", e.into()))?;
                 let rel = entry.path().strip_prefix(src).unwrap_or(entry.path());
                 h.update(rel.as_os_str().as_encoded_bytes());
@@ -125,6 +158,47 @@ impl BuildContext {
     }
 }
 
+/// The entries of the resolved source `src` (itself first, then its tree depth-first with each
+/// directory's entries sorted by name) that the ignore file of `ctx` leaves in. An excluded directory is
+/// skipped whole, unless some `!` pattern may re-include a file below it: then it is walked, and kept
+/// (with its own metadata) when something below it is, as BuildKit does.
+fn walk(src: &Path, ctx: Option<&BuildContext>) -> Result<Vec<walkdir::DirEntry>, BuildError> {
+    let walk_err = |e: walkdir::Error| BuildError::io(src, "walk source", e.into());
+    let mut it = walkdir::WalkDir::new(src).follow_links(false).sort_by_file_name().into_iter();
+    let Some((ctx, rules)) = ctx.and_then(|c| Some((c, c.ignore.as_ref()?))) else {
+        return it.map(|e| e.map_err(walk_err)).collect();
+    };
+    // Each entry, with whether it is kept; directories start out kept only if not excluded.
+    let mut out: Vec<(walkdir::DirEntry, bool)> = Vec::new();
+    // Indexes into `out` of the directories enclosing the current entry.
+    let mut open: Vec<usize> = Vec::new();
+    while let Some(entry) = it.next().transpose().map_err(walk_err)? {
+        while open.last().is_some_and(|&d| out[d].0.depth() >= entry.depth()) {
+            open.pop();
+        }
+        let keep = entry.depth() == 0 || !ctx.excluded(entry.path());
+        let is_dir = entry.file_type().is_dir();
+        // An excluded directory is walked only when a `!` pattern may take back something below it.
+        let walk_in = is_dir && rules.has_exceptions();
+        if !(keep || walk_in) {
+            if is_dir {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        if keep {
+            for &d in &open {
+                out[d].1 = true;
+            }
+        }
+        if is_dir {
+            open.push(out.len());
+        }
+        out.push((entry, keep));
+    }
+    Ok(out.into_iter().filter(|(_, keep)| *keep).map(|(e, _)| e).collect())
+}
+
 /// Stage `sources` for `COPY/ADD sources… dest` into `stage` (laid out like the image root), Docker's
 /// rules: a directory source copies its contents; a file goes to `dest/` + its name when `dest` ends
 /// with `/` or is an existing directory, else to `dest` itself. Parent directories of the destination
@@ -138,7 +212,7 @@ pub(crate) fn stage(
     stage: &Path,
     sources: &[PathBuf],
     dest: &str,
-    opts: &StageOptions,
+    opts: &StageOptions<'_>,
 ) -> Result<(), BuildError> {
     let dest = Destination::resolve(view, dest, sources.len())?;
     // Created parents, with the mtime each must keep once every child is in (writing a child changes
@@ -227,7 +301,7 @@ pub(super) fn parent_meta(view: &RootView, rel: &Path) -> (u32, (u32, u32), i64)
 }
 
 fn set_meta(path: &Path, mode: u32, (uid, gid): (u32, u32), mtime: Option<i64>) -> Result<(), BuildError> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| BuildError::io(path, "chown", e))?;
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| chown_error(path, (uid, gid), e))?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| BuildError::io(path, "chmod", e))?;
     if let Some(t) = mtime {
         filetime::set_file_mtime(path, filetime::FileTime::from_unix_time(t, 0))
@@ -236,8 +310,13 @@ fn set_meta(path: &Path, mode: u32, (uid, gid): (u32, u32), mtime: Option<i64>) 
     Ok(())
 }
 
+/// Giving `path` the owner `owner` failed with `error`.
+pub(super) fn chown_error(path: &Path, owner: (u32, u32), error: io::Error) -> BuildError {
+    BuildError::Chown { path: path.to_path_buf(), owner, error }
+}
+
 /// Copy one file or symlink (symlinks are copied as links, never followed).
-fn copy_one(src: &Path, dst: &Path, opts: &StageOptions) -> Result<(), BuildError> {
+fn copy_one(src: &Path, dst: &Path, opts: &StageOptions<'_>) -> Result<(), BuildError> {
     let meta = fs::symlink_metadata(src).map_err(|e| BuildError::io(src, "stat source", e))?;
     let owner = opts.owner.unwrap_or((0, 0));
     if dst.is_dir() && !dst.is_symlink() {
@@ -248,7 +327,7 @@ fn copy_one(src: &Path, dst: &Path, opts: &StageOptions) -> Result<(), BuildErro
         let target = fs::read_link(src).map_err(|e| BuildError::io(src, "read link", e))?;
         let _ = fs::remove_file(dst);
         symlink(&target, dst).map_err(|e| BuildError::io(dst, "create symlink", e))?;
-        std::os::unix::fs::lchown(dst, Some(owner.0), Some(owner.1)).map_err(|e| BuildError::io(dst, "chown", e))?;
+        std::os::unix::fs::lchown(dst, Some(owner.0), Some(owner.1)).map_err(|e| chown_error(dst, owner, e))?;
         let mtime = filetime::FileTime::from_last_modification_time(&meta);
         return filetime::set_symlink_file_times(dst, mtime, mtime).map_err(|e| BuildError::io(dst, "set mtime", e));
     }
@@ -262,12 +341,12 @@ fn copy_one(src: &Path, dst: &Path, opts: &StageOptions) -> Result<(), BuildErro
     }
 }
 
-/// Copy the contents of directory `src` into `dst` (created or merged).
-fn copy_tree(src: &Path, dst: &Path, opts: &StageOptions) -> Result<(), BuildError> {
+/// Copy the contents of directory `src` into `dst` (created or merged), without what the context's
+/// ignore file leaves out.
+fn copy_tree(src: &Path, dst: &Path, opts: &StageOptions<'_>) -> Result<(), BuildError> {
     let owner = opts.owner.unwrap_or((0, 0));
     let mut dirs = Vec::new();
-    for entry in walkdir::WalkDir::new(src).follow_links(false).sort_by_file_name() {
-        let entry = entry.map_err(|e| BuildError::io(src, "walk source", e.into()))?;
+    for entry in walk(src, opts.context)? {
         let rel = entry.path().strip_prefix(src).unwrap_or(Path::new(""));
         let to = dst.join(rel);
         if entry.file_type().is_dir() {

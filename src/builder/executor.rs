@@ -113,7 +113,7 @@ pub fn build_image(
     for w in &df.warnings {
         tracing::warn!("{w}");
     }
-    let ctx = BuildContext::new(req.context)?;
+    let ctx = BuildContext::new(req.context, req.dockerfile)?;
     let cache = StepCache::new(ws.cache_dir(), opts.cache);
     std::thread::scope(|scope| {
         let mut bg = Background::new(scope);
@@ -160,7 +160,7 @@ fn write_image(
         state.fill(done);
     }
     if !finished.busy.is_zero() {
-        tracing::info!(
+        tracing::debug!(
             image = req.tag,
             compressing_s = format!("{:.2}", finished.busy.as_secs_f64()),
             waited_s = format!("{:.2}", finished.waited.as_secs_f64()),
@@ -227,7 +227,10 @@ impl<'a> Steps<'a> {
         let mut ex = Expander::new(opts.build_args.clone());
         let mut st: Option<ImageState> = None;
         let mut counts = Counts::default();
-        for raw in &df.instructions {
+        let total = df.instructions.len();
+        for (n, raw) in df.instructions.iter().enumerate() {
+            // buildah's progress lines, in the build log.
+            let _ = writeln!(log, "STEP {}/{total}: {}", n + 1, raw.original);
             let ins = ex.expand(raw)?;
             let at = |e: BuildError| BuildError::At {
                 path: req.dockerfile.to_path_buf(),
@@ -612,7 +615,8 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
         let tmp = self.steps.ws.temp_dir("stage-")?;
         let root = tmp.path().join("root");
         fs::create_dir(&root).map_err(|e| BuildError::io(&root, "create directory", e))?;
-        let stage_opts = StageOptions { owner, mode: spec.mode(), extract_archives: add };
+        let stage_opts =
+            StageOptions { owner, mode: spec.mode(), extract_archives: add, context: Some(self.steps.ctx) };
         let single = if spec.heredocs.is_empty() { &sources[..] } else { &[] };
         if let Some(pass) = OnePass::plan(&view, &root, single, &dest, &stage_opts)? {
             let opts = self.steps.opts;
@@ -707,7 +711,6 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
             stdin: false,
             tty: false,
         };
-        let _ = writeln!(log, "--> {}", ins.original);
         let mut tail = Tail { log, buf: VecDeque::with_capacity(TAIL_BYTES) };
         let code = sandbox::run(&run, &mut tail)?;
         if code != 0 {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::scheduler::{self, Job, NameEntry, RunOptions, Summary};
+use super::scheduler::{self, Job, NameEntry, RunOptions, Summary, TemplateSource};
 use super::{BuildError, BuildOptions, CacheWait, RemoteCache, Workspace};
 use crate::attest::provenance::BUILD_TYPE_KOLLA;
 use crate::attest::{self, AttestError, BuildFacts};
@@ -17,8 +17,8 @@ use crate::shard::{self, Item, Plan, Shard};
 use crate::sources::SourceOptions;
 use crate::template::RenderedTree;
 
-/// Build options from kolla-build's options.
-pub fn build_options(cfg: &KollaConfig) -> BuildOptions {
+/// Build options from kolla-build's options; `registry` has the TLS set-up and credential of the run.
+pub fn build_options(cfg: &KollaConfig, registry: &RegistryOptions) -> BuildOptions {
     BuildOptions {
         compression: match cfg.compression {
             CompressionKind::Gzip => layers::Compression::default(),
@@ -27,20 +27,21 @@ pub fn build_options(cfg: &KollaConfig) -> BuildOptions {
         build_args: cfg.effective_build_args(),
         cache: cfg.cache,
         pull: cfg.pull,
-        registry: registry_options(cfg),
+        registry: registry_options(cfg, registry),
         network: cfg.network,
         ..BuildOptions::default()
     }
 }
 
-/// Registry options from kolla-build's options, for pulling `FROM` images and for `--push`.
-pub fn registry_options(cfg: &KollaConfig) -> RegistryOptions {
+/// Registry options from kolla-build's options over `access` (TLS and credential, podman's options), for
+/// pulling `FROM` images and for `--push`.
+pub fn registry_options(cfg: &KollaConfig, access: &RegistryOptions) -> RegistryOptions {
     RegistryOptions {
         insecure_registries: cfg.insecure_registries.clone(),
         allowed_private_hosts: cfg.allowed_private_hosts.clone(),
         retries: cfg.retries,
         threads: cfg.push_threads.max(1),
-        ..RegistryOptions::default()
+        ..access.clone()
     }
 }
 
@@ -79,6 +80,7 @@ pub fn jobs(
                 parent: graph.parent(i).and_then(|p| index.get(&p).copied()),
                 parent_image: graph.parent(i).map(|p| graph.nodes[p].canonical_name.clone()),
                 sources: Some(cfg.image_sources(&node.name)),
+                template: Some(TemplateSource { path: img.template.clone(), rendered_kept: cfg.work_dir.is_some() }),
                 cache_wait: shard.and_then(|s| {
                     let owner = *s.owner.get(&i)?;
                     (owner != s.shard.index).then(|| CacheWait {
@@ -188,8 +190,9 @@ pub fn build_selection(
     sel: &Selection,
     tree: &RenderedTree,
     shard: Option<&ShardRun>,
+    registry: &RegistryOptions,
 ) -> Result<(Summary, bool), AttestError> {
-    let mut opts = build_options(cfg);
+    let mut opts = build_options(cfg, registry);
     opts.cache_repo = match &cfg.cache_repo {
         Some(spec) => Some(Arc::new(RemoteCache::new(spec, &opts.registry).map_err(BuildError::from)?)),
         None => None,
@@ -208,8 +211,13 @@ pub fn build_selection(
         retries: cfg.retries,
         allowed_private_hosts: opts.registry.allowed_private_hosts.clone(),
     };
-    let run =
-        RunOptions { threads: cfg.threads.max(1), logs_dir: cfg.logs_dir.clone(), sources: Some(sources), attest };
+    let run = RunOptions {
+        threads: cfg.threads.max(1),
+        logs_dir: cfg.logs_dir.clone(),
+        sources: Some(sources),
+        attest,
+        echo: !cfg.quiet,
+    };
     let report = scheduler::run(ws, &jobs, &opts, &run);
     let mut summary = Summary::default();
     report.fill(&jobs, &mut summary);
@@ -229,6 +237,7 @@ pub fn push_built(
     cfg: &KollaConfig,
     graph: &Graph,
     summary: &Summary,
+    registry: &RegistryOptions,
 ) -> Result<(PushReport, PushReport), RegistryError> {
     let mut images = Vec::new();
     for b in &summary.built {
@@ -237,7 +246,7 @@ pub fn push_built(
             images.push((canonical.clone(), Reference::parse(canonical)?));
         }
     }
-    let opts = registry_options(cfg);
+    let opts = registry_options(cfg, registry);
     let report = registry::push(ws.store(), &images, &opts)?;
     let referrers =
         if cfg.attestations { registry::push_referrers_of(ws.store(), &images, &opts)? } else { PushReport::default() };

@@ -16,6 +16,7 @@ mod context;
 mod executor;
 mod gc;
 mod handoff;
+mod ignore;
 pub mod kolla;
 mod one_pass;
 mod remote_cache;
@@ -155,7 +156,7 @@ pub enum BuildError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Making or applying a layer failed (the message has the layer error's causes, e.g. the OS error).
-    #[error("{what}: {}", crate::with_causes(error))]
+    #[error("{what}: {}{}", crate::with_causes(error), layer_hint(error))]
     Layer {
         /// Which layer.
         what: String,
@@ -182,13 +183,25 @@ pub enum BuildError {
     /// Pulling the `FROM` image failed.
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    /// Giving a file its owner failed; when the ids are not mapped in our user namespace, the message says
+    /// what to check, as podman's does.
+    #[error("chown {} to {}:{}: {error}{}", path.display(), owner.0, owner.1, subuid_hint(error))]
+    Chown {
+        /// The file.
+        path: PathBuf,
+        /// The uid and gid it was to get.
+        owner: (u32, u32),
+        /// The OS error.
+        error: std::io::Error,
+    },
     /// Bad build input: a COPY source, a `--chown` user, an unsupported form.
     #[error("{0}")]
     Input(String),
-    /// A RUN exited non-zero.
-    #[error("RUN {command:?} returned a non-zero code: {code}\n--- last lines of its output ---\n{tail}")]
+    /// A RUN exited non-zero. The message leaves out its output, which the build log has shown (or
+    /// which [`BuildError::output_tail`] gives, for a caller that showed none).
+    #[error("`{}` returned a non-zero code: {code}", shorten(command))]
     RunFailed {
-        /// The command as written.
+        /// The instruction as written (`RUN …`).
         command: String,
         /// Its exit code (128+N for signal N).
         code: i32,
@@ -224,9 +237,47 @@ pub enum BuildError {
 }
 
 impl BuildError {
+    /// The last lines of the output of the RUN that failed, if that is what this error is: for a caller
+    /// whose log went elsewhere than the console, so that the output is shown once.
+    pub fn output_tail(&self) -> Option<&str> {
+        match self {
+            BuildError::RunFailed { tail, .. } => Some(tail),
+            BuildError::At { error, .. } => error.output_tail(),
+            _ => None,
+        }
+    }
+
     /// An I/O error on `path`.
     pub(crate) fn io(path: &Path, op: &'static str, source: std::io::Error) -> BuildError {
         BuildError::Io { path: path.to_path_buf(), op, error: source }
+    }
+}
+
+/// podman's advice for `EINVAL` from `chown`, which is how the kernel refuses an id that our user namespace
+/// does not map: a rootless build without (enough) subordinate ids.
+fn subuid_hint(e: &std::io::Error) -> &'static str {
+    if e.raw_os_error() == Some(libc::EINVAL) {
+        " (insufficient UIDs or GIDs available in the user namespace: check /etc/subuid and /etc/subgid, \
+         which need a range for the user running kolla-oci, as for rootless podman)"
+    } else {
+        ""
+    }
+}
+
+/// [`subuid_hint`] for a layer whose files could not be given their metadata (their owner first).
+fn layer_hint(e: &layers::LayerError) -> &'static str {
+    match e {
+        layers::LayerError::Io { op, source, .. } if op.contains("metadata") => subuid_hint(source),
+        _ => "",
+    }
+}
+
+/// An instruction cut to its first 200 characters for a message (kolla's RUN lines run to kilobytes;
+/// the message names its file and line).
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
     }
 }
 

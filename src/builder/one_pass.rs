@@ -37,7 +37,7 @@ pub(crate) struct OnePass<'a> {
     src: &'a Path,
     src_meta: Metadata,
     stage: &'a Path,
-    opts: &'a StageOptions,
+    opts: &'a StageOptions<'a>,
     /// Parents of the destination to create under the stage root, outermost first, with the mode,
     /// owner and mtime each gets (see [`parent_meta`]).
     parents: Vec<(OsString, u32, (u32, u32), i64)>,
@@ -60,9 +60,14 @@ impl<'a> OnePass<'a> {
         stage: &'a Path,
         sources: &'a [PathBuf],
         dest: &str,
-        opts: &'a StageOptions,
+        opts: &'a StageOptions<'a>,
     ) -> Result<Option<OnePass<'a>>, BuildError> {
         let [src] = sources else { return Ok(None) };
+        // A directory left out by the ignore file may hold a file a `!` pattern takes back in: whether
+        // it is copied is known only after its walk, and its header would come first.
+        if opts.context.and_then(|c| c.ignore()).is_some_and(|r| r.has_exceptions()) {
+            return Ok(None);
+        }
         let dest = Destination::resolve(view, dest, 1)?;
         let src_meta = std::fs::symlink_metadata(src).map_err(|e| BuildError::io(src, "stat source", e))?;
         let to = if src_meta.is_dir() {
@@ -105,6 +110,7 @@ impl<'a> OnePass<'a> {
             src_root: self.src,
             owner: self.opts.owner.unwrap_or((0, 0)),
             mode: self.opts.mode,
+            context: self.opts.context,
             me,
             umask: umask(),
             rel: Vec::new(),
@@ -165,6 +171,9 @@ struct Pass<'a, W: Write> {
     owner: (u32, u32),
     /// `--chmod` for every copied entry; `None` keeps the source's mode.
     mode: Option<u32>,
+    /// The build context, whose ignore file leaves entries out (with no `!` pattern: an excluded
+    /// directory is left out whole).
+    context: Option<&'a super::context::BuildContext>,
     /// Our effective uid and gid: what a new entry gets, unless its directory passes its group on.
     me: (u32, u32),
     /// Permission bits that `openat` and `mkdirat` clear.
@@ -194,6 +203,10 @@ impl<W: Write> Pass<'_, W> {
         for name in names {
             let len = self.rel.len();
             self.push(name.to_bytes());
+            if self.context.is_some_and(|c| c.excluded(&self.src_path())) {
+                self.rel.truncate(len);
+                continue;
+            }
             let stat = stat_at(src, &name).map_err(|e| self.src_err("stat source", e))?;
             self.copy_entry(src, &name, &stat, dst, &name, dst_gid)?;
             self.rel.truncate(len);
@@ -251,7 +264,7 @@ impl<W: Write> Pass<'_, W> {
                 // After the data: writing may clear setuid/setgid, chown clears them.
                 if chown {
                     rustix::fs::fchown(&dst, Some(uid(owner.0)), Some(gid(owner.1)))
-                        .map_err(|e| self.stage_err("chown", e))?;
+                        .map_err(|e| self.chown_err(owner, e))?;
                 }
                 if mode & 0o7000 != 0 || mode & 0o777 & self.umask != 0 {
                     rustix::fs::fchmod(&dst, Mode::from_raw_mode(mode)).map_err(|e| self.stage_err("chmod", e))?;
@@ -267,7 +280,7 @@ impl<W: Write> Pass<'_, W> {
                 if chown {
                     let nofollow = AtFlags::SYMLINK_NOFOLLOW;
                     rustix::fs::chownat(dst_dir, name, Some(uid(owner.0)), Some(gid(owner.1)), nofollow)
-                        .map_err(|e| self.stage_err("chown", e))?;
+                        .map_err(|e| self.chown_err(owner, e))?;
                 }
                 // A symlink keeps its source's mtime, as files do (and BuildKit does): a copy of
                 // the same context makes the same layer.
@@ -310,7 +323,7 @@ impl<W: Write> Pass<'_, W> {
     ) -> Result<(), BuildError> {
         let chown = (created.st_uid, created.st_gid) != owner;
         if chown {
-            rustix::fs::fchown(dir, Some(uid(owner.0)), Some(gid(owner.1))).map_err(|e| self.stage_err("chown", e))?;
+            rustix::fs::fchown(dir, Some(uid(owner.0)), Some(gid(owner.1))).map_err(|e| self.chown_err(owner, e))?;
         }
         if chown || created.st_mode & 0o7777 != mode {
             rustix::fs::fchmod(dir, Mode::from_raw_mode(mode)).map_err(|e| self.stage_err("chmod", e))?;
@@ -341,6 +354,10 @@ impl<W: Write> Pass<'_, W> {
 
     fn src_err(&self, op: &'static str, e: impl Into<io::Error>) -> BuildError {
         BuildError::io(&self.src_path(), op, e.into())
+    }
+
+    fn chown_err(&self, owner: (u32, u32), e: rustix::io::Errno) -> BuildError {
+        super::context::chown_error(&self.stage.join(OsStr::from_bytes(&self.rel)), owner, e.into())
     }
 
     fn stage_err(&self, op: &'static str, e: impl Into<io::Error>) -> BuildError {
@@ -521,7 +538,7 @@ mod tests {
         let view = RootView::new(&lowers);
         let tree = TreeOptions { source_date_epoch: epoch, threads: Some(2), ..Default::default() };
         let compression = Compression::Gzip { level: 1 };
-        let opts = StageOptions { owner, mode, extract_archives: true };
+        let opts = StageOptions { owner, mode, extract_archives: true, context: None };
         let sources = [src.to_path_buf()];
         let (one, two) = (t.path().join("one"), t.path().join("two"));
         for stage in [&one, &two] {
@@ -584,7 +601,7 @@ mod tests {
         fs::write(&archive, tar.into_inner().unwrap()).unwrap();
         let lowers = [];
         let view = RootView::new(&lowers);
-        let opts = |add| StageOptions { owner: None, mode: None, extract_archives: add };
+        let opts = |add| StageOptions { owner: None, mode: None, extract_archives: add, context: None };
         let plan =
             |sources: &[PathBuf], dest, add| OnePass::plan(&view, &stage, sources, dest, &opts(add)).unwrap().is_some();
         assert!(plan(std::slice::from_ref(&src), "/", false));

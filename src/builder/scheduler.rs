@@ -36,6 +36,18 @@ pub struct Job {
     /// Another shard builds this image: take its steps from the remote cache (see
     /// [`super::CacheWait`]); it gets no attestations here (its owner records them).
     pub cache_wait: Option<super::CacheWait>,
+    /// The Kolla template the Dockerfile was rendered from: errors in the rendered Dockerfile name it.
+    pub template: Option<TemplateSource>,
+}
+
+/// Where a rendered Dockerfile comes from, for messages that point at what the user has.
+#[derive(Debug, Clone)]
+pub struct TemplateSource {
+    /// The `Dockerfile.j2` (in the template tree or a `--docker-dir`).
+    pub path: PathBuf,
+    /// Whether the rendered Dockerfile stays where it was rendered after the run (`--work-dir`);
+    /// otherwise a failed image's rendered Dockerfile is kept in `--logs-dir`, if given.
+    pub rendered_kept: bool,
 }
 
 /// How the run is carried out.
@@ -50,6 +62,10 @@ pub struct RunOptions {
     /// Record each built image's SBOM and provenance with these run-wide facts (`None`:
     /// `--no-attestations`).
     pub attest: Option<BuildFacts>,
+    /// Show each image's build output (steps and RUN output) on the console, every line prefixed with
+    /// the image's name, as kolla-build shows its image logs (`--quiet` turns it off; a failed RUN's last
+    /// lines are then part of its error).
+    pub echo: bool,
 }
 
 /// Outcome of one image.
@@ -215,7 +231,7 @@ fn worker(
             }
         };
         progress.start(&jobs[i].name);
-        let outcome = build_one(ws, &jobs[i], opts, run, in_run);
+        let outcome = build_one(ws, &jobs[i], opts, run, in_run, progress);
         progress.done(&jobs[i].name, &outcome);
         let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
         let ok = matches!(outcome, Outcome::Built { .. });
@@ -246,20 +262,30 @@ fn mark_parent_error(jobs: &[Job], c: usize, g: &mut Shared) {
     }
 }
 
-fn build_one(ws: &Workspace, job: &Job, opts: &BuildOptions, run: &RunOptions, in_run: &InRun) -> Outcome {
-    let mut log: Box<dyn Write> = match &run.logs_dir {
+fn build_one(
+    ws: &Workspace,
+    job: &Job,
+    opts: &BuildOptions,
+    run: &RunOptions,
+    in_run: &InRun,
+    progress: &Progress,
+) -> Outcome {
+    let file = match &run.logs_dir {
         Some(dir) => match open_log(dir, &job.name) {
-            Ok(f) => Box::new(f),
+            Ok(f) => Some(f),
             Err(e) => return Outcome::Failed(format!("opening the log of {}: {e}", job.name)),
         },
-        None => Box::new(io::sink()),
+        None => None,
     };
+    let console = run.echo.then_some((job.name.as_str(), progress));
+    let mut log = ImageLog { file, console, partial: Vec::new() };
+    let log = &mut log;
     let started_on = attest::build::now();
     let mut prepared = Vec::new();
     if let (Some(spec), Some(sopts)) = (&job.sources, &run.sources) {
         match sources::prepare(&job.context, spec, sopts) {
             Ok(p) => prepared = p,
-            Err(e) => return fail(job, run, &mut *log, format!("preparing the sources of {}: {e}", job.name)),
+            Err(e) => return fail(job, run, log, format!("preparing the sources of {}: {e}", job.name)),
         }
     }
     let req = BuildRequest { dockerfile: &job.dockerfile, context: &job.context, tag: &job.tag, in_run: Some(in_run) };
@@ -271,9 +297,12 @@ fn build_one(ws: &Workspace, job: &Job, opts: &BuildOptions, run: &RunOptions, i
         }
         None => opts,
     };
-    let o = match build_image(ws, &req, opts, &mut *log) {
+    let o = match build_image(ws, &req, opts, log) {
         Ok(o) => o,
-        Err(e) => return fail(job, run, &mut *log, e.to_string()),
+        Err(e) => {
+            let msg = failure_message(job, run, &e);
+            return fail(job, run, log, msg);
+        }
     };
     tracing::info!(image = %job.name, layers_built = o.layers_built, cached = o.layers_cached, "built {}", job.tag);
     if let Some(facts) = run.attest.as_ref().filter(|_| job.cache_wait.is_none()) {
@@ -292,7 +321,7 @@ fn build_one(ws: &Workspace, job: &Job, opts: &BuildOptions, run: &RunOptions, i
                 "{} was built ({}) but its SBOM and provenance could not be recorded (--no-attestations skips them): {e}",
                 job.tag, o.manifest.digest
             );
-            return fail(job, run, &mut *log, msg);
+            return fail(job, run, log, msg);
         }
     }
     Outcome::Built { layers_built: o.layers_built, layers_cached: o.layers_cached }
@@ -316,15 +345,119 @@ fn source_archive(p: &PreparedSource) -> SourceArchive {
 }
 
 /// Record a failed image: in its log, as a `000_FAILED_<name>.log` link, and in the run's log.
-fn fail(job: &Job, run: &RunOptions, log: &mut dyn Write, msg: String) -> Outcome {
-    let _ = writeln!(log, "\nBUILD FAILED: {msg}");
+fn fail(job: &Job, run: &RunOptions, log: &mut ImageLog, msg: String) -> Outcome {
+    if let Some(f) = &mut log.file {
+        let _ = writeln!(f, "\nBUILD FAILED: {msg}");
+    }
     if let Some(dir) = &run.logs_dir {
         let link = dir.join(format!("000_FAILED_{}.log", job.name));
         let _ = fs::remove_file(&link);
         let _ = std::os::unix::fs::symlink(format!("{}.log", job.name), link);
     }
-    tracing::error!(image = %job.name, "{msg}");
+    log.end_line();
+    tracing::error!("{} failed: {msg}", job.name);
     Outcome::Failed(msg)
+}
+
+/// The message of a failed build. An error in the rendered Dockerfile of a Kolla image names its template
+/// (with the template's line, when the failing line is found there as it is), and the rendered
+/// Dockerfile's line in a file that outlives the run: the work dir's (`--work-dir`), or a copy kept in
+/// `--logs-dir`. A failed RUN's last lines come with it when its output was not shown.
+fn failure_message(job: &Job, run: &RunOptions, e: &super::BuildError) -> String {
+    let tail = match e.output_tail() {
+        Some(t) if !run.echo && !t.is_empty() => format!("\n--- last lines of its output ---\n{t}"),
+        _ => String::new(),
+    };
+    let (Some(template), super::BuildError::At { path, line, error }) = (&job.template, e) else {
+        return format!("{e}{tail}");
+    };
+    if *path != job.dockerfile {
+        return format!("{e}{tail}");
+    }
+    let rendered = fs::read_to_string(path).unwrap_or_default();
+    let text = rendered.lines().nth(line.saturating_sub(1)).unwrap_or_default();
+    let at = match template_line(&template.path, text) {
+        Some(n) => format!("{}:{n}", template.path.display()),
+        None => template.path.display().to_string(),
+    };
+    let kept = if template.rendered_kept {
+        Some(path.clone())
+    } else {
+        run.logs_dir.as_ref().and_then(|dir| {
+            let copy = dir.join(format!("{}.Dockerfile", job.name));
+            fs::write(&copy, &rendered).ok().map(|()| copy)
+        })
+    };
+    let rendered_at = match kept {
+        Some(p) => format!("line {line} of the rendered {}", p.display()),
+        None => format!("line {line} of the rendered Dockerfile; --logs-dir keeps it"),
+    };
+    format!("{at}: {error} ({rendered_at}){tail}")
+}
+
+/// The line of `template` that reads `text` (surrounding blanks aside), when exactly one does.
+fn template_line(template: &Path, text: &str) -> Option<usize> {
+    let text = text.trim();
+    let source = fs::read_to_string(template).ok()?;
+    let mut hits = source.lines().enumerate().filter(|(_, l)| !text.is_empty() && l.trim() == text);
+    match (hits.next(), hits.next()) {
+        (Some((n, _)), None) => Some(n + 1),
+        _ => None,
+    }
+}
+
+/// An image's build log: its `--logs-dir` file, and the console with each line prefixed by the image's
+/// name (see [`RunOptions::echo`]), either, both or neither.
+struct ImageLog<'a> {
+    file: Option<fs::File>,
+    console: Option<(&'a str, &'a Progress)>,
+    /// The console's line so far.
+    partial: Vec<u8>,
+}
+
+/// The longest line shown on the console before it is broken (a tool printing progress without newlines).
+const MAX_CONSOLE_LINE: usize = 16 << 10;
+
+impl ImageLog<'_> {
+    /// Show what is left of the current console line.
+    fn end_line(&mut self) {
+        if let Some((name, progress)) = self.console
+            && !self.partial.is_empty()
+        {
+            progress.println(name, &String::from_utf8_lossy(&self.partial));
+            self.partial.clear();
+        }
+    }
+}
+
+impl Write for ImageLog<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if let Some(f) = &mut self.file {
+            f.write_all(data)?;
+        }
+        if let Some((name, progress)) = self.console {
+            self.partial.extend_from_slice(data);
+            while let Some(i) = self.partial.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.partial.drain(..=i).collect();
+                let line = String::from_utf8_lossy(&line[..i]);
+                progress.println(name, line.trim_end_matches('\r'));
+            }
+            if self.partial.len() > MAX_CONSOLE_LINE {
+                self.end_line();
+            }
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().map_or(Ok(()), |f| f.flush())
+    }
+}
+
+impl Drop for ImageLog<'_> {
+    fn drop(&mut self) {
+        self.end_line();
+    }
 }
 
 fn open_log(dir: &Path, name: &str) -> io::Result<fs::File> {
@@ -354,6 +487,16 @@ impl Progress {
         match &self.bar {
             Some(bar) => bar.set_message(format!("building {name}")),
             None => tracing::info!("building {name}"),
+        }
+    }
+
+    /// One line of an image's output, prefixed with the image's name.
+    fn println(&self, name: &str, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(format!("{name} | {line}")),
+            None => {
+                let _ = writeln!(io::stderr().lock(), "{name} | {line}");
+            }
         }
     }
 

@@ -29,6 +29,9 @@ pub struct Args {
     /// kolla-oci: how long a shard waits for a parent another shard builds, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600, help_heading = "kolla-oci fleet options")]
     pub shard_wait: u64,
+    /// How registries (`FROM` images, `--push`, `--cache-repo`) are trusted and logged in to.
+    #[command(flatten, next_help_heading = "Registry options (podman's)")]
+    pub access: super::AccessArgs,
 }
 
 /// Run the subcommand.
@@ -83,7 +86,8 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         let owner = nodes.into_iter().zip(plan.owner).collect();
         kolla_oci::builder::kolla::ShardRun { shard: s, owner, wait: std::time::Duration::from_secs(args.shard_wait) }
     });
-    build(ctx, &cfg, &graph, &selection, &tree, shard.as_ref())
+    let registry = args.access.options()?;
+    build(ctx, &cfg, &graph, &selection, &tree, shard.as_ref(), &registry)
 }
 
 /// Build the selection, print kolla's summary, push if asked; non-zero exit if anything failed.
@@ -94,18 +98,35 @@ fn build(
     selection: &graph::Selection,
     tree: &template::RenderedTree,
     shard: Option<&kolla_oci::builder::kolla::ShardRun>,
+    registry: &kolla_oci::registry::RegistryOptions,
 ) -> anyhow::Result<ExitCode> {
-    use kolla_oci::builder::{Workspace, kolla};
-    let ws = Workspace::open(&ctx.store_dir).with_context(|| format!("opening {}", ctx.store_dir.display()))?;
+    use kolla_oci::builder::kolla;
+    let ws = ctx.open_workspace()?;
     let matched = selection.names_with(graph, Status::Matched);
+    if matched.is_empty() && selection.names_with(graph, Status::Skipped).is_empty() {
+        // kolla-build builds nothing and exits 0; a typo in a CI job's regex would then pass unseen.
+        let asked = match (cfg.regex.is_empty(), cfg.profile.is_empty()) {
+            (false, _) => format!("the regexes {:?}", cfg.regex),
+            (true, false) => format!("the profiles {:?}", cfg.profile),
+            (true, true) => "the selection".to_owned(),
+        };
+        let unbuildable = selection.names_with(graph, Status::Unbuildable).len();
+        let hint = if unbuildable > 0 {
+            format!(" ({unbuildable} are unbuildable for this base and architecture: --enable-unbuildable)")
+        } else {
+            String::new()
+        };
+        tracing::warn!("nothing to build: none of the {} images matches {asked}{hint}", graph.nodes.len());
+        return Ok(ExitCode::FAILURE);
+    }
     tracing::info!("building {} images with {} threads", matched.len(), cfg.threads);
     if cfg.work_dir.is_none() {
         tree.write_work_dir(Some(&matched)).context("writing the work dir")?;
     }
-    let (summary, mut ok) = kolla::build_selection(&ws, cfg, graph, selection, tree, shard)
+    let (summary, mut ok) = kolla::build_selection(&ws, cfg, graph, selection, tree, shard, registry)
         .context("preparing the build (its inputs for the provenance, --no-attestations skips them; --cache-repo)")?;
     if cfg.push && !summary.built.is_empty() {
-        match kolla::push_built(&ws, cfg, graph, &summary) {
+        match kolla::push_built(&ws, cfg, graph, &summary, registry) {
             Ok((r, a)) => {
                 tracing::info!(
                     "pushed {} images: {} blobs uploaded ({} bytes), {} mounted, {} already there",

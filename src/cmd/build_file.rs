@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use kolla_oci::attest::provenance::BUILD_TYPE_DOCKERFILE;
 use kolla_oci::attest::{self, BuildFacts, ImageBuild};
-use kolla_oci::builder::{BuildOptions, BuildRequest, RemoteCache, Workspace, build_image};
+use kolla_oci::builder::{BuildOptions, BuildRequest, RemoteCache, build_image};
 use kolla_oci::sandbox::NetworkMode;
 
 /// Options of `kolla-oci build-file`.
@@ -19,7 +19,7 @@ pub struct Args {
     /// The Dockerfile (default: `CONTEXT/Dockerfile`).
     #[arg(short = 'f', long = "file")]
     pub file: Option<PathBuf>,
-    /// Tag of the image in the store.
+    /// Tag of the image in the store (`NAME` alone means `NAME:latest`).
     #[arg(short = 't', long = "tag")]
     pub tag: String,
     /// A build argument `KEY=VALUE` for `ARG`; repeatable.
@@ -39,9 +39,12 @@ pub struct Args {
     /// or `none` (loopback only). Layers and the step cache are the same in every mode.
     #[arg(long, value_enum, default_value_t = NetworkMode::Private)]
     pub network: NetworkMode,
-    /// Write the RUN output here (default: standard error).
+    /// Write the build output (`STEP n/N:` lines, RUN output) here (default: standard error).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+    /// Print only the image's digest (and warnings and errors): no build output, no progress.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
     /// Record no SBOM and provenance for the image.
     #[arg(long)]
     pub no_attestations: bool,
@@ -52,7 +55,7 @@ pub struct Args {
 
 /// Build the image and print its manifest digest.
 pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
-    let ws = Workspace::open(&ctx.store_dir).with_context(|| format!("opening {}", ctx.store_dir.display()))?;
+    let ws = ctx.open_workspace()?;
     let mut build_args = BTreeMap::new();
     for a in &args.build_args {
         let (k, v) = a.split_once('=').with_context(|| format!("bad --build-arg {a:?}: expected KEY=VALUE"))?;
@@ -75,18 +78,23 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         ..BuildOptions::default()
     };
     let dockerfile = args.file.unwrap_or_else(|| args.context.join("Dockerfile"));
-    let req = BuildRequest { dockerfile: &dockerfile, context: &args.context, tag: &args.tag, in_run: None };
+    let tag = super::with_latest(&args.tag);
+    let req = BuildRequest { dockerfile: &dockerfile, context: &args.context, tag: &tag, in_run: None };
     let mut log: Box<dyn std::io::Write> = match &args.log_file {
         Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
+        None if args.quiet => Box::new(std::io::sink()),
         None => Box::new(std::io::stderr()),
     };
     let started_on = attest::build::now();
-    let out = build_image(&ws, &req, &opts, &mut *log).with_context(|| format!("building {}", args.tag))?;
-    tracing::info!(layers_built = out.layers_built, cached = out.layers_cached, "built {}", args.tag);
+    let shown = args.log_file.is_none() && !args.quiet;
+    let out = build_image(&ws, &req, &opts, &mut *log)
+        .map_err(|e| super::build_error(e, shown))
+        .with_context(|| format!("building {tag}"))?;
+    tracing::info!(layers_built = out.layers_built, cached = out.layers_cached, "built {tag}");
     if !args.no_attestations {
         let facts = BuildFacts::new(BUILD_TYPE_DOCKERFILE, &opts.build_args, opts.source_date_epoch);
         let image = ImageBuild {
-            tag: &args.tag,
+            tag: &tag,
             outcome: &out,
             kolla_image: None,
             parent: None,
@@ -96,8 +104,8 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         };
         attest::record_build(&ws, &facts, &image).with_context(|| {
             format!(
-                "{} was built ({}) but its SBOM and provenance could not be recorded (--no-attestations skips them)",
-                args.tag, out.manifest.digest
+                "{tag} was built ({}) but its SBOM and provenance could not be recorded (--no-attestations skips them)",
+                out.manifest.digest
             )
         })?;
     }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use kolla_oci::builder::{GcOptions, Workspace};
+use kolla_oci::builder::GcOptions;
 
 /// Options of `kolla-oci gc`.
 #[derive(clap::Args, Debug)]
@@ -36,7 +36,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Run the subcommand. One line per item (`blob DIGEST BYTES`, `referrer DIGEST of SUBJECT`,
 /// `layer PATH BYTES`), then a total.
 pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
-    let ws = Workspace::open(&ctx.store_dir).with_context(|| format!("opening {}", ctx.store_dir.display()))?;
+    let ws = ctx.open_workspace()?;
     let opts = GcOptions { grace: args.grace, dry_run: args.dry_run };
     let out = ws.gc(&opts).with_context(|| format!("collecting garbage in {}", ctx.store_dir.display()))?;
     for (digest, size) in &out.store.removed {

@@ -16,7 +16,8 @@ pub struct Args {
 /// Run the subcommand: the statement on stdout, or an error when the image has none.
 pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     let store = ctx.open_store()?;
-    let subject = Subject::load(&store, &args.image).with_context(|| format!("loading {}", args.image))?;
+    let image = super::require_image(ctx, &store, &args.image)?;
+    let subject = Subject::load(&store, &image).with_context(|| format!("loading {image}"))?;
     let doc = subject.stored(&store, MEDIA_IN_TOTO)?.with_context(|| {
         format!(
             "{} ({}) has no provenance in the store: it is recorded when kolla-oci builds the image",

@@ -64,7 +64,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     let local: Vec<String> = if args.images.is_empty() {
         store.tags().context("listing the store's tags")?.into_iter().map(|(t, _)| t).collect()
     } else {
-        args.images.clone()
+        args.images.iter().map(|i| super::require_image(ctx, &store, i)).collect::<anyhow::Result<Vec<_>>>()?
     };
     anyhow::ensure!(!local.is_empty(), "nothing to push: the store has no tagged images");
     let images = local

@@ -10,7 +10,8 @@ use anyhow::Context as _;
 /// Options of `kolla-oci save`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Images to export, by store tag (e.g. `kolla/base:2026.2-debian-bookworm`).
+    /// Images to export, by store tag (e.g. `kolla/base:2026.2-debian-bookworm`; `:latest` when none is
+    /// given) or digest.
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
     /// Output tar file (`-` for stdout). Written to a temp file beside it and renamed when complete.
@@ -21,9 +22,11 @@ pub struct Args {
 /// Run the subcommand.
 pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     let store = ctx.open_store()?;
+    let images =
+        args.images.iter().map(|i| super::require_image(ctx, &store, i)).collect::<anyhow::Result<Vec<_>>>()?;
     let stats = if args.output.as_os_str() == "-" {
         let stdout = std::io::stdout().lock();
-        let stats = kolla_oci::store::write_docker_archive(&store, &args.images, std::io::BufWriter::new(stdout))
+        let stats = kolla_oci::store::write_docker_archive(&store, &images, std::io::BufWriter::new(stdout))
             .context("writing archive to stdout")?;
         std::io::stdout().flush().context("flushing stdout")?;
         stats
@@ -38,7 +41,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
             .tempfile_in(dir)
             .with_context(|| format!("creating a temp file in {}", dir.display()))?;
         let mut writer = std::io::BufWriter::with_capacity(1 << 20, temp);
-        let stats = kolla_oci::store::write_docker_archive(&store, &args.images, &mut writer)
+        let stats = kolla_oci::store::write_docker_archive(&store, &images, &mut writer)
             .with_context(|| format!("writing {}", out.display()))?;
         let temp =
             writer.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", out.display()))?;

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use kolla_oci::attest::{self, SbomFormat, Subject};
-use kolla_oci::builder::Workspace;
 
 /// Options of `kolla-oci sbom`.
 #[derive(clap::Args, Debug)]
@@ -22,8 +21,9 @@ pub struct Args {
 
 /// Run the subcommand.
 pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
-    let ws = Workspace::open(&ctx.store_dir).with_context(|| format!("opening {}", ctx.store_dir.display()))?;
-    let subject = Subject::load(ws.store(), &args.image).with_context(|| format!("loading {}", args.image))?;
+    let ws = ctx.open_workspace()?;
+    let image = super::require_image(ctx, ws.store(), &args.image)?;
+    let subject = Subject::load(ws.store(), &image).with_context(|| format!("loading {image}"))?;
     let stored = if args.recompute { None } else { subject.stored(ws.store(), args.format.media_type())? };
     let doc = match stored {
         Some(doc) => doc,

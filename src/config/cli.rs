@@ -40,6 +40,11 @@ impl BuildArgs {
         self.values.get("debug").is_some_and(|v| v.iter().any(|v| v == "true"))
     }
 
+    /// Whether `-q/--quiet` was given (the CLI edge then logs warnings and errors only).
+    pub fn quiet_requested(&self) -> bool {
+        self.values.get("quiet").is_some_and(|v| v.iter().any(|v| v == "true"))
+    }
+
     /// The options given on the command line, as strings keyed by their config-file name.
     pub(crate) fn cli_values(&self) -> &BTreeMap<&'static str, Vec<String>> {
         &self.values

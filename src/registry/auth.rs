@@ -64,11 +64,11 @@ impl Credential {
     }
 }
 
-/// Look up stored credentials for a registry (as written in references, e.g. `docker.io`, `host:5000`).
-///
-/// Order: docker's `config.json` (`$DOCKER_CONFIG` or `~/.docker`; `auths`, `credHelpers`, `credsStore`),
-/// then podman's `auth.json` (`$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`). A missing
-/// file or entry gives `Ok(None)`; a broken one is an error (silently going anonymous would hide it).
+/// Look up stored credentials for a registry (as written in references, e.g. `docker.io`, `host:5000`),
+/// in podman's order: its auth file ([`auth_file`], which `kolla-oci login` writes), then
+/// `$HOME/.config/containers/auth.json`, then docker's `config.json` (`$DOCKER_CONFIG` or `~/.docker`;
+/// `auths`, `credHelpers`, `credsStore`). A missing file or entry gives `Ok(None)`; a broken one is an
+/// error (silently going anonymous would hide it).
 pub fn lookup_credential(registry: &str) -> Result<Option<Credential>, RegistryError> {
     use docker_credential::CredentialRetrievalError as E;
     // Docker keys Docker Hub as the legacy index URL; try the plain name first, then that one.
@@ -77,41 +77,142 @@ pub fn lookup_credential(registry: &str) -> Result<Option<Credential>, RegistryE
         keys.push("https://index.docker.io/v1/".to_string());
         keys.push("index.docker.io".to_string());
     }
-    type Lookup = fn(&str) -> Result<docker_credential::DockerCredential, E>;
-    let sources: [(&str, Lookup); 2] = [
-        ("docker config.json", docker_credential::get_credential),
-        ("containers auth.json", docker_credential::get_podman_credential),
-    ];
-    for (source, get) in sources {
+    let mut auth_files = vec![auth_file()];
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        auth_files.push(std::path::Path::new(&home).join(".config/containers/auth.json"));
+    }
+    for file in &auth_files {
+        let Ok(bytes) = std::fs::read(file) else { continue };
         for key in &keys {
-            match get(key) {
-                Ok(c) => {
-                    tracing::debug!(registry, source, "using stored credentials");
-                    return Ok(Some(match c {
-                        docker_credential::DockerCredential::UsernamePassword(u, p) => {
-                            Credential::Basic { username: u, password: Secret(p) }
-                        }
-                        docker_credential::DockerCredential::IdentityToken(t) => Credential::IdentityToken(Secret(t)),
-                    }));
-                }
-                Err(E::NoCredentialConfigured | E::ConfigNotFound) => {}
-                // An unreadable/absent file: docker_credential does not tell the two apart.
-                Err(E::ConfigReadError) => break,
+            match docker_credential::get_credential_from_reader(&bytes[..], key) {
+                Ok(c) => return Ok(Some(credential("containers auth.json", registry, c))),
+                Err(E::NoCredentialConfigured) => {}
                 Err(e) => {
-                    // Describe without echoing helper output, which may contain secrets.
-                    let detail = match e {
-                        E::HelperFailure { helper, .. } => format!("credential helper {helper} failed"),
-                        other => other.to_string(),
-                    };
                     return Err(RegistryError::Credentials {
                         registry: registry.to_string(),
-                        detail: format!("{source}: {detail}"),
+                        detail: format!("{}: {e}", file.display()),
                     });
                 }
             }
         }
     }
+    for key in &keys {
+        match docker_credential::get_credential(key) {
+            Ok(c) => return Ok(Some(credential("docker config.json", registry, c))),
+            Err(E::NoCredentialConfigured | E::ConfigNotFound) => {}
+            // An unreadable/absent file: docker_credential does not tell the two apart.
+            Err(E::ConfigReadError) => break,
+            Err(e) => {
+                // Describe without echoing helper output, which may contain secrets.
+                let detail = match e {
+                    E::HelperFailure { helper, .. } => format!("credential helper {helper} failed"),
+                    other => other.to_string(),
+                };
+                return Err(RegistryError::Credentials {
+                    registry: registry.to_string(),
+                    detail: format!("docker config.json: {detail}"),
+                });
+            }
+        }
+    }
     Ok(None)
+}
+
+/// A stored credential as ours.
+fn credential(source: &str, registry: &str, c: docker_credential::DockerCredential) -> Credential {
+    tracing::debug!(registry, source, "using stored credentials");
+    match c {
+        docker_credential::DockerCredential::UsernamePassword(u, p) => {
+            Credential::Basic { username: u, password: Secret(p) }
+        }
+        docker_credential::DockerCredential::IdentityToken(t) => Credential::IdentityToken(Secret(t)),
+    }
+}
+
+/// The auth file podman reads first and `podman login` writes: `$REGISTRY_AUTH_FILE`, else
+/// `$XDG_RUNTIME_DIR/containers/auth.json`, else `/run/containers/<uid>/auth.json`.
+pub fn auth_file() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(f) = var("REGISTRY_AUTH_FILE") {
+        return f;
+    }
+    match var("XDG_RUNTIME_DIR") {
+        Some(dir) => dir.join("containers/auth.json"),
+        None => PathBuf::from(format!("/run/containers/{}/auth.json", rustix::process::getuid().as_raw())),
+    }
+}
+
+/// Record `credential` for `registry` in `file` as `podman login` does (`{"auths": {registry: {"auth":
+/// base64(user:password)}}}`, other entries and keys kept), replacing the file atomically with mode 0600.
+pub fn save_credential(file: &std::path::Path, registry: &str, credential: &Credential) -> Result<(), RegistryError> {
+    let Credential::Basic { username, password } = credential else {
+        return Err(RegistryError::Credentials {
+            registry: registry.into(),
+            detail: "only a user and password can be saved".into(),
+        });
+    };
+    let auth = B64.encode(format!("{username}:{}", password.expose()));
+    update_auth_file(file, registry, |auths| {
+        auths.insert(registry.to_string(), serde_json::json!({ "auth": auth }));
+    })
+    .map(drop)
+}
+
+/// Remove `registry`'s entry (every entry with `None`) from `file`; whether there was one.
+pub fn forget_credential(file: &std::path::Path, registry: Option<&str>) -> Result<bool, RegistryError> {
+    if !file.exists() {
+        return Ok(false);
+    }
+    update_auth_file(file, registry.unwrap_or("all registries"), |auths| match registry {
+        Some(r) => auths.remove(r).is_some(),
+        None => {
+            let had = !auths.is_empty();
+            auths.clear();
+            had
+        }
+    })
+}
+
+/// Read-modify-write of `file`'s `auths` object; the file is replaced by a new one (0600) in one rename.
+fn update_auth_file<T>(
+    file: &std::path::Path,
+    registry: &str,
+    change: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>) -> T,
+) -> Result<T, RegistryError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let fail = |detail: String| RegistryError::Credentials { registry: registry.to_string(), detail };
+    let mut doc = match std::fs::read(file) {
+        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .map_err(|e| fail(format!("{}: not JSON: {e}", file.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
+        Err(e) => return Err(fail(format!("{}: {e}", file.display()))),
+    };
+    let root = doc.as_object_mut().ok_or_else(|| fail(format!("{}: not a JSON object", file.display())))?;
+    let auths = root.entry("auths").or_insert_with(|| serde_json::json!({}));
+    let auths = auths.as_object_mut().ok_or_else(|| fail(format!("{}: `auths` is not an object", file.display())))?;
+    let result = change(auths);
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+    let tmp =
+        dir.join(format!(".{}.tmp-{}", file.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(&doc).unwrap_or_default())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, file)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        fail(format!("writing {}: {e}", file.display()))
+    })?;
+    Ok(result)
 }
 
 /// A parsed `WWW-Authenticate` challenge.

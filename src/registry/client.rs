@@ -77,19 +77,40 @@ impl Client {
     /// TLS verified against the system roots. Credentials: `opts.credential`, else the stored ones; they
     /// are sent to this registry's origin only.
     pub fn new(registry: &str, api_host: &str, opts: &RegistryOptions) -> Result<Client, RegistryError> {
-        let insecure = super::reference::host_is_loopback(registry)
-            || opts.insecure_registries.iter().any(|h| h == registry || h == api_host);
-        let scheme = if insecure { "http" } else { "https" };
-        let base = Url::parse(&format!("{scheme}://{api_host}/")).map_err(|e| RegistryError::Protocol {
-            what: format!("registry {registry}"),
-            reason: format!("bad registry address: {e}"),
-        })?;
-        let destinations = Destinations::new(&base, &opts.allowed_private_hosts);
-        let http = super::transport::http_client(&opts.timeouts)
-            .redirect(destinations.redirect_policy())
-            .pool_max_idle_per_host(opts.threads.max(1) * 2)
+        let listed = opts.insecure_registries.iter().any(|h| h == registry || h == api_host);
+        let tls = opts.tls.for_host(registry)?;
+        // Loopback registries speak plain HTTP unless TLS is asked for or configured for them.
+        let verify = opts.tls.verify != Some(false);
+        let plain =
+            listed || (opts.tls.verify.is_none() && tls.dir.is_none() && super::reference::host_is_loopback(registry));
+        let url = |scheme: &str| {
+            Url::parse(&format!("{scheme}://{api_host}/")).map_err(|e| RegistryError::Protocol {
+                what: format!("registry {registry}"),
+                reason: format!("bad registry address: {e}"),
+            })
+        };
+        let mut base = url(if plain { "http" } else { "https" })?;
+        // Redirects are checked by host and port: the policy holds whichever scheme `base` ends up with.
+        let mut builder = super::transport::http_client(&opts.timeouts)
+            .redirect(Destinations::new(&base, &opts.allowed_private_hosts).redirect_policy())
+            .pool_max_idle_per_host(opts.threads.max(1) * 2);
+        if !plain {
+            builder = tls.apply(builder, verify);
+        }
+        let http = builder
             .build()
-            .map_err(|e| RegistryError::Http { what: format!("creating http client for {registry}"), source: e })?;
+            .map_err(|e| RegistryError::Http { what: format!("creating http client for {registry}"), error: e })?;
+        if !plain && !verify {
+            // `--tls-verify=false` also allows plain HTTP (containers/image's fallback): a registry that
+            // cannot be reached over TLS is tried without it; a refused connection stays an error.
+            if let Err(e) = http.get(base.join("v2/").expect("static path")).send()
+                && !super::transport::refused(&e)
+            {
+                debug!(registry, error = %super::transport::describe(&e), "no TLS: plain HTTP");
+                base = url("http")?;
+            }
+        }
+        let destinations = Destinations::new(&base, &opts.allowed_private_hosts);
         let credential = match &opts.credential {
             Some(c) => Some(c.clone()),
             None => super::auth::lookup_credential(registry)?,
@@ -131,6 +152,15 @@ impl Client {
 
     pub(super) fn url(&self, path: &str) -> Url {
         self.base.join(path).expect("API paths are valid relative URLs")
+    }
+
+    /// `GET /v2/` with our credentials (a token without scopes where the registry uses tokens): whether
+    /// the registry accepts them, which is what `login` checks before saving them.
+    pub fn check_credentials(&self) -> Result<(), RegistryError> {
+        let url = self.url("v2/");
+        let what = format!("logging in to {}", self.registry);
+        let resp = self.send(&what, &[], Retry::Transient, &|| Ok(self.http.get(url.clone())))?;
+        if resp.status().is_success() { Ok(()) } else { Err(self.status_error(&what, resp)) }
     }
 
     /// `HEAD /v2/<repo>/blobs/<digest>`: does the repository hold the blob?
@@ -388,6 +418,13 @@ impl Client {
                 detail: format!("{detail}{hint}"),
             }
         } else {
+            // Go's HTTP server answers plain HTTP sent to its TLS port so.
+            let hint = if self.base.scheme() == "http" && detail.contains("HTTPS server") {
+                " (the registry speaks TLS: --tls-verify, or its CA with --cert-dir or in certs.d)"
+            } else {
+                ""
+            };
+            let detail = format!("{detail}{hint}");
             RegistryError::Status { what: what.to_string(), status: status.as_u16(), detail, retry_after }
         }
     }
@@ -432,7 +469,7 @@ impl Client {
         };
         let mut attempt = 0;
         loop {
-            let mut req = build()?.build().map_err(|e| RegistryError::Http { what: what.to_string(), source: e })?;
+            let mut req = build()?.build().map_err(|e| RegistryError::Http { what: what.to_string(), error: e })?;
             match auth {
                 Some(a) if self.destinations.is_registry(req.url()) => {
                     req.headers_mut().insert(header::AUTHORIZATION, a.clone());
@@ -456,7 +493,7 @@ impl Client {
                     warn!(what, error = %e, attempt = attempt + 1, of = retries, ?wait, "retrying");
                     wait
                 }
-                Err(e) => return Err(RegistryError::Http { what: what.to_string(), source: e }),
+                Err(e) => return Err(RegistryError::Http { what: what.to_string(), error: e }),
             };
             std::thread::sleep(wait);
             attempt += 1;

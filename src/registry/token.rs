@@ -87,7 +87,7 @@ impl Client {
     /// `GET /v2/`: 200 → anonymous; 401 → the challenge to answer.
     fn probe(&self) -> Result<Option<Challenge>, RegistryError> {
         let url = self.url("v2/");
-        let what = format!("probe {}", self.registry());
+        let what = format!("reaching registry {}", self.registry());
         let resp = self.execute(&what, Retry::Transient, None, &|| Ok(self.http.get(url.clone())))?;
         match resp.status() {
             s if s.is_success() => Ok(None),

@@ -61,9 +61,47 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
-/// Connection-level failures worth another attempt.
+/// Connection-level failures worth another attempt; not a refused connection (nothing listens there:
+/// trying again only delays the message).
 pub(crate) fn transient(e: &reqwest::Error) -> bool {
-    e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
+    (e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()) && !refused(e)
+}
+
+/// Whether the connection was refused (nothing listens at the address).
+pub(crate) fn refused(e: &reqwest::Error) -> bool {
+    causes(e).any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
+}
+
+/// `e` and its causes, outermost first.
+fn causes<'a>(e: &'a (dyn std::error::Error + 'static)) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |c| c.source())
+}
+
+/// A transport error in one line: where it went (scheme, host, port) and its innermost cause, said once
+/// (`Connection refused (os error 111)`, `invalid peer certificate: UnknownIssuer`), rather than reqwest's
+/// chain of wrappers. A certificate problem comes with podman's ways out.
+pub(crate) fn describe(e: &reqwest::Error) -> String {
+    let inner = causes(e).last().map(|c| c.to_string()).unwrap_or_default();
+    let what = if e.is_timeout() && !inner.to_lowercase().contains("timed out") {
+        format!("timed out: {inner}")
+    } else {
+        inner
+    };
+    let Some(url) = e.url() else { return what };
+    let mut out = format!("{}: {what}", origin_text(url));
+    if what.contains("certificate") || what.contains("UnknownIssuer") {
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (h, _) => h.unwrap_or_default().to_string(),
+        };
+        out.push_str(&format!(
+            " (a registry with a private CA: --cert-dir DIR, or its ca.crt in /etc/containers/certs.d/{host}/; \
+             --tls-verify=false skips the check)"
+        ));
+    }
+    out
 }
 
 pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

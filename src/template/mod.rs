@@ -125,6 +125,9 @@ pub struct RenderedImage {
     pub context_dir: PathBuf,
     /// The rendered Dockerfile text (written to `context_dir/Dockerfile` by [`RenderedTree::write_work_dir`]).
     pub dockerfile: String,
+    /// The `Dockerfile.j2` it was rendered from (in the template tree or a `--docker-dir`): what the user
+    /// edits, so errors name it.
+    pub template: PathBuf,
 }
 
 /// The rendered tree and its work dir.
@@ -507,7 +510,8 @@ pub fn render(cfg: &KollaConfig) -> Result<RenderedTree, TemplateError> {
             })?;
             let dockerfile = insert_pip_args(rendered, cfg);
             tracing::debug!(template = %tpl_name, "rendered");
-            Ok(RenderedImage { name, rel_path: rel.clone(), context_dir: root.join(rel), dockerfile })
+            let template = overlay.locate(&tpl_name);
+            Ok(RenderedImage { name, rel_path: rel.clone(), context_dir: root.join(rel), dockerfile, template })
         })
         .collect::<Result<Vec<_>, TemplateError>>()?;
     let apt_files = [(&cfg.apt_sources_list, "sources.list"), (&cfg.apt_preferences, "apt_preferences")]

@@ -29,15 +29,21 @@ pub struct TestRegistry {
 impl TestRegistry {
     /// Start an anonymous registry.
     pub fn start() -> TestRegistry {
-        Self::start_inner(None)
+        Self::start_inner(None, None)
     }
 
     /// Start a registry requiring HTTP Basic auth with one bcrypt htpasswd user.
     pub fn start_with_htpasswd(user: &str, password: &str) -> TestRegistry {
-        Self::start_inner(Some((user, password)))
+        Self::start_inner(Some((user, password)), None)
     }
 
-    fn start_inner(auth: Option<(&str, &str)>) -> TestRegistry {
+    /// Start an anonymous registry serving HTTPS only, with the server certificate of `ca`; with
+    /// `client_certs`, it also demands a client certificate that `ca` signed.
+    pub fn start_tls(ca: &TestCa, client_certs: bool) -> TestRegistry {
+        Self::start_inner(None, Some((ca, client_certs)))
+    }
+
+    fn start_inner(auth: Option<(&str, &str)>, tls: Option<(&TestCa, bool)>) -> TestRegistry {
         assert!(
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} is missing: install Debian's docker-registry package (apt-get install docker-registry)"
@@ -59,12 +65,27 @@ impl TestRegistry {
             }
             None => String::new(),
         };
+        let tls_section = match tls {
+            Some((ca, client_certs)) => {
+                let d = ca.dir.path();
+                let mut t = format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    d.join("server.crt").display(),
+                    d.join("server.key").display()
+                );
+                if client_certs {
+                    t.push_str(&format!("    clientcas:\n      - {}\n", d.join("ca.crt").display()));
+                }
+                t
+            }
+            None => String::new(),
+        };
         let config = format!(
             "version: 0.1\n\
              log:\n  level: info\n  accesslog:\n    disabled: false\n\
              storage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: true\n  \
              maintenance:\n    uploadpurging:\n      enabled: false\n\
-             http:\n  addr: 127.0.0.1:{port}\n  secret: kolla-oci-test-secret\n\
+             http:\n  addr: 127.0.0.1:{port}\n  secret: kolla-oci-test-secret\n{tls_section}\
              {auth_section}",
             data = data.display()
         );
@@ -80,17 +101,21 @@ impl TestRegistry {
             .spawn()
             .expect("starting docker-registry");
         let mut reg = TestRegistry { child, port, dir };
-        reg.wait_ready();
+        reg.wait_ready(tls.is_some());
         reg
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self, tls: bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("docker-registry exited with {status}; log:\n{}", self.log_text());
             }
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            if tls {
+                if self.log_text().contains(", tls") && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return;
+                }
+            } else if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
                 let _ = s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
                 let mut buf = String::new();
                 let _ = s.read_to_string(&mut buf);
@@ -123,6 +148,69 @@ impl Drop for TestRegistry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A private certificate authority made with `openssl` for the test, with a server certificate for
+/// 127.0.0.1 (`server.crt`, `server.key`) and a client certificate (`client.cert`, `client.key`).
+pub struct TestCa {
+    /// `ca.crt`, `ca.key` and the certificates it signed.
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    /// Make the CA and its certificates (P-256 keys, valid for a day).
+    pub fn new() -> TestCa {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(d).output().expect("running openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        fn new_key(key: &str) -> [&str; 7] {
+            ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key]
+        }
+        let mut ca = vec!["req", "-x509", "-out", "ca.crt", "-days", "1", "-subj", "/CN=kolla-oci test CA"];
+        ca.extend(new_key("ca.key"));
+        ca.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+        openssl(&ca);
+        for (name, ext) in [
+            ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"),
+            ("client", "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n"),
+        ] {
+            std::fs::write(d.join(format!("{name}.ext")), ext).unwrap();
+            let (key, csr, crt, ext) =
+                (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("{name}.ext"));
+            let subject = format!("/CN={name}");
+            let mut req = vec!["req", "-out", &csr, "-subj", &subject];
+            req.extend(new_key(&key));
+            openssl(&req);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "1",
+                "-extfile",
+                &ext,
+            ]);
+        }
+        std::fs::copy(d.join("client.crt"), d.join("client.cert")).unwrap();
+        TestCa { dir }
+    }
+
+    /// A directory laid out as podman's `certs.d/<host:port>/`: the CA as `ca.crt` (and nothing else).
+    pub fn write_ca_dir(&self, dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::copy(self.dir.path().join("ca.crt"), dir.join("ca.crt")).unwrap();
     }
 }
 
