@@ -8,7 +8,7 @@ mod support {
 }
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use support::cli::ok;
@@ -55,12 +55,8 @@ struct Fixture {
 impl Fixture {
     /// A world-readable fixture (the rootless test runs as another user).
     fn new() -> Fixture {
-        let tmp = tempfile::Builder::new().prefix("kolla-oci-bf-").tempdir_in("/tmp").unwrap();
-        let dir = tmp.path().to_path_buf();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let (tmp, dir) = support::busybox::shared_context("kolla-oci-bf-");
         let ctx = dir.join("ctx");
-        fs::create_dir(&ctx).unwrap();
-        support::busybox::write_busybox_context(&ctx);
         fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
         // An archive for ADD to extract.
         let src = dir.join("archive-src");

@@ -33,13 +33,8 @@ struct Fixture {
 
 impl Fixture {
     fn new(owner: Option<&str>) -> Fixture {
-        let tmp = tempfile::Builder::new().prefix("kolla-oci-sig-").tempdir_in("/tmp").unwrap();
-        let dir = tmp.path().to_path_buf();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        let ctx = dir.join("ctx");
-        fs::create_dir(&ctx).unwrap();
-        support::busybox::write_busybox_context(&ctx);
-        fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+        let (tmp, dir) = support::busybox::shared_context("kolla-oci-run-");
+        fs::write(dir.join("ctx/Dockerfile"), DOCKERFILE).unwrap();
         for d in ["store", "vol", "tmp"] {
             fs::create_dir(dir.join(d)).unwrap();
         }

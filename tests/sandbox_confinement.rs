@@ -36,12 +36,8 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let tmp = tempfile::Builder::new().prefix("kolla-oci-conf-").tempdir_in("/tmp").unwrap();
-        let dir = tmp.path().to_path_buf();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let (tmp, dir) = support::busybox::shared_context("kolla-oci-conf-");
         let ctx = dir.join("ctx");
-        fs::create_dir(&ctx).unwrap();
-        support::busybox::write_busybox_context(&ctx);
         // Modes independent of the test's umask: the pinned layer holds the dirs the RUN changes.
         for (p, mode) in [("", 0o755), ("bin", 0o755), ("etc", 0o755), ("olddir", 0o755), ("tmp", 0o1777)] {
             fs::set_permissions(ctx.join("rootfs").join(p), fs::Permissions::from_mode(mode)).unwrap();
