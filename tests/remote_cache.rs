@@ -77,13 +77,27 @@ fn cache_tags(reg: &TestRegistry) -> Vec<String> {
     tags
 }
 
-#[test]
-fn machines_share_steps_through_a_registry() {
+/// A registry, its cache repository `ci/cache`, and a temp dir with the context (`app.txt` = `v1`) in it.
+fn machines() -> (TestRegistry, String, tempfile::TempDir, std::path::PathBuf) {
     let reg = TestRegistry::start();
     let cache = format!("{}/ci/cache", reg.addr());
     let tmp = tempfile::tempdir().unwrap();
     let ctx = tmp.path().join("ctx");
     context(&ctx, "v1\n");
+    (reg, cache, tmp, ctx)
+}
+
+/// The manifest of `reference` as `skopeo inspect --raw` reads it.
+fn raw_manifest(reference: &str) -> serde_json::Value {
+    let raw = run_ok(
+        Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{reference}")),
+    );
+    serde_json::from_str(&raw).unwrap()
+}
+
+#[test]
+fn machines_share_steps_through_a_registry() {
+    let (reg, cache, tmp, ctx) = machines();
 
     // Machine A builds everything and publishes each step that made a layer.
     let (a, built) = build(&tmp.path().join("a"), &ctx, &cache, &[]);
@@ -91,12 +105,7 @@ fn machines_share_steps_through_a_registry() {
     let tags = cache_tags(&reg);
     assert_eq!(tags.len(), 4, "one entry per layer-making step: {tags:?}");
     // Each entry is a plain image manifest that skopeo reads.
-    let raw = run_ok(
-        Command::new("skopeo")
-            .args(["inspect", "--raw", "--tls-verify=false"])
-            .arg(format!("docker://{cache}:{}", tags[0])),
-    );
-    let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let manifest = raw_manifest(&format!("{cache}:{}", tags[0]));
     assert_eq!(manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json");
 
     // Machine B: a fresh store, a fresh copy of the context (other mtimes) and a proxy of its own (as in
@@ -147,11 +156,7 @@ fn an_unreachable_cache_is_a_miss_not_a_failure() {
 
 #[test]
 fn a_poisoned_entry_is_refused_even_when_its_diff_id_is_extracted_here() {
-    let reg = TestRegistry::start();
-    let cache = format!("{}/ci/cache", reg.addr());
-    let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
-    context(&ctx, "v1\n");
+    let (reg, cache, tmp, ctx) = machines();
     let (a, _) = build(&tmp.path().join("a"), &ctx, &cache, &[]);
     // Machine B takes everything from the cache, so every layer is extracted here; then it forgets its
     // step cache (as a store that got the same layers through other images).
@@ -168,14 +173,7 @@ fn a_poisoned_entry_is_refused_even_when_its_diff_id_is_extracted_here() {
     // Someone with push rights replaces the first RUN's entry: an evil blob under the honest diff_id.
     let tag = cache_tags(&reg)
         .into_iter()
-        .find(|t| {
-            let raw = run_ok(
-                Command::new("skopeo")
-                    .args(["inspect", "--raw", "--tls-verify=false"])
-                    .arg(format!("docker://{cache}:{t}")),
-            );
-            serde_json::from_str::<serde_json::Value>(&raw).unwrap()["annotations"][DIFF_ID] == honest.to_string()
-        })
+        .find(|t| raw_manifest(&format!("{cache}:{t}"))["annotations"][DIFF_ID] == honest.to_string())
         .expect("an entry for the first RUN");
     let forger = Store::open(&tmp.path().join("forger")).unwrap();
     let (evil, evil_diff_id) = put_layer(&forger, &[("one", b"planted\n".to_vec())]);

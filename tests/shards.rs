@@ -261,15 +261,22 @@ fn records(addr: &str, repo: &str, suffix: &str) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn when_the_owner_of_base_fails_the_others_fail_at_once_with_its_error_until_it_succeeds() {
+/// A bench with three shard states (each with the root image) and a registry: the bench, the registry,
+/// its address and the cache repository `ci/<repo>` in it.
+fn three_shards(repo: &str) -> (Bench, TestRegistry, String, String) {
     let bench = Bench::new();
     let reg = TestRegistry::start();
     let addr = reg.addr();
-    let cache = format!("{addr}/ci/faults");
+    let cache = format!("{addr}/ci/{repo}");
     for i in 0..3 {
         bench.state(&format!("shard{i}"));
     }
+    (bench, reg, addr, cache)
+}
+
+#[test]
+fn when_the_owner_of_base_fails_the_others_fail_at_once_with_its_error_until_it_succeeds() {
+    let (bench, _reg, addr, cache) = three_shards("faults");
     // `--shard-wait` is far longer than the test may take: nothing may wait for it.
     let limits = ["--shard-wait", "600", "--shard-takeover", "60"];
     let owner = shard(&bench, 0, &cache, &addr, &limits).env("no_proxy", FAULT).spawn().unwrap();
@@ -334,13 +341,7 @@ fn when_the_owner_of_base_fails_the_others_fail_at_once_with_its_error_until_it_
 
 #[test]
 fn when_the_owner_of_base_is_killed_for_good_the_next_shard_takes_over_its_images() {
-    let bench = Bench::new();
-    let reg = TestRegistry::start();
-    let addr = reg.addr();
-    let cache = format!("{addr}/ci/lost");
-    for i in 0..3 {
-        bench.state(&format!("shard{i}"));
-    }
+    let (bench, _reg, addr, cache) = three_shards("lost");
     let limits = ["--shard-wait", "600", "--shard-takeover", "6"];
     // Shard 0 is SIGKILLed during its first step (base's `sleep 2`) and never comes back; its temp dirs
     // stay in the bench.

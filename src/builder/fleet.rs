@@ -228,10 +228,12 @@ impl std::fmt::Debug for Fleet {
     }
 }
 
+/// `m` locked; a panic elsewhere while it was held does not make its (plain) data unusable.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Seconds since the epoch, as records carry them.
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -288,11 +290,6 @@ impl Fleet {
     /// 1 and 10 seconds.
     pub fn interval(&self) -> Duration {
         self.takeover.map_or(MAX_POLL, |t| (t / 10).clamp(Duration::from_secs(1), MAX_POLL))
-    }
-
-    /// Whether lost shards are taken over (`--shard-takeover` is not 0).
-    pub fn takes_over_lost_shards(&self) -> bool {
-        self.takeover.is_some()
     }
 
     /// Shard `i` as `I/N`.
@@ -519,8 +516,14 @@ impl Fleet {
             .as_ref()
             .and_then(|s| s.beat.as_ref())
             .is_some_and(|b| b.run == failure.run);
-        (latest && (appeared || self.recent(failure.time))).then_some(failure)
+        counts(latest, appeared, self.recent(failure.time)).then_some(failure)
     }
+}
+
+/// Whether a published failure counts: its run is its shard's latest (else a re-run superseded it), and it
+/// belongs to this fleet run — it `appeared` while this shard looked, or it is `recent`.
+fn counts(latest: bool, appeared: bool, recent: bool) -> bool {
+    latest && (appeared || recent)
 }
 
 impl Beat {
@@ -690,6 +693,14 @@ mod tests {
         assert!(!me(2, &[alive(), done(), alive()]), "shard 1 is there for shard 0");
         assert!(me(2, &[alive(), lost(), alive()]), "shard 1 is lost: shard 2 is next for shard 0");
         assert!(!me(0, &[alive()]), "one shard has no one to watch");
+    }
+
+    #[test]
+    fn a_failure_counts_for_the_owners_latest_run_of_this_fleet_run_only() {
+        assert!(counts(true, true, false), "it appeared while we waited");
+        assert!(counts(true, false, true), "it was there already, but recent: the owner failed before we looked");
+        assert!(!counts(true, false, false), "a failure of an earlier fleet run: its owner looks lost instead");
+        assert!(!counts(false, true, true), "the owner runs again: its new run supersedes the failure");
     }
 
     #[test]
