@@ -44,28 +44,10 @@ layers() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["lay
 built() { python3 -c 'import json, sys; print(" ".join(b["name"] for b in json.load(open(sys.argv[1]))["built"]))' "$1"; }
 
 # --- the registry: cache repository and push target -------------------------------------------------------------
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-REG=127.0.0.1:$PORT
-mkdir -p "$W/registry/data"
-cat >"$W/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $W/registry/data
-http:
-  addr: $REG
-  secret: bench
-EOF
-docker-registry serve "$W/registry/config.yml" >"$W/registry/log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do
-    python3 -c "import urllib.request; urllib.request.urlopen('http://$REG/v2/')" 2>/dev/null && break
-    sleep 0.1
-done
+# shellcheck source=benches/registry.sh
+source benches/registry.sh
+serve_registry "$W/registry"
+REG=127.0.0.1:$REG_PORT
 
 # --- the tree and the seed store ----------------------------------------------------------------------------------
 TREE=()

@@ -399,7 +399,14 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
     /// its owner to publish the step — unless the owner is lost and this shard acts for it: then the step
     /// is built here (`None`).
     fn cached(&self, st: &mut ImageState, ins: &Instruction, key: Digest) -> Result<Option<StepResult>, BuildError> {
-        let hit = match self.steps.cache.get(&key) {
+        // A local entry whose blob is gone (a `gc`) is a miss: the remote cache or the owner may have it.
+        let store = self.steps.ws.store();
+        let local = self
+            .steps
+            .cache
+            .get(&key)
+            .filter(|h| h.layer.as_ref().is_none_or(|l| store.has_blob(&l.descriptor.digest)));
+        let hit = match local {
             Some(hit) => hit,
             None => match (self.remote_hit(&key)?, &self.steps.opts.cache_wait) {
                 (Some(hit), _) => hit,
@@ -411,7 +418,7 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
             },
         };
         let result = match hit.layer {
-            Some(l) if self.steps.ws.store().has_blob(&l.descriptor.digest) => {
+            Some(l) if store.has_blob(&l.descriptor.digest) => {
                 let dir = self.steps.ws.ensure_layer_dir(&l.descriptor, &l.diff_id)?;
                 self.push_layer(st, ins, Some(l.descriptor), l.diff_id, dir);
                 StepResult::Layer { from_cache: true }

@@ -36,8 +36,11 @@ use crate::store::Store;
 const FIELD: &str = "dev.kolla-oci.fleet.";
 /// How far back a record first seen may date and still belong to this fleet run, when takeover is off.
 const RECENT_WITHOUT_TAKEOVER: Duration = Duration::from_secs(300);
-/// The longest pause between two looks of a waiting shard at the cache: a failure is seen within it.
-const MAX_POLL: Duration = Duration::from_secs(10);
+/// The longest pause between two looks of a waiting shard at the cache: what it waits for (or a failure)
+/// is seen within it.
+const MAX_POLL: Duration = Duration::from_secs(5);
+/// The longest pause between two heartbeats.
+const MAX_BEAT: Duration = Duration::from_secs(10);
 /// A published error is cut to this many bytes (a RUN's tail is in it).
 const MAX_ERROR: usize = 8192;
 
@@ -289,7 +292,7 @@ impl Fleet {
     /// How often the heartbeat is written and the others' read: a tenth of the takeover limit, between
     /// 1 and 10 seconds.
     pub fn interval(&self) -> Duration {
-        self.takeover.map_or(MAX_POLL, |t| (t / 10).clamp(Duration::from_secs(1), MAX_POLL))
+        self.takeover.map_or(MAX_BEAT, |t| (t / 10).clamp(Duration::from_secs(1), MAX_BEAT))
     }
 
     /// Shard `i` as `I/N`.
@@ -604,7 +607,7 @@ impl CacheWait {
     }
 
     /// Poll for `what` (another shard's work, e.g. a step) until `poll` has it, with a backoff of up to
-    /// 10 s between looks; fails with the owner's error when it published one.
+    /// 5 s between looks; fails with the owner's error when it published one.
     pub(crate) fn wait<T>(
         &self,
         what: &str,
