@@ -36,7 +36,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/registry.sh
+source "$ROOT/benches/registry.sh"
 
 # A raw TCP forwarder that counts the bytes clients send; writes the total to $3 when terminated.
 cat > "$WORK/count_proxy.py" <<'EOF'
@@ -82,29 +83,7 @@ EOF
 # start_registry NAME → sets REG_PORT, PROXY_PORT, PROXY_PID
 start_registry() {
     local dir="$WORK/$1"
-    mkdir -p "$dir/data"
-    REG_PORT=$(free_port)
-    cat > "$dir/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $dir/data
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$REG_PORT
-  secret: bench
-EOF
-    docker-registry serve "$dir/config.yml" > "$dir/registry.log" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 100); do
-        python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$REG_PORT/v2/')" 2>/dev/null && break
-        sleep 0.1
-    done
+    serve_registry "$dir"
     PROXY_PORT=$(free_port)
     python3 "$WORK/count_proxy.py" "$PROXY_PORT" "$REG_PORT" "$dir/sent" &
     PROXY_PID=$!

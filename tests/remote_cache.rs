@@ -1,7 +1,8 @@
 //! `--cache-repo`: machines share their step cache through a real `docker-registry`. A fresh store with
 //! the cache builds nothing and gets the same image (a RUN that writes a random UUID proves the layer came
 //! from the cache, not from a rebuild); a changed context file rebuilds exactly its step and what follows;
-//! entries are write-once; other people's tools (skopeo) read the entries as plain images.
+//! entries are write-once; other people's tools (skopeo) read the entries as plain images. An entry that
+//! pairs an evil blob with an honest diff_id is refused, even where that diff_id is extracted already.
 
 #[path = "support/busybox.rs"]
 mod busybox;
@@ -11,7 +12,13 @@ mod registry;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use registry::{TestRegistry, run_ok};
+use kolla_oci::store::{
+    Descriptor, ImageConfig, MEDIA_OCI_CONFIG, MEDIA_OCI_MANIFEST, Manifest, RootFs, Store, canonical_json,
+};
+use registry::{TestRegistry, put_layer, run_ok};
+
+/// The annotation of an entry naming its layer's diff_id.
+const DIFF_ID: &str = "dev.kolla-oci.step.diff-id";
 
 const DOCKERFILE: &str = "FROM scratch
 COPY rootfs/ /
@@ -70,13 +77,27 @@ fn cache_tags(reg: &TestRegistry) -> Vec<String> {
     tags
 }
 
-#[test]
-fn machines_share_steps_through_a_registry() {
+/// A registry, its cache repository `ci/cache`, and a temp dir with the context (`app.txt` = `v1`) in it.
+fn machines() -> (TestRegistry, String, tempfile::TempDir, std::path::PathBuf) {
     let reg = TestRegistry::start();
     let cache = format!("{}/ci/cache", reg.addr());
     let tmp = tempfile::tempdir().unwrap();
     let ctx = tmp.path().join("ctx");
     context(&ctx, "v1\n");
+    (reg, cache, tmp, ctx)
+}
+
+/// The manifest of `reference` as `skopeo inspect --raw` reads it.
+fn raw_manifest(reference: &str) -> serde_json::Value {
+    let raw = run_ok(
+        Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{reference}")),
+    );
+    serde_json::from_str(&raw).unwrap()
+}
+
+#[test]
+fn machines_share_steps_through_a_registry() {
+    let (reg, cache, tmp, ctx) = machines();
 
     // Machine A builds everything and publishes each step that made a layer.
     let (a, built) = build(&tmp.path().join("a"), &ctx, &cache, &[]);
@@ -84,12 +105,7 @@ fn machines_share_steps_through_a_registry() {
     let tags = cache_tags(&reg);
     assert_eq!(tags.len(), 4, "one entry per layer-making step: {tags:?}");
     // Each entry is a plain image manifest that skopeo reads.
-    let raw = run_ok(
-        Command::new("skopeo")
-            .args(["inspect", "--raw", "--tls-verify=false"])
-            .arg(format!("docker://{cache}:{}", tags[0])),
-    );
-    let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let manifest = raw_manifest(&format!("{cache}:{}", tags[0]));
     assert_eq!(manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json");
 
     // Machine B: a fresh store, a fresh copy of the context (other mtimes) and a proxy of its own (as in
@@ -136,4 +152,65 @@ fn an_unreachable_cache_is_a_miss_not_a_failure() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_poisoned_entry_is_refused_even_when_its_diff_id_is_extracted_here() {
+    let (reg, cache, tmp, ctx) = machines();
+    let (a, _) = build(&tmp.path().join("a"), &ctx, &cache, &[]);
+    // Machine B takes everything from the cache, so every layer is extracted here; then it forgets its
+    // step cache (as a store that got the same layers through other images).
+    let b = tmp.path().join("b");
+    assert_eq!(build(&b, &ctx, &cache, &[]), (a.clone(), 0));
+    for entry in std::fs::read_dir(b.join("cache")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let store = Store::open(&b.join("oci")).unwrap();
+    let honest = store.load_image("app:1").unwrap().config.rootfs.diff_ids[1];
+    let honest_dir = b.join("layers").join(honest.hex());
+    let honest_files = std::fs::read_to_string(honest_dir.join("one")).unwrap();
+
+    // Someone with push rights replaces the first RUN's entry: an evil blob under the honest diff_id.
+    let tag = cache_tags(&reg)
+        .into_iter()
+        .find(|t| raw_manifest(&format!("{cache}:{t}"))["annotations"][DIFF_ID] == honest.to_string())
+        .expect("an entry for the first RUN");
+    let forger = Store::open(&tmp.path().join("forger")).unwrap();
+    let (evil, evil_diff_id) = put_layer(&forger, &[("one", b"planted\n".to_vec())]);
+    let config = ImageConfig {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        rootfs: RootFs { typ: "layers".into(), diff_ids: vec![honest] },
+        ..ImageConfig::default()
+    };
+    let (config_digest, config_size) = forger.put_json(&config).unwrap();
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(MEDIA_OCI_MANIFEST.into()),
+        config: Descriptor::new(MEDIA_OCI_CONFIG, config_digest, config_size),
+        layers: vec![evil.clone()],
+        annotations: [(DIFF_ID.to_owned(), honest.to_string())].into(),
+        extra: Default::default(),
+    };
+    let (digest, size) = forger.put_bytes(&canonical_json(&manifest)).unwrap();
+    forger.set_tag("poison", &Descriptor::new(MEDIA_OCI_MANIFEST, digest, size)).unwrap();
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "--preserve-digests", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:poison", tmp.path().join("forger").display()))
+            .arg(format!("docker://{cache}:{tag}")),
+    );
+
+    // B refuses it, naming the entry and both digests; its image and the extracted layer are untouched.
+    let out =
+        kolla(&b, &["build-file", "-t", "app:1", "--cache-repo", &cache, "--no-attestations", ctx.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the poisoned entry was used:\n{stderr}");
+    for needed in [format!("{cache}:{tag}"), honest.to_string(), evil_diff_id.to_string(), "refused".into()] {
+        assert!(stderr.contains(&needed), "{needed} is not in:\n{stderr}");
+    }
+    assert_eq!(store.resolve("app:1").unwrap().unwrap().digest.to_string(), a);
+    assert_eq!(std::fs::read_to_string(honest_dir.join("one")).unwrap(), honest_files);
+    let image = store.load_image("app:1").unwrap();
+    assert!(image.manifest.layers.iter().all(|l| l.digest != evil.digest));
 }

@@ -8,6 +8,7 @@ use std::io::BufReader;
 use std::path::Path;
 use std::process::Command;
 
+use super::fleet::Waited;
 use super::{BuildError, BuildOptions, Workspace};
 use crate::registry;
 use crate::store::{ContainerConfig, Descriptor, History, ImageConfig, Platform, RootFs};
@@ -24,28 +25,35 @@ pub(crate) fn fetch_base(ws: &Workspace, name: &str, opts: &BuildOptions) -> Res
         }
         let platform = Platform::host();
         if let Some(remote) = &opts.cache_repo {
-            let started = std::time::Instant::now();
-            loop {
-                match remote.fetch_root(ws.store(), name, &platform) {
-                    Ok(true) => return Ok(()),
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(cache = remote.name(), "fetching root image {name} from the cache: {e}"),
+            let fetch = || match remote.fetch_root(ws.store(), name, &platform) {
+                Ok(true) => Ok(Some(())),
+                Ok(false) => Ok(None),
+                Err(e) => {
+                    tracing::warn!(cache = remote.name(), "fetching root image {name} from the cache: {e}");
+                    Ok(None)
                 }
-                // Another shard bootstraps it: every shard must build on the same root bytes.
-                match &opts.cache_wait {
-                    Some(w) if started.elapsed() < w.timeout => std::thread::sleep(std::time::Duration::from_secs(2)),
-                    Some(w) => {
+            };
+            // Another shard bootstraps it: every shard must build on the same root bytes.
+            match &opts.cache_wait {
+                Some(w) => match w.wait(&format!("root image {name}"), fetch)? {
+                    Waited::Got(()) => return Ok(()),
+                    Waited::TakeOver => {}
+                    Waited::TimedOut(waited) => {
                         return Err(BuildError::BaseImage {
                             image: name.into(),
                             reason: format!(
                                 "waited {} s for shard {} to share it through {} (--shard-wait)",
-                                started.elapsed().as_secs(),
-                                w.owner,
+                                waited.as_secs(),
+                                w.owner_name(),
                                 remote.name()
                             ),
                         });
                     }
-                    None => break,
+                },
+                None => {
+                    if fetch()?.is_some() {
+                        return Ok(());
+                    }
                 }
             }
         }

@@ -12,6 +12,7 @@ use super::background::Background;
 use super::bootstrap;
 use super::cache::{self, CachedLayer, CachedStep, CopyInputs, RunInputs, StepCache};
 use super::context::{self, BuildContext, StageOptions};
+use super::fleet::Waited;
 use super::handoff::{Handoff, InRun, Written};
 use super::one_pass::OnePass;
 use super::rules::{self, RuleState};
@@ -398,15 +399,30 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
     }
 
     /// Use the cached result of step `key` if its blob is still in the store, or if the remote step
-    /// cache has it (then recorded in the local cache too).
+    /// cache has it (then recorded in the local cache too). For an image another shard builds, wait for
+    /// its owner to publish the step — unless the owner is lost and this shard acts for it: then the step
+    /// is built here (`None`).
     fn cached(&self, st: &mut ImageState, ins: &Instruction, key: Digest) -> Result<Option<StepResult>, BuildError> {
-        let hit = match self.steps.cache.get(&key).or_else(|| self.remote_lookup(&key)) {
+        // A local entry whose blob is gone (a `gc`) is a miss: the remote cache or the owner may have it.
+        let store = self.steps.ws.store();
+        let local = self
+            .steps
+            .cache
+            .get(&key)
+            .filter(|h| h.layer.as_ref().is_none_or(|l| store.has_blob(&l.descriptor.digest)));
+        let hit = match local {
             Some(hit) => hit,
-            None if self.steps.opts.cache_wait.is_some() => self.wait_for_owner(ins, &key)?,
-            None => return Ok(None),
+            None => match (self.remote_hit(&key)?, &self.steps.opts.cache_wait) {
+                (Some(hit), _) => hit,
+                (None, Some(wait)) => match self.wait_for_owner(wait, ins, &key)? {
+                    Some(hit) => hit,
+                    None => return Ok(None),
+                },
+                (None, None) => return Ok(None),
+            },
         };
         let result = match hit.layer {
-            Some(l) if self.steps.ws.store().has_blob(&l.descriptor.digest) => {
+            Some(l) if store.has_blob(&l.descriptor.digest) => {
                 let dir = self.steps.ws.ensure_layer_dir(&l.descriptor, &l.diff_id)?;
                 self.push_layer(st, ins, Some(l.descriptor), l.diff_id, dir);
                 StepResult::Layer { from_cache: true }
@@ -424,50 +440,66 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
 
     /// Step `key` from `--cache-repo`, if given and it has the step. A registry that cannot be reached is
     /// a miss (the step is built), with a warning: the cache speeds builds up and must not break them.
-    fn remote_lookup(&self, key: &Digest) -> Option<CachedStep> {
-        let remote = self.steps.opts.cache_repo.as_ref().filter(|_| self.steps.opts.cache)?;
-        match remote.lookup(self.steps.ws.store(), key) {
-            Ok(Some(step)) => {
-                if let Err(e) = self.steps.cache.put(key, &step) {
-                    tracing::warn!("recording a remote cache hit locally: {e}");
-                }
-                Some(step)
-            }
-            Ok(None) => None,
+    /// An entry's layer is used only once its blob has hashed, uncompressed, to the diff_id the entry
+    /// claims — even when a layer dir of that name exists here already, which would otherwise lend an
+    /// evil blob the honest layer's files; an entry that fails the check fails the step.
+    fn remote_hit(&self, key: &Digest) -> Result<Option<CachedStep>, BuildError> {
+        let Some(remote) = self.steps.opts.cache_repo.as_ref().filter(|_| self.steps.opts.cache) else {
+            return Ok(None);
+        };
+        let step = match remote.lookup(self.steps.ws.store(), key) {
+            Ok(Some(step)) => step,
+            Ok(None) => return Ok(None),
             Err(e) => {
                 tracing::warn!(cache = remote.name(), "remote step cache lookup failed, building the step: {e}");
-                None
+                return Ok(None);
+            }
+        };
+        if let Some(l) = &step.layer {
+            match self.steps.ws.verified_layer_dir(&l.descriptor, &l.diff_id) {
+                Ok(_) => {}
+                Err(BuildError::DiffIdMismatch { layer, claimed, actual }) => {
+                    return Err(crate::registry::RegistryError::DigestMismatch {
+                        what: format!(
+                            "uncompressed layer {layer} of cache entry {}:{} (refused: not the diff_id the entry claims)",
+                            remote.name(),
+                            key.hex()
+                        ),
+                        expected: claimed.to_string(),
+                        actual: actual.to_string(),
+                    }
+                    .into());
+                }
+                Err(e) => return Err(e),
             }
         }
+        if let Err(e) = self.steps.cache.put(key, &step) {
+            tracing::warn!("recording a remote cache hit locally: {e}");
+        }
+        Ok(Some(step))
     }
 
-    /// Poll the remote cache for step `key` until its owner (another shard) publishes it, with backoff,
-    /// up to `--shard-wait`.
-    fn wait_for_owner(&self, ins: &Instruction, key: &Digest) -> Result<CachedStep, BuildError> {
-        let (Some(wait), Some(remote)) = (&self.steps.opts.cache_wait, &self.steps.opts.cache_repo) else {
-            return Err(BuildError::Input("waiting for another shard needs --cache-repo".into()));
-        };
-        let started = std::time::Instant::now();
-        let mut pause = std::time::Duration::from_secs(1);
-        tracing::info!(owner = %wait.owner, "waiting for shard {} to publish {:?}", wait.owner, ins.original);
-        loop {
-            if let Some(step) = self.remote_lookup(key) {
-                return Ok(step);
-            }
-            if started.elapsed() >= wait.timeout {
-                return Err(BuildError::Input(format!(
-                    "{}:{}: waited {} s for shard {} (which builds this image) to publish step {:?} to {}; \
-                     is that shard running? (--shard-wait)",
-                    ins.path.display(),
-                    ins.line,
-                    started.elapsed().as_secs(),
-                    wait.owner,
-                    ins.original,
-                    remote.name()
-                )));
-            }
-            std::thread::sleep(pause.min(wait.timeout.saturating_sub(started.elapsed())));
-            pause = (pause * 2).min(std::time::Duration::from_secs(15));
+    /// Poll the remote cache for step `key` until its owner (another shard) publishes it, fails, or is
+    /// lost with this shard acting for it (`None`: build it here); at most `--shard-wait`.
+    fn wait_for_owner(
+        &self,
+        wait: &super::CacheWait,
+        ins: &Instruction,
+        key: &Digest,
+    ) -> Result<Option<CachedStep>, BuildError> {
+        match wait.wait(&format!("{:?}", ins.original), || self.remote_hit(key))? {
+            Waited::Got(step) => Ok(Some(step)),
+            Waited::TakeOver => Ok(None),
+            Waited::TimedOut(waited) => Err(BuildError::Input(format!(
+                "{}:{}: waited {} s for shard {} (which builds this image) to publish step {:?} to {}; \
+                 is that shard running? (--shard-wait)",
+                ins.path.display(),
+                ins.line,
+                waited.as_secs(),
+                wait.owner_name(),
+                ins.original,
+                self.steps.opts.cache_repo.as_ref().map_or("--cache-repo", |r| r.name())
+            ))),
         }
     }
 

@@ -1,12 +1,15 @@
 //! `kolla-oci build` as kolla-build does it: the selected images of a rendered tree become scheduler
 //! jobs, the outcome becomes kolla's summary, and `--push` publishes what was built.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+use layers::Digest;
 
 use super::scheduler::{self, Job, NameEntry, RunOptions, Summary, TemplateSource};
-use super::{BuildError, BuildOptions, CacheWait, RemoteCache, Workspace};
+use super::{BuildError, BuildOptions, CacheWait, Fleet, Phase, RemoteCache, Workspace};
 use crate::attest::provenance::BUILD_TYPE_KOLLA;
 use crate::attest::{self, AttestError, BuildFacts};
 use crate::config::{CompressionKind, KollaConfig};
@@ -46,25 +49,25 @@ pub fn registry_options(cfg: &KollaConfig, access: &RegistryOptions) -> Registry
 }
 
 /// One job per matched image, parents first; `parent` links only to parents built in this run (an
-/// unselected parent must already be in the store).
+/// unselected parent must already be in the store). With `shard`, only what it builds.
 pub fn jobs(
     cfg: &KollaConfig,
     graph: &Graph,
     sel: &Selection,
     tree: &RenderedTree,
-    shard: Option<&ShardRun>,
+    shard: Option<&ShardWork>,
 ) -> Vec<Job> {
     let mut order = sel.build_order(graph);
-    if let Some(s) = shard {
-        // This shard's images, and the parents they need (taken from their owners' steps).
+    if let Some(w) = shard {
+        // The images of the shards built, and the parents they need (taken from their owners' steps).
         let mut needed = vec![false; graph.nodes.len()];
-        for &i in order.iter().filter(|&&i| s.owner.get(&i) == Some(&s.shard.index)) {
+        for &i in order.iter().filter(|&&i| w.run.owner.get(&i).is_some_and(|o| w.shards.contains(o))) {
             needed[i] = true;
             for a in graph.ancestors(i) {
                 needed[a] = true;
             }
         }
-        order.retain(|&i| needed[i]);
+        order.retain(|&i| needed[i] && !w.built.contains(&graph.nodes[i].name));
     }
     let index: BTreeMap<usize, usize> = order.iter().enumerate().map(|(j, &i)| (i, j)).collect();
     order
@@ -81,11 +84,13 @@ pub fn jobs(
                 parent_image: graph.parent(i).map(|p| graph.nodes[p].canonical_name.clone()),
                 sources: Some(cfg.image_sources(&node.name)),
                 template: Some(TemplateSource { path: img.template.clone(), rendered_kept: cfg.work_dir.is_some() }),
-                cache_wait: shard.and_then(|s| {
-                    let owner = *s.owner.get(&i)?;
-                    (owner != s.shard.index).then(|| CacheWait {
-                        owner: Shard { index: owner, count: s.shard.count }.to_string(),
-                        timeout: s.wait,
+                cache_wait: shard.and_then(|w| {
+                    let owner = *w.run.owner.get(&i)?;
+                    (owner != w.run.shard.index).then(|| CacheWait {
+                        fleet: Arc::clone(w.fleet),
+                        image: node.name.clone(),
+                        owner,
+                        timeout: w.run.wait,
                     })
                 }),
             })
@@ -101,7 +106,40 @@ pub struct ShardRun {
     /// Owning shard by graph node index (for the selected images).
     pub owner: BTreeMap<usize, usize>,
     /// `--shard-wait`.
-    pub wait: std::time::Duration,
+    pub wait: Duration,
+    /// `--shard-takeover`: a shard whose heartbeat has not changed for this long is lost, and the plan's
+    /// next shard builds its images (`None`: never; wait for it, up to `wait`).
+    pub takeover: Option<Duration>,
+}
+
+/// What one scheduler run of a shard builds.
+#[derive(Debug)]
+pub struct ShardWork<'a> {
+    /// The shard and its plan.
+    pub run: &'a ShardRun,
+    /// Its fleet.
+    pub fleet: &'a Arc<Fleet>,
+    /// The shards whose images are built: this one's own, or lost ones it takes over.
+    pub shards: &'a [usize],
+    /// Images this process has built already (in the store: left out).
+    pub built: &'a BTreeSet<String>,
+}
+
+/// The digest that names a fleet's records in the cache repository: the shard count and, per planned
+/// image, its name, owner and rendered Dockerfile — the same on every machine of one fleet, different
+/// for another tree.
+pub fn plan_digest(graph: &Graph, tree: &RenderedTree, run: &ShardRun) -> Digest {
+    let mut lines: Vec<String> = run
+        .owner
+        .iter()
+        .map(|(&node, owner)| {
+            let name = &graph.nodes[node].name;
+            let dockerfile = tree.image(name).map(|img| Digest::of_bytes(img.dockerfile.as_bytes()).to_string());
+            format!("{name} {owner} {}", dockerfile.unwrap_or_default())
+        })
+        .collect();
+    lines.sort();
+    Digest::of_bytes(format!("kolla-oci fleet plan v1\n{}\n{}\n", run.shard.count, lines.join("\n")).as_bytes())
 }
 
 /// The shard plan of the selection over `count` shards: the planned items (in build order, weighted by
@@ -202,7 +240,6 @@ pub fn build_selection(
         let reason = "--shard needs --cache-repo: each shard takes the parents it does not build from there";
         return Err(BuildError::Input(reason.into()).into());
     }
-    let jobs = jobs(cfg, graph, sel, tree, shard);
     let sources = SourceOptions {
         cache_dir: ws.sources_dir(),
         timeout: std::time::Duration::from_secs(cfg.timeout),
@@ -217,16 +254,100 @@ pub fn build_selection(
         sources: Some(sources),
         attest,
         echo: !cfg.quiet,
+        fleet: None,
     };
-    let report = scheduler::run(ws, &jobs, &opts, &run);
     let mut summary = Summary::default();
-    report.fill(&jobs, &mut summary);
+    match (shard, &opts.cache_repo) {
+        (Some(s), Some(cache)) => build_shard(ws, cfg, graph, sel, tree, s, cache, &opts, run, &mut summary),
+        _ => {
+            let jobs = jobs(cfg, graph, sel, tree, None);
+            scheduler::run(ws, &jobs, &opts, &run).fill(&jobs, &mut summary);
+        }
+    }
     let names = |status| sel.names_with(graph, status).into_iter().map(|n| NameEntry { name: n.to_owned() }).collect();
     summary.not_matched = names(Status::Unmatched);
     summary.skipped = names(Status::Skipped);
     summary.unbuildable = names(Status::Unbuildable);
     let ok = summary.failed.iter().all(|f| cfg.allowed_to_fail.contains(&f.name));
     Ok((summary, ok))
+}
+
+/// `--shard`: this shard's images, with its heartbeat kept fresh in the cache repository; then, while a
+/// shard it would take over is still building, it stays (`watching`) and builds the images of lost
+/// shards the plan gives it — up to `--shard-wait` (see [`super::fleet`]).
+#[allow(clippy::too_many_arguments)]
+fn build_shard(
+    ws: &Workspace,
+    cfg: &KollaConfig,
+    graph: &Graph,
+    sel: &Selection,
+    tree: &RenderedTree,
+    shard: &ShardRun,
+    cache: &Arc<RemoteCache>,
+    opts: &BuildOptions,
+    run: RunOptions,
+    summary: &mut Summary,
+) {
+    let plan = plan_digest(graph, tree, shard);
+    let fleet = Arc::new(Fleet::start(Arc::clone(cache), ws.store().clone(), &plan, shard.shard, shard.takeover));
+    let run = RunOptions { fleet: Some(Arc::clone(&fleet)), ..run };
+    std::thread::scope(|scope| {
+        scope.spawn(|| fleet.keep_alive());
+        let _stop = fleet.stop_on_drop();
+        let mut built = BTreeSet::new();
+        let mut shards = vec![shard.shard.index];
+        loop {
+            let work = ShardWork { run: shard, fleet: &fleet, shards: &shards, built: &built };
+            let jobs = jobs(cfg, graph, sel, tree, Some(&work));
+            let report = scheduler::run(ws, &jobs, opts, &run);
+            let mut this_run = Summary::default();
+            report.fill(&jobs, &mut this_run);
+            built.extend(this_run.built.iter().map(|b| b.name.clone()));
+            merge(summary, this_run);
+            fleet.set_phase(Phase::Watching);
+            shards = lost_shards_to_take_over(&fleet, shard.wait);
+            if shards.is_empty() {
+                break;
+            }
+            fleet.cover(&shards);
+        }
+    });
+}
+
+/// Wait while a shard this one would take over is still building (see [`Fleet::lingers`]); the lost
+/// shards it takes over, or none when there is nothing left to watch (or after `limit`).
+fn lost_shards_to_take_over(fleet: &Fleet, limit: Duration) -> Vec<usize> {
+    let started = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        let adopt = fleet.to_adopt();
+        if !adopt.is_empty() || !fleet.lingers() {
+            return adopt;
+        }
+        if started.elapsed() >= limit {
+            tracing::warn!("stopped watching the fleet after {} s (--shard-wait)", limit.as_secs());
+            return vec![];
+        }
+        if !said {
+            tracing::info!("this shard's images are done; staying while the shard before it builds (--shard-takeover)");
+            said = true;
+        }
+        std::thread::sleep(fleet.interval());
+    }
+}
+
+/// Add a run of this shard to `summary` (an image that failed in two runs is listed once; one built
+/// in a later run is no longer failed).
+fn merge(summary: &mut Summary, run: Summary) {
+    summary.failed.retain(|f| !run.built.iter().any(|b| b.name == f.name));
+    summary.built.extend(run.built);
+    for f in run.failed {
+        if !summary.failed.iter().any(|g| g.name == f.name) {
+            summary.failed.push(f);
+        }
+    }
+    summary.layers_built += run.layers_built;
+    summary.layers_cached += run.layers_cached;
 }
 
 /// Push the images `summary` lists as built to where their canonical names point

@@ -14,6 +14,7 @@ mod cache;
 mod container;
 mod context;
 mod executor;
+mod fleet;
 mod gc;
 mod handoff;
 mod ignore;
@@ -30,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 pub use container::{ContainerOptions, run_container};
 pub use executor::{BuildOutcome, BuildRequest, build_image};
+pub use fleet::{CacheWait, FailureReport, Fleet, Phase};
 pub use gc::{GcOptions, GcOutcome};
 pub use handoff::InRun;
 pub use remote_cache::RemoteCache;
@@ -67,15 +69,6 @@ pub struct BuildOptions {
     /// Set for an image another shard builds (`--shard`): take every step from `cache_repo`, waiting
     /// for its owner to publish it, instead of building it.
     pub cache_wait: Option<CacheWait>,
-}
-
-/// How long to wait for another shard's steps, and who that is (for the timeout's message).
-#[derive(Debug, Clone)]
-pub struct CacheWait {
-    /// The shard that builds the image, as `I/N`.
-    pub owner: String,
-    /// Give up after this long (`--shard-wait`).
-    pub timeout: std::time::Duration,
 }
 
 impl Default for BuildOptions {
@@ -223,6 +216,17 @@ pub enum BuildError {
         image: String,
         /// Why it is not available.
         reason: String,
+    },
+    /// Another shard, which builds this image, published that its build failed (`--shard`): waiting
+    /// for its steps is pointless. The images that need it fail with the owner's own error.
+    #[error("parent {image} failed on shard {shard}: {error}")]
+    OwnerFailed {
+        /// The image whose build failed.
+        image: String,
+        /// The shard that failed it, as `I/N (run ID)`.
+        shard: String,
+        /// The owner's error, located in its Dockerfile when it was an instruction's.
+        error: String,
     },
     /// An error of one instruction, located in its Dockerfile.
     #[error("{}:{line}: {error}", path.display())]

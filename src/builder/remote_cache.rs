@@ -7,8 +7,12 @@
 //! changed no file), and the manifest annotation [`ANNOTATION_DIFF_ID`] repeats the diff_id so that a
 //! lookup is one `GET`. No referrers API, no custom media types: any Distribution-compatible registry
 //! holds it. Entries are write-once — an existing tag is never replaced — so two machines racing on one
-//! key leave one valid entry, and a layer taken from the cache is checked like any pulled layer (its
-//! diff_id is verified when it is extracted).
+//! key leave one valid entry. A layer taken from the cache is used only once its blob has hashed,
+//! uncompressed, to the diff_id the entry claims, whether or not a layer of that diff_id is extracted
+//! here already (see `Workspace::verified_layer_dir`).
+//!
+//! A fleet (`--shard`) keeps its heartbeats and failures here too, as records: entries with no layer
+//! whose annotations say what they record, replaced as they change (see [`super::fleet`]).
 //!
 //! Root images that kolla-oci bootstraps itself (`debian:<suite>` with mmdebstrap) are shared the same
 //! way under the tag `root-<os>-<arch>-<name>`, so that every machine builds on the same base bytes and
@@ -28,6 +32,14 @@ use crate::store::{
 
 /// Manifest annotation naming the diff_id of an entry's layer.
 pub const ANNOTATION_DIFF_ID: &str = "dev.kolla-oci.step.diff-id";
+
+/// A record read from the cache repository (see [`RemoteCache::record`]).
+pub(crate) struct Record {
+    /// The digest of its manifest: a new one at every write.
+    pub digest: Digest,
+    /// What it records.
+    pub fields: BTreeMap<String, String>,
+}
 
 /// A registry repository used as a shared step cache.
 pub struct RemoteCache {
@@ -109,6 +121,22 @@ impl RemoteCache {
                 (vec![l.descriptor.clone()], vec![l.diff_id], annotations)
             }
         };
+        self.put_entry(store, &tag, platform, diff_ids, layers, annotations)?;
+        debug!(key = %tag, "published to the remote step cache");
+        Ok(())
+    }
+
+    /// Tag `tag` with a plain image manifest of `layers` (already uploaded), whose minimal config lists
+    /// `diff_ids`.
+    fn put_entry(
+        &self,
+        store: &Store,
+        tag: &str,
+        platform: &Platform,
+        diff_ids: Vec<Digest>,
+        layers: Vec<Descriptor>,
+        annotations: BTreeMap<String, String>,
+    ) -> Result<(), RegistryError> {
         let config = ImageConfig {
             architecture: platform.architecture.clone(),
             os: platform.os.clone(),
@@ -127,8 +155,7 @@ impl RemoteCache {
             extra: Default::default(),
         };
         let bytes = canonical_json(&manifest);
-        self.client.put_manifest(&self.repo, &tag, MEDIA_OCI_MANIFEST, &bytes, &Digest::of_bytes(&bytes))?;
-        debug!(key = %tag, "published to the remote step cache");
+        self.client.put_manifest(&self.repo, tag, MEDIA_OCI_MANIFEST, &bytes, &Digest::of_bytes(&bytes))?;
         Ok(())
     }
 
@@ -171,13 +198,38 @@ impl RemoteCache {
         Ok(())
     }
 
+    /// Write the record `tag` (a fleet's heartbeat or failure, see [`super::fleet`]): an entry with no
+    /// layer whose annotations are `fields`. Unlike step entries, records are replaced.
+    pub(crate) fn put_record(
+        &self,
+        store: &Store,
+        tag: &str,
+        fields: BTreeMap<String, String>,
+    ) -> Result<(), RegistryError> {
+        self.put_entry(store, tag, &Platform::host(), vec![], vec![], fields)
+    }
+
+    /// The record `tag` — the digest of its manifest (which changes with every write) and its fields —
+    /// or `None` when there is none.
+    pub(crate) fn record(&self, tag: &str) -> Result<Option<Record>, RegistryError> {
+        Ok(self.read_manifest(tag)?.map(|(manifest, digest)| Record { digest, fields: manifest.annotations }))
+    }
+
     /// The manifest tagged `tag`, or `None` when the registry has no such tag.
     fn manifest(&self, tag: &str) -> Result<Option<Manifest>, RegistryError> {
+        Ok(self.read_manifest(tag)?.map(|(manifest, _)| manifest))
+    }
+
+    /// The manifest tagged `tag` and the digest of its bytes, or `None` when the registry has no such tag.
+    fn read_manifest(&self, tag: &str) -> Result<Option<(Manifest, Digest)>, RegistryError> {
         match self.client.get_manifest(&self.repo, tag) {
-            Ok((bytes, _, _)) => serde_json::from_slice(&bytes).map(Some).map_err(|e| RegistryError::Protocol {
-                what: format!("cache entry {}:{tag}", self.name),
-                reason: format!("invalid manifest JSON: {e}"),
-            }),
+            Ok((bytes, _, _)) => match serde_json::from_slice(&bytes) {
+                Ok(manifest) => Ok(Some((manifest, Digest::of_bytes(&bytes)))),
+                Err(e) => Err(RegistryError::Protocol {
+                    what: format!("cache entry {}:{tag}", self.name),
+                    reason: format!("invalid manifest JSON: {e}"),
+                }),
+            },
             Err(RegistryError::Status { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }

@@ -6,11 +6,12 @@ use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use serde::Serialize;
 
-use super::{BuildOptions, BuildRequest, InRun, Workspace, build_image};
+use super::fleet::failed_elsewhere;
+use super::{BuildOptions, BuildRequest, FailureReport, Fleet, InRun, Workspace, build_image};
 use crate::attest::{self, BuildFacts, ImageBuild, SourceArchive};
 use crate::config::{self, ImageSources};
 use crate::sources::{self, PreparedSource, SourceOptions};
@@ -34,7 +35,8 @@ pub struct Job {
     /// kolla sources to archive into the context first (`None`: the context is complete as it is).
     pub sources: Option<ImageSources>,
     /// Another shard builds this image: take its steps from the remote cache (see
-    /// [`super::CacheWait`]); it gets no attestations here (its owner records them).
+    /// [`super::CacheWait`]); it gets no attestations here (its owner records them), unless its owner is
+    /// lost and this shard builds it instead.
     pub cache_wait: Option<super::CacheWait>,
     /// The Kolla template the Dockerfile was rendered from: errors in the rendered Dockerfile name it.
     pub template: Option<TemplateSource>,
@@ -66,6 +68,9 @@ pub struct RunOptions {
     /// the image's name, as kolla-build shows its image logs (`--quiet` turns it off; a failed RUN's last
     /// lines are then part of its error).
     pub echo: bool,
+    /// The fleet this run is part of (`--shard`): an image that fails here is published for the shards
+    /// waiting for it.
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 /// Outcome of one image.
@@ -82,6 +87,9 @@ pub enum Outcome {
     Failed(String),
     /// Not attempted because an ancestor failed.
     ParentError,
+    /// Another shard builds it (`--shard`) and published that its build failed, with this message:
+    /// reported as `parent_error`, as its descendants are.
+    FailedElsewhere(String),
 }
 
 /// The result of a run, one outcome per job (same order).
@@ -144,7 +152,7 @@ impl RunReport {
                 Outcome::Failed(_) => {
                     summary.failed.push(FailedEntry { name: job.name.clone(), status: "error".into() })
                 }
-                Outcome::ParentError => {
+                Outcome::ParentError | Outcome::FailedElsewhere(_) => {
                     summary.failed.push(FailedEntry { name: job.name.clone(), status: "parent_error".into() })
                 }
             }
@@ -285,7 +293,11 @@ fn build_one(
     if let (Some(spec), Some(sopts)) = (&job.sources, &run.sources) {
         match sources::prepare(&job.context, spec, sopts) {
             Ok(p) => prepared = p,
-            Err(e) => return fail(job, run, log, format!("preparing the sources of {}: {e}", job.name)),
+            Err(e) => {
+                let msg = format!("preparing the sources of {}: {e}", job.name);
+                publish_failure(run, job, FailureReport::message(msg.clone()));
+                return fail(job, run, log, msg);
+            }
         }
     }
     let req = BuildRequest { dockerfile: &job.dockerfile, context: &job.context, tag: &job.tag, in_run: Some(in_run) };
@@ -299,13 +311,22 @@ fn build_one(
     };
     let o = match build_image(ws, &req, opts, log) {
         Ok(o) => o,
-        Err(e) => {
-            let msg = failure_message(job, run, &e);
-            return fail(job, run, log, msg);
-        }
+        Err(e) => match failed_elsewhere(&e) {
+            Some(owners) => {
+                let msg = owners.to_string();
+                let _ = writeln!(log, "\nBUILD FAILED: {msg}");
+                tracing::error!(image = %job.name, "{msg}");
+                return Outcome::FailedElsewhere(msg);
+            }
+            None => {
+                publish_failure(run, job, FailureReport::of(&e));
+                let msg = failure_message(job, run, &e);
+                return fail(job, run, log, msg);
+            }
+        },
     };
     tracing::info!(image = %job.name, layers_built = o.layers_built, cached = o.layers_cached, "built {}", job.tag);
-    if let Some(facts) = run.attest.as_ref().filter(|_| job.cache_wait.is_none()) {
+    if let Some(facts) = run.attest.as_ref().filter(|_| job.cache_wait.as_ref().is_none_or(|w| w.acts_for_owner())) {
         let sources: Vec<SourceArchive> = prepared.iter().map(source_archive).collect();
         let image = ImageBuild {
             tag: &job.tag,
@@ -325,6 +346,13 @@ fn build_one(
         }
     }
     Outcome::Built { layers_built: o.layers_built, layers_cached: o.layers_cached }
+}
+
+/// Tell the fleet (`--shard`) that `job` failed here; it publishes that when this shard builds the image.
+fn publish_failure(run: &RunOptions, job: &Job, report: FailureReport) {
+    if let Some(fleet) = &run.fleet {
+        fleet.image_failed(&job.name, job.cache_wait.as_ref().map(|w| w.owner), &report);
+    }
 }
 
 /// A source archive as the SBOM and provenance name it: `<section>-archive` in the build context,

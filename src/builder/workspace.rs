@@ -215,6 +215,29 @@ impl Workspace {
         if dest.exists() {
             return Ok(dest);
         }
+        self.extract_layer(layer, diff_id)
+    }
+
+    /// [`Workspace::ensure_layer_dir`] for a pairing of blob and diff_id that comes from elsewhere (a
+    /// `--cache-repo` entry): the blob is hashed against `diff_id` even when a dir of that name exists —
+    /// the name alone would lend an evil blob the honest layer's files, which later steps and `run` would
+    /// see while the manifest (and `push`) carried the blob.
+    pub(crate) fn verified_layer_dir(&self, layer: &Descriptor, diff_id: &Digest) -> Result<PathBuf, BuildError> {
+        let dest = self.layer_dir(diff_id);
+        if !dest.exists() {
+            return self.extract_layer(layer, diff_id);
+        }
+        let blob = self.store.open_blob(&layer.digest)?;
+        let (actual, _) = layers::uncompressed_digest(io::BufReader::with_capacity(1 << 20, blob))
+            .map_err(|e| BuildError::io(&self.store.blob_path(&layer.digest), "decompress layer", e))?;
+        if actual != *diff_id {
+            return Err(BuildError::DiffIdMismatch { layer: layer.digest, claimed: *diff_id, actual });
+        }
+        Ok(dest)
+    }
+
+    /// Apply `layer`'s blob into a temp dir and adopt it as layer `diff_id` if the stream hashed to it.
+    fn extract_layer(&self, layer: &Descriptor, diff_id: &Digest) -> Result<PathBuf, BuildError> {
         let tmp = self.temp_dir("extract-")?;
         let root = tmp.path().join("root");
         fs::create_dir(&root).map_err(|e| BuildError::io(&root, "create directory", e))?;

@@ -29,6 +29,10 @@ pub struct Args {
     /// kolla-oci: how long a shard waits for a parent another shard builds, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600, help_heading = "kolla-oci fleet options")]
     pub shard_wait: u64,
+    /// kolla-oci: a shard whose heartbeat in --cache-repo has not changed for this many seconds is lost:
+    /// the next shard of the plan builds its images (0: never; wait for it up to --shard-wait).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, help_heading = "kolla-oci fleet options")]
+    pub shard_takeover: u64,
     /// How registries (`FROM` images, `--push`, `--cache-repo`) are trusted and logged in to.
     #[command(flatten, next_help_heading = "Registry options (podman's)")]
     pub access: super::AccessArgs,
@@ -84,7 +88,9 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     let shard = args.shard.map(|s| {
         let (_, nodes, plan) = kolla_oci::builder::kolla::shard_plan(&graph, &selection, &tree, s.count);
         let owner = nodes.into_iter().zip(plan.owner).collect();
-        kolla_oci::builder::kolla::ShardRun { shard: s, owner, wait: std::time::Duration::from_secs(args.shard_wait) }
+        let seconds = std::time::Duration::from_secs;
+        let takeover = (args.shard_takeover > 0).then(|| seconds(args.shard_takeover));
+        kolla_oci::builder::kolla::ShardRun { shard: s, owner, wait: seconds(args.shard_wait), takeover }
     });
     let registry = args.access.options()?;
     build(ctx, &cfg, &graph, &selection, &tree, shard.as_ref(), &registry)
