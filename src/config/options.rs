@@ -188,7 +188,13 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
     opt("list_images", Bool, Some("false"), "Print the selected images and exit"),
     opt("locals_base", Str, Some("./"), "Base directory for `$locals_base` in local sources [default: ./]"),
     opt("namespace", Str, Some("kolla"), "Image namespace [default: kolla]").short('n'),
-    opt("network_mode", Str, Some("host"), "Docker's build network mode (engine option, accepted; kolla-oci's RUN network is --network)").long("network_mode"),
+    opt(
+        "network_mode",
+        Str,
+        Some("host"),
+        "The network of RUN steps, as Docker's build network mode: host, none, or default/bridge (a private namespace); when not given, kolla-oci's --network decides (private)",
+    )
+    .long("network_mode"),
     opt("buildkit", Bool, Some("true"), "Use BuildKit (engine option, accepted and ignored)"),
     opt("buildkit_builder", Str, None, "BuildKit builder (engine option, accepted and ignored)"),
     opt("cache", Bool, Some("true"), "Use the layer cache [default: true]")
@@ -219,7 +225,7 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
     opt("pull", Bool, Some("true"), "Pull root images' base [default: true]")
         .flags(BoolFlags::TwinsShown("Do not pull base images when present")),
     opt("work_dir", Path, None, "Working directory (output in `<dir>/docker/`) [default: a temporary dir]"),
-    opt("squash", Bool, Some("false"), "Squash image layers (engine option, accepted and ignored)"),
+    opt("squash", Bool, Some("false"), "Merge each image's own layers into one on top of its parent's layers"),
     opt("openstack_release", Str, Some("2026.2"), "OpenStack release [default: 2026.2]"),
     opt("openstack_release_codename", Str, Some("Hibiscus"), "OpenStack release codename [default: Hibiscus]"),
     opt("openstack_branch", Str, None, "Source branch, dashed [default: stable-<release>]"),
@@ -298,6 +304,14 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         alias: "noattestations",
         help: "kolla-oci: record no SBOM and provenance for the images built (and push none with them)",
     }),
+    opt(
+        "bootstrap",
+        Bool,
+        Some("false"),
+        "kolla-oci: make `FROM debian:<suite>` with mmdebstrap from the Debian archive instead of pulling it from its registry (which is otherwise tried first, through the mirrors of registries.conf)",
+    )
+    .kolla_oci()
+    .flags(BoolFlags::PositiveOnly),
     opt(
         "cache_repo",
         Str,
