@@ -9,6 +9,7 @@
 
 mod auth;
 mod client;
+mod mirrors;
 mod plan;
 mod progress;
 mod pull;
@@ -20,9 +21,10 @@ mod transport;
 
 pub use auth::{Credential, Secret, lookup_credential};
 pub use client::{Client, MountOutcome};
+pub use mirrors::{Mirrors, Source};
 pub(crate) use pull::fetch_blob;
-pub use pull::{ensure_image, pull};
-pub use push::{PushReport, push, push_referrers, push_referrers_of};
+pub use pull::{ensure_image, pull, pull_as};
+pub use push::{BlobLocations, PushReport, push, push_referrers, push_referrers_of, push_remembering};
 pub use reference::{DOCKER_HUB, Reference, host_is_loopback};
 pub use referrers::{Referrer, referrers, referrers_tag};
 pub use transport::{Backoff, Timeouts, http_client, is_timeout};

@@ -24,6 +24,10 @@ const KEY_FORMAT: &[u8] = b"kolla-oci step key v3";
 pub(crate) struct CachedStep {
     /// The layer, or `None` when the step changed no file.
     pub layer: Option<CachedLayer>,
+    /// When the layer was made (seconds since the epoch): what its history entry and the image's
+    /// `created` say when the step comes from the cache. Absent in entries older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<i64>,
 }
 
 /// A layer a step produced.

@@ -1,12 +1,14 @@
 //! `kolla-oci build` as kolla-build does it: the selected images of a rendered tree become scheduler
-//! jobs, the outcome becomes kolla's summary, and `--push` publishes what was built.
+//! jobs with kolla's labels, `--push` publishes each image as soon as it is built, and the outcome
+//! becomes kolla's summary.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use super::scheduler::{self, Job, NameEntry, RunOptions, Summary};
-use super::{BuildError, BuildOptions, CacheWait, RemoteCache, Workspace};
+use super::scheduler::{self, Job, Pushes, RunOptions};
+use super::summary::{NameEntry, Summary};
+use super::{BuildError, BuildOptions, CacheWait, Label, RemoteCache, Workspace};
 use crate::attest::provenance::BUILD_TYPE_KOLLA;
 use crate::attest::{self, AttestError, BuildFacts};
 use crate::config::{CompressionKind, KollaConfig};
@@ -27,6 +29,8 @@ pub fn build_options(cfg: &KollaConfig) -> BuildOptions {
         build_args: cfg.effective_build_args(),
         cache: cfg.cache,
         pull: cfg.pull,
+        bootstrap: cfg.bootstrap,
+        squash: cfg.squash,
         registry: registry_options(cfg),
         network: cfg.network,
         ..BuildOptions::default()
@@ -43,6 +47,46 @@ pub fn registry_options(cfg: &KollaConfig) -> RegistryOptions {
     }
 }
 
+/// Where kolla's own sources live: what `org.opencontainers.image.url` names, and `source` when the
+/// templates come from a git checkout.
+const KOLLA_URL: &str = "https://opendev.org/openstack/kolla";
+
+/// The labels kolla-build 23.0.0 gives image `name` at build time (`build_image_list` and
+/// `BuildTask.builder` of `kolla/image/`): the OCI ones, plus `build-date`. `created` and
+/// `build-date` are the image's own creation time (see [`super::executor`]); `source` and `revision`
+/// are set, as kolla-build sets them, when the templates come from a git checkout (`revision` as
+/// given here).
+pub fn kolla_labels(cfg: &KollaConfig, name: &str, revision: Option<&str>) -> BTreeMap<String, Label> {
+    let text = |v: &str| Label::Text(v.to_string());
+    let mut labels = BTreeMap::from([
+        ("org.opencontainers.image.title".to_string(), text(name)),
+        ("org.opencontainers.image.description".to_string(), text(&format!("OpenStack Kolla {name} image"))),
+        ("org.opencontainers.image.version".to_string(), text(&cfg.tag)),
+        ("org.opencontainers.image.created".to_string(), Label::Created),
+        ("org.opencontainers.image.authors".to_string(), text(&cfg.maintainer)),
+        ("org.opencontainers.image.url".to_string(), text(KOLLA_URL)),
+        ("org.opencontainers.image.licenses".to_string(), text("Apache-2.0")),
+        ("build-date".to_string(), Label::BuildDate),
+    ]);
+    if let Some(revision) = revision {
+        labels.insert("org.opencontainers.image.source".to_string(), text(KOLLA_URL));
+        labels.insert("org.opencontainers.image.revision".to_string(), text(revision));
+    }
+    labels
+}
+
+/// The commit of the git checkout holding `tree` (`git rev-parse HEAD`), as kolla-build labels its
+/// images with the commit of the kolla checkout it runs from; `None` outside a checkout (a tree
+/// installed from PyPI, as kolla-build installed from PyPI has none), and for the bundled tree.
+pub fn template_revision(tree: &Path) -> Option<String> {
+    if tree == Path::new(crate::config::BUNDLED_TEMPLATES) {
+        return None;
+    }
+    let out = std::process::Command::new("git").arg("-C").arg(tree).args(["rev-parse", "HEAD"]).output().ok()?;
+    let rev = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit())).then_some(rev)
+}
+
 /// One job per matched image, parents first; `parent` links only to parents built in this run (an
 /// unselected parent must already be in the store).
 pub fn jobs(
@@ -52,6 +96,7 @@ pub fn jobs(
     tree: &RenderedTree,
     shard: Option<&ShardRun>,
 ) -> Vec<Job> {
+    let revision = template_revision(&cfg.template_tree);
     let mut order = sel.build_order(graph);
     if let Some(s) = shard {
         // This shard's images, and the parents they need (taken from their owners' steps).
@@ -85,6 +130,7 @@ pub fn jobs(
                         timeout: s.wait,
                     })
                 }),
+                labels: kolla_labels(cfg, &node.name, revision.as_deref()),
             })
         })
         .collect()
@@ -172,10 +218,22 @@ pub fn attestation_facts(cfg: &KollaConfig, opts: &BuildOptions) -> Result<Build
     Ok(facts)
 }
 
-/// Build the selection and return kolla's summary, plus whether every built image succeeded (images in
-/// `allowed_to_fail` do not count, as in kolla-build). Unless `--no-attestations`, each image built gets
-/// its SBOM and provenance in the store; an error here (reading the inputs the provenance names, an
-/// invalid `--cache-repo`) stops the run before anything is built.
+/// What a Kolla build did: kolla's summary, whether it succeeded (no image failed that is not in
+/// `allowed_to_fail`), and with `--push` what the pushes of the images and of their attestations did.
+#[derive(Debug)]
+pub struct KollaRun {
+    /// kolla-build's summary.
+    pub summary: Summary,
+    /// Every image that failed is allowed to (kolla-build's exit status 0).
+    pub ok: bool,
+    /// `--push`: the images' pushes and their attestations' pushes, summed.
+    pub pushed: Option<(PushReport, PushReport)>,
+}
+
+/// Build the selection and return kolla's summary. Unless `--no-attestations`, each image built gets
+/// its SBOM and provenance in the store; with `--push`, each image built is pushed (with its
+/// attestations) by `--push-threads` workers while the rest build. An error here (reading the inputs
+/// the provenance names, an invalid `--cache-repo`) stops the run before anything is built.
 pub fn build_selection(
     ws: &Workspace,
     cfg: &KollaConfig,
@@ -183,7 +241,7 @@ pub fn build_selection(
     sel: &Selection,
     tree: &RenderedTree,
     shard: Option<&ShardRun>,
-) -> Result<(Summary, bool), AttestError> {
+) -> Result<KollaRun, AttestError> {
     let mut opts = build_options(cfg);
     opts.cache_repo = match &cfg.cache_repo {
         Some(spec) => Some(Arc::new(RemoteCache::new(spec, &opts.registry).map_err(BuildError::from)?)),
@@ -202,37 +260,52 @@ pub fn build_selection(
         refetch: !cfg.cache,
         retries: cfg.retries,
     };
-    let run =
-        RunOptions { threads: cfg.threads.max(1), logs_dir: cfg.logs_dir.clone(), sources: Some(sources), attest };
-    let report = scheduler::run(ws, &jobs, &opts, &run);
+    let run = RunOptions {
+        threads: cfg.threads.max(1),
+        logs_dir: cfg.logs_dir.clone(),
+        sources: Some(sources),
+        attest,
+        retries: cfg.retries,
+    };
+    let locations = registry::BlobLocations::default();
+    let pushed = Mutex::new((PushReport::default(), PushReport::default()));
+    let push = |job: &Job| -> Result<(), String> {
+        // Another shard builds (and pushes) this one: it is only here as a parent of ours.
+        if job.cache_wait.is_some() {
+            return Ok(());
+        }
+        let (images, referrers) = push_image(ws, cfg, job, &locations).map_err(|e| e.to_string())?;
+        let mut sums = pushed.lock().unwrap_or_else(|e| e.into_inner());
+        sums.0.add(&images);
+        sums.1.add(&referrers);
+        Ok(())
+    };
+    let pushes = Pushes { threads: cfg.push_threads.max(1), push: &push };
+    let report = scheduler::run(ws, &jobs, &opts, &run, cfg.push.then_some(&pushes));
     let mut summary = Summary::default();
     report.fill(&jobs, &mut summary);
     let names = |status| sel.names_with(graph, status).into_iter().map(|n| NameEntry { name: n.to_owned() }).collect();
     summary.not_matched = names(Status::Unmatched);
     summary.skipped = names(Status::Skipped);
     summary.unbuildable = names(Status::Unbuildable);
+    summary.sort();
     let ok = summary.failed.iter().all(|f| cfg.allowed_to_fail.contains(&f.name));
-    Ok((summary, ok))
+    let pushed = cfg.push.then(|| pushed.into_inner().unwrap_or_else(|e| e.into_inner()));
+    Ok(KollaRun { summary, ok, pushed })
 }
 
-/// Push the images `summary` lists as built to where their canonical names point
-/// (`[registry/]namespace/[prefix]name:tag`), then, unless `--no-attestations`, their referrers (SBOM,
-/// provenance). Returns what each of the two pushes did.
-pub fn push_built(
+/// Push `job`'s image to where its canonical name points (`[registry/]namespace/[prefix]name:tag`),
+/// then, unless `--no-attestations`, its referrers (SBOM, provenance). Returns what each of the two
+/// pushes did.
+fn push_image(
     ws: &Workspace,
     cfg: &KollaConfig,
-    graph: &Graph,
-    summary: &Summary,
+    job: &Job,
+    locations: &registry::BlobLocations,
 ) -> Result<(PushReport, PushReport), RegistryError> {
-    let mut images = Vec::new();
-    for b in &summary.built {
-        if let Some(i) = graph.find(&b.name) {
-            let canonical = &graph.nodes[i].canonical_name;
-            images.push((canonical.clone(), Reference::parse(canonical)?));
-        }
-    }
+    let images = [(job.tag.clone(), Reference::parse(&job.tag)?)];
     let opts = registry_options(cfg);
-    let report = registry::push(ws.store(), &images, &opts)?;
+    let report = registry::push_remembering(ws.store(), &images, &opts, Some(locations))?;
     let referrers =
         if cfg.attestations { registry::push_referrers_of(ws.store(), &images, &opts)? } else { PushReport::default() };
     Ok((report, referrers))

@@ -1,6 +1,8 @@
 //! Many images at once: parents first, independent images in parallel, as kolla-build schedules them —
-//! an image is queued the moment its parent is built (not level by level). When an image fails, its
-//! descendants are not attempted and are reported with status `parent_error`; the rest go on.
+//! an image is queued the moment its parent is built (not level by level). A failed build is tried
+//! again up to `--retries` times; when an image still fails, its descendants are not attempted (kolla-build
+//! reports them as still `matched`); the rest go on. With `--push`, each image built is queued for
+//! `--push-threads` push workers at once, so pushes run while the other images build.
 
 use std::collections::VecDeque;
 use std::fs;
@@ -8,8 +10,7 @@ use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 
-use serde::Serialize;
-
+pub use super::summary::{FailedEntry, NameEntry, Summary};
 use super::{BuildOptions, BuildRequest, InRun, Workspace, build_image};
 use crate::attest::{self, BuildFacts, ImageBuild, SourceArchive};
 use crate::config::{self, ImageSources};
@@ -36,6 +37,8 @@ pub struct Job {
     /// Another shard builds this image: take its steps from the remote cache (see
     /// [`super::CacheWait`]); it gets no attestations here (its owner records them).
     pub cache_wait: Option<super::CacheWait>,
+    /// The labels kolla-build gives the image at build time (see [`BuildOptions::labels`]).
+    pub labels: std::collections::BTreeMap<String, super::Label>,
 }
 
 /// How the run is carried out.
@@ -50,6 +53,18 @@ pub struct RunOptions {
     /// Record each built image's SBOM and provenance with these run-wide facts (`None`:
     /// `--no-attestations`).
     pub attest: Option<BuildFacts>,
+    /// Further attempts of an image whose build failed (`--retries`): kolla-build's build task runs up
+    /// to `retries + 1` times, and so does a push.
+    pub retries: u32,
+}
+
+/// The push queue of a run (`--push`): images are pushed as soon as they are built, by `threads`
+/// workers of their own, while the other images build.
+pub struct Pushes<'a> {
+    /// Push workers (`--push-threads`); at least 1.
+    pub threads: usize,
+    /// Pushes one built image; an error makes that image's status `push_error` (after the retries).
+    pub push: &'a (dyn Fn(&Job) -> Result<(), String> + Sync),
 }
 
 /// Outcome of one image.
@@ -64,8 +79,17 @@ pub enum Outcome {
     },
     /// Its build failed with this message.
     Failed(String),
-    /// Not attempted because an ancestor failed.
-    ParentError,
+    /// Not attempted because an ancestor failed (kolla-build's status stays `matched`).
+    NotAttempted,
+    /// Built, but its push failed with this message.
+    PushFailed {
+        /// Layers made by this run.
+        layers_built: usize,
+        /// Steps answered by the cache.
+        layers_cached: usize,
+        /// Why the push failed.
+        error: String,
+    },
 }
 
 /// The result of a run, one outcome per job (same order).
@@ -75,62 +99,30 @@ pub struct RunReport {
     pub outcomes: Vec<Outcome>,
 }
 
-/// kolla-build's summary JSON shape, plus our layer counts.
-#[derive(Debug, Default, Serialize)]
-pub struct Summary {
-    /// `[{"name": …}]`
-    pub built: Vec<NameEntry>,
-    /// `[{"name": …, "status": "error" | "parent_error"}]`
-    pub failed: Vec<FailedEntry>,
-    /// Images not selected.
-    pub not_matched: Vec<NameEntry>,
-    /// Images selected but skipped (`--skip-parents`, `--skip-existing`).
-    pub skipped: Vec<NameEntry>,
-    /// Images excluded by the unbuildable matrix.
-    pub unbuildable: Vec<NameEntry>,
-    /// Layers this run produced (0 on a fully cached rebuild).
-    pub layers_built: usize,
-    /// Steps answered by the cache.
-    pub layers_cached: usize,
-}
-
-/// An image name in the summary.
-#[derive(Debug, Serialize)]
-pub struct NameEntry {
-    /// The image name.
-    pub name: String,
-}
-
-/// A failed image in the summary.
-#[derive(Debug, Serialize)]
-pub struct FailedEntry {
-    /// The image name.
-    pub name: String,
-    /// `error` or `parent_error`, as kolla-build says.
-    pub status: String,
-}
-
 impl RunReport {
     /// Whether every job was built.
     pub fn all_built(&self) -> bool {
         self.outcomes.iter().all(|o| matches!(o, Outcome::Built { .. }))
     }
 
-    /// Fill `summary`'s built/failed lists and layer counts from this report.
+    /// Fill `summary`'s built/failed lists and layer counts from this report, with kolla-build's
+    /// statuses (`error`, `push_error`, and `matched` for an image not attempted).
     pub fn fill(&self, jobs: &[Job], summary: &mut Summary) {
         for (job, outcome) in jobs.iter().zip(&self.outcomes) {
+            let failed = |status: &str| FailedEntry { name: job.name.clone(), status: status.into() };
             match outcome {
                 Outcome::Built { layers_built, layers_cached } => {
                     summary.built.push(NameEntry { name: job.name.clone() });
                     summary.layers_built += layers_built;
                     summary.layers_cached += layers_cached;
                 }
-                Outcome::Failed(_) => {
-                    summary.failed.push(FailedEntry { name: job.name.clone(), status: "error".into() })
+                Outcome::PushFailed { layers_built, layers_cached, .. } => {
+                    summary.failed.push(failed("push_error"));
+                    summary.layers_built += layers_built;
+                    summary.layers_cached += layers_cached;
                 }
-                Outcome::ParentError => {
-                    summary.failed.push(FailedEntry { name: job.name.clone(), status: "parent_error".into() })
-                }
+                Outcome::Failed(_) => summary.failed.push(failed("error")),
+                Outcome::NotAttempted => summary.failed.push(failed("matched")),
             }
         }
     }
@@ -150,8 +142,43 @@ struct Shared {
     running: usize,
 }
 
-/// Build `jobs` (parents listed anywhere; `parent` links must point inside `jobs`).
-pub fn run(ws: &Workspace, jobs: &[Job], opts: &BuildOptions, run: &RunOptions) -> RunReport {
+/// The images waiting for a push worker, and whether the builds are over (then the workers stop once
+/// the queue is empty).
+#[derive(Default)]
+struct PushQueue {
+    waiting: Mutex<(VecDeque<usize>, bool)>,
+    wake: Condvar,
+}
+
+impl PushQueue {
+    fn add(&self, job: usize) {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).0.push_back(job);
+        self.wake.notify_one();
+    }
+
+    fn close(&self) {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.wake.notify_all();
+    }
+
+    /// The next image to push; `None` once the builds are over and nothing is left.
+    fn next(&self) -> Option<usize> {
+        let mut g = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(job) = g.0.pop_front() {
+                return Some(job);
+            }
+            if g.1 {
+                return None;
+            }
+            g = self.wake.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Build `jobs` (parents listed anywhere; `parent` links must point inside `jobs`), pushing each one
+/// built through `pushes` if given.
+pub fn run(ws: &Workspace, jobs: &[Job], opts: &BuildOptions, run: &RunOptions, pushes: Option<&Pushes>) -> RunReport {
     let mut shared = Shared {
         state: vec![State::Waiting; jobs.len()],
         ready: jobs.iter().enumerate().filter(|(_, j)| j.parent.is_none()).map(|(i, _)| i).collect(),
@@ -178,14 +205,66 @@ pub fn run(ws: &Workspace, jobs: &[Job], opts: &BuildOptions, run: &RunOptions) 
     let in_run = InRun::new(&handed_off);
     let progress = Progress::new(jobs.len());
     let workers = run.threads.max(1).min(jobs.len().max(1));
+    let queue = PushQueue::default();
+    let push_errors: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| worker(ws, jobs, opts, run, &in_run, &shared, &wake, &progress));
+        if let Some(p) = pushes {
+            for _ in 0..p.threads.max(1) {
+                s.spawn(|| push_worker(jobs, p, run.retries, &queue, &push_errors));
+            }
+        }
+        let (queue, in_run, shared, wake, progress) = (pushes.map(|_| &queue), &in_run, &shared, &wake, &progress);
+        let builders: Vec<_> = (0..workers)
+            .map(|_| s.spawn(move || worker(ws, jobs, opts, run, in_run, shared, wake, progress, queue)))
+            .collect();
+        let panicked = builders.into_iter().filter_map(|b| b.join().err()).next();
+        progress.finish();
+        if let Some(q) = queue {
+            q.close();
+        }
+        if let Some(p) = panicked {
+            std::panic::resume_unwind(p);
         }
     });
-    progress.finish();
-    let outcomes = shared.into_inner().unwrap_or_else(|e| e.into_inner()).outcomes;
-    RunReport { outcomes: outcomes.into_iter().map(|o| o.unwrap_or(Outcome::ParentError)).collect() }
+    let mut outcomes: Vec<Outcome> = shared
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Outcome::NotAttempted))
+        .collect();
+    for (i, error) in push_errors.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        if let Outcome::Built { layers_built, layers_cached } = outcomes[i] {
+            outcomes[i] = Outcome::PushFailed { layers_built, layers_cached, error };
+        }
+    }
+    RunReport { outcomes }
+}
+
+/// Pushes the images the builds queue until the builds are over and the queue is empty; a push is
+/// tried `retries + 1` times, and a push that still fails is recorded in `errors`.
+fn push_worker(jobs: &[Job], pushes: &Pushes, retries: u32, queue: &PushQueue, errors: &Mutex<Vec<(usize, String)>>) {
+    while let Some(i) = queue.next() {
+        let job = &jobs[i];
+        let mut last = String::new();
+        for attempt in 1..=retries + 1 {
+            tracing::info!(image = %job.name, attempt, "pushing {}", job.tag);
+            match (pushes.push)(job) {
+                Ok(()) => {
+                    tracing::info!(image = %job.name, "pushed {}", job.tag);
+                    last.clear();
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(image = %job.name, attempt, of = retries + 1, "push of {} failed: {e}", job.tag);
+                    last = e;
+                }
+            }
+        }
+        if !last.is_empty() {
+            errors.lock().unwrap_or_else(|e| e.into_inner()).push((i, last));
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -198,6 +277,7 @@ fn worker(
     shared: &Mutex<Shared>,
     wake: &Condvar,
     progress: &Progress,
+    pushes: Option<&PushQueue>,
 ) {
     loop {
         let i = {
@@ -215,10 +295,13 @@ fn worker(
             }
         };
         progress.start(&jobs[i].name);
-        let outcome = build_one(ws, &jobs[i], opts, run, in_run);
+        let outcome = build_attempts(ws, &jobs[i], opts, run, in_run);
         progress.done(&jobs[i].name, &outcome);
-        let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
         let ok = matches!(outcome, Outcome::Built { .. });
+        if ok && let Some(q) = pushes {
+            q.add(i);
+        }
+        let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
         g.state[i] = State::Done(ok);
         g.outcomes[i] = Some(outcome);
         g.running -= 1;
@@ -228,7 +311,7 @@ fn worker(
                     g.state[c] = State::Running;
                     g.ready.push_back(c);
                 } else {
-                    mark_parent_error(jobs, c, &mut g);
+                    mark_not_attempted(jobs, c, &mut g);
                 }
             }
         }
@@ -237,16 +320,17 @@ fn worker(
 }
 
 /// `c` and all its descendants are not attempted.
-fn mark_parent_error(jobs: &[Job], c: usize, g: &mut Shared) {
+fn mark_not_attempted(jobs: &[Job], c: usize, g: &mut Shared) {
     let mut stack = vec![c];
     while let Some(n) = stack.pop() {
         g.state[n] = State::Done(false);
-        g.outcomes[n] = Some(Outcome::ParentError);
+        g.outcomes[n] = Some(Outcome::NotAttempted);
         stack.extend(jobs.iter().enumerate().filter(|(_, j)| j.parent == Some(n)).map(|(k, _)| k));
     }
 }
 
-fn build_one(ws: &Workspace, job: &Job, opts: &BuildOptions, run: &RunOptions, in_run: &InRun) -> Outcome {
+/// Build `job` up to `retries + 1` times, until it is built; every attempt goes to the image's one log.
+fn build_attempts(ws: &Workspace, job: &Job, opts: &BuildOptions, run: &RunOptions, in_run: &InRun) -> Outcome {
     let mut log: Box<dyn Write> = match &run.logs_dir {
         Some(dir) => match open_log(dir, &job.name) {
             Ok(f) => Box::new(f),
@@ -254,26 +338,56 @@ fn build_one(ws: &Workspace, job: &Job, opts: &BuildOptions, run: &RunOptions, i
         },
         None => Box::new(io::sink()),
     };
+    let attempts = run.retries + 1;
+    let mut outcome = Outcome::NotAttempted;
+    for attempt in 1..=attempts {
+        if attempts > 1 {
+            let _ = writeln!(log, "=== attempt {attempt} of {attempts} to build {} ===", job.name);
+        }
+        if attempt > 1 {
+            tracing::info!(image = %job.name, "building {} again: attempt {attempt} of {attempts}", job.name);
+        }
+        outcome = build_one(ws, job, opts, run, in_run, &mut *log);
+        if matches!(outcome, Outcome::Built { .. }) {
+            break;
+        }
+    }
+    if let (Outcome::Failed(_), Some(dir)) = (&outcome, &run.logs_dir) {
+        let link = dir.join(format!("000_FAILED_{}.log", job.name));
+        let _ = fs::remove_file(&link);
+        let _ = std::os::unix::fs::symlink(format!("{}.log", job.name), link);
+    }
+    outcome
+}
+
+fn build_one(
+    ws: &Workspace,
+    job: &Job,
+    opts: &BuildOptions,
+    run: &RunOptions,
+    in_run: &InRun,
+    log: &mut dyn Write,
+) -> Outcome {
     let started_on = attest::build::now();
     let mut prepared = Vec::new();
     if let (Some(spec), Some(sopts)) = (&job.sources, &run.sources) {
         match sources::prepare(&job.context, spec, sopts) {
             Ok(p) => prepared = p,
-            Err(e) => return fail(job, run, &mut *log, format!("preparing the sources of {}: {e}", job.name)),
+            Err(e) => return fail(job, log, format!("preparing the sources of {}: {e}", job.name)),
         }
     }
     let req = BuildRequest { dockerfile: &job.dockerfile, context: &job.context, tag: &job.tag, in_run: Some(in_run) };
-    let waiting;
-    let opts = match &job.cache_wait {
-        Some(w) => {
-            waiting = BuildOptions { cache_wait: Some(w.clone()), ..opts.clone() };
-            &waiting
-        }
-        None => opts,
+    // What is the job's own: the wait for another shard, kolla's labels, and `--pull`, which (as in
+    // kolla-build) refreshes only the base of a root image, never a parent of the tree.
+    let opts = BuildOptions {
+        cache_wait: job.cache_wait.clone(),
+        labels: job.labels.clone(),
+        pull: opts.pull && job.parent_image.is_none(),
+        ..opts.clone()
     };
-    let o = match build_image(ws, &req, opts, &mut *log) {
+    let o = match build_image(ws, &req, &opts, log) {
         Ok(o) => o,
-        Err(e) => return fail(job, run, &mut *log, e.to_string()),
+        Err(e) => return fail(job, log, e.to_string()),
     };
     tracing::info!(image = %job.name, layers_built = o.layers_built, cached = o.layers_cached, "built {}", job.tag);
     if let Some(facts) = run.attest.as_ref().filter(|_| job.cache_wait.is_none()) {
@@ -292,7 +406,7 @@ fn build_one(ws: &Workspace, job: &Job, opts: &BuildOptions, run: &RunOptions, i
                 "{} was built ({}) but its SBOM and provenance could not be recorded (--no-attestations skips them): {e}",
                 job.tag, o.manifest.digest
             );
-            return fail(job, run, &mut *log, msg);
+            return fail(job, log, msg);
         }
     }
     Outcome::Built { layers_built: o.layers_built, layers_cached: o.layers_cached }
@@ -314,14 +428,10 @@ fn source_archive(p: &PreparedSource) -> SourceArchive {
     }
 }
 
-/// Record a failed image: in its log, as a `000_FAILED_<name>.log` link, and in the run's log.
-fn fail(job: &Job, run: &RunOptions, log: &mut dyn Write, msg: String) -> Outcome {
+/// Record a failed attempt: in its log and in the run's log (an image that fails every attempt also
+/// gets its `000_FAILED_<name>.log` link, see [`build_attempts`]).
+fn fail(job: &Job, log: &mut dyn Write, msg: String) -> Outcome {
     let _ = writeln!(log, "\nBUILD FAILED: {msg}");
-    if let Some(dir) = &run.logs_dir {
-        let link = dir.join(format!("000_FAILED_{}.log", job.name));
-        let _ = fs::remove_file(&link);
-        let _ = std::os::unix::fs::symlink(format!("{}.log", job.name), link);
-    }
     tracing::error!(image = %job.name, "{msg}");
     Outcome::Failed(msg)
 }
