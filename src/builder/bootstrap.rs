@@ -20,8 +20,10 @@ use crate::store::{ContainerConfig, Descriptor, History, ImageConfig, Platform, 
 /// image, with a warning.
 pub(crate) fn fetch_base(ws: &Workspace, name: &str, opts: &BuildOptions, present: bool) -> Result<(), BuildError> {
     let suite = debian_suite(name);
-    if present && (opts.bootstrap && suite.is_some() || !pulled_before(ws, name)?) {
-        // Bootstrapped here, or made here (`build-file -t`): no registry has a newer one.
+    // What a registry may have a newer one of: an image pulled before, and `debian:<suite>` (bootstrapped
+    // while no registry served it) unless `--bootstrap`; not one made here (`build-file -t`).
+    let from_registry = pulled_before(ws, name)?;
+    if present && !from_registry && (suite.is_none() || opts.bootstrap) {
         return Ok(());
     }
     let platform = Platform::host();
@@ -57,10 +59,11 @@ pub(crate) fn fetch_base(ws: &Workspace, name: &str, opts: &BuildOptions, presen
     match (pulled, suite) {
         (Ok(()), _) => {}
         (Err(why), _) if present => {
-            tracing::warn!(
-                "{name}: keeping the image in the store, its registry could not be asked ({})",
-                why.join("; ")
-            );
+            let why = why.join("; ");
+            match from_registry {
+                true => tracing::warn!("{name}: keeping the image in the store, its registry could not be asked ({why})"),
+                false => tracing::info!("{name}: keeping the bootstrapped image, no registry serves it ({why})"),
+            }
             return Ok(());
         }
         (Err(why), Some(suite)) => {

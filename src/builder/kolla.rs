@@ -266,6 +266,7 @@ pub fn build_selection(
         sources: Some(sources),
         attest,
         retries: cfg.retries,
+        quiet: cfg.quiet,
     };
     let locations = registry::BlobLocations::default();
     let pushed = Mutex::new((PushReport::default(), PushReport::default()));

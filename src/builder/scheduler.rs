@@ -56,6 +56,8 @@ pub struct RunOptions {
     /// Further attempts of an image whose build failed (`--retries`): kolla-build's build task runs up
     /// to `retries + 1` times, and so does a push.
     pub retries: u32,
+    /// `--quiet`: no progress bar or per-image lines on the console (logs still go to `logs_dir`).
+    pub quiet: bool,
 }
 
 /// The push queue of a run (`--push`): images are pushed as soon as they are built, by `threads`
@@ -203,7 +205,7 @@ pub fn run(ws: &Workspace, jobs: &[Job], opts: &BuildOptions, run: &RunOptions, 
         wake.notify_all();
     };
     let in_run = InRun::new(&handed_off);
-    let progress = Progress::new(jobs.len());
+    let progress = Progress::new(jobs.len(), run.quiet);
     let workers = run.threads.max(1).min(jobs.len().max(1));
     let queue = PushQueue::default();
     let push_errors: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
@@ -441,14 +443,15 @@ fn open_log(dir: &Path, name: &str) -> io::Result<fs::File> {
     fs::File::create(dir.join(format!("{name}.log")))
 }
 
-/// An indicatif bar on a terminal; plain log lines (through `tracing`) otherwise.
+/// An indicatif bar on a terminal; plain log lines (through `tracing`) otherwise; nothing when quiet.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
+    quiet: bool,
 }
 
 impl Progress {
-    fn new(total: usize) -> Progress {
-        let bar = io::stderr().is_terminal().then(|| {
+    fn new(total: usize, quiet: bool) -> Progress {
+        let bar = (!quiet && io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::new(total as u64);
             let style = indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {wide_msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
@@ -456,12 +459,13 @@ impl Progress {
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
             bar
         });
-        Progress { bar }
+        Progress { bar, quiet }
     }
 
     fn start(&self, name: &str) {
         match &self.bar {
             Some(bar) => bar.set_message(format!("building {name}")),
+            None if self.quiet => {}
             None => tracing::info!("building {name}"),
         }
     }
