@@ -61,7 +61,9 @@ pub(crate) fn fetch_base(ws: &Workspace, name: &str, opts: &BuildOptions, presen
         (Err(why), _) if present => {
             let why = why.join("; ");
             match from_registry {
-                true => tracing::warn!("{name}: keeping the image in the store, its registry could not be asked ({why})"),
+                true => {
+                    tracing::warn!("{name}: keeping the image in the store, its registry could not be asked ({why})")
+                }
                 false => tracing::info!("{name}: keeping the bootstrapped image, no registry serves it ({why})"),
             }
             return Ok(());
