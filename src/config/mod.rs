@@ -19,6 +19,7 @@ mod bases;
 mod cli;
 pub mod ini;
 mod options;
+pub mod reference;
 mod resolve;
 mod sources;
 mod users;
