@@ -75,16 +75,20 @@ pub fn kolla_labels(cfg: &KollaConfig, name: &str, revision: Option<&str>) -> BT
     labels
 }
 
-/// The commit of the git checkout holding `tree` (`git rev-parse HEAD`), as kolla-build labels its
-/// images with the commit of the kolla checkout it runs from; `None` outside a checkout (a tree
-/// installed from PyPI, as kolla-build installed from PyPI has none), and for the bundled tree.
+/// The commit of the git checkout `tree`'s files belong to (`git rev-parse HEAD`), as kolla-build
+/// labels its images with the commit of the kolla checkout it runs from; `None` when git tracks none
+/// of them (a tree installed from PyPI, as kolla-build installed from PyPI has none, even inside
+/// another checkout), and for the bundled tree.
 pub fn template_revision(tree: &Path) -> Option<String> {
     if tree == Path::new(crate::config::BUNDLED_TEMPLATES) {
         return None;
     }
-    let out = std::process::Command::new("git").arg("-C").arg(tree).args(["rev-parse", "HEAD"]).output().ok()?;
+    let git = |args: &[&str]| std::process::Command::new("git").arg("-C").arg(tree).args(args).output().ok();
+    let tracked = git(&["ls-files", "--error-unmatch", "--", "."])?;
+    let out = git(&["rev-parse", "HEAD"])?;
     let rev = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    (out.status.success() && rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit())).then_some(rev)
+    let is_commit = rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit());
+    (tracked.status.success() && out.status.success() && is_commit).then_some(rev)
 }
 
 /// One job per matched image, parents first; `parent` links only to parents built in this run (an
@@ -271,10 +275,6 @@ pub fn build_selection(
     let locations = registry::BlobLocations::default();
     let pushed = Mutex::new((PushReport::default(), PushReport::default()));
     let push = |job: &Job| -> Result<(), String> {
-        // Another shard builds (and pushes) this one: it is only here as a parent of ours.
-        if job.cache_wait.is_some() {
-            return Ok(());
-        }
         let (images, referrers) = push_image(ws, cfg, job, &locations).map_err(|e| e.to_string())?;
         let mut sums = pushed.lock().unwrap_or_else(|e| e.into_inner());
         sums.0.add(&images);
@@ -310,4 +310,41 @@ fn push_image(
     let referrers =
         if cfg.attestations { registry::push_referrers_of(ws.store(), &images, &opts)? } else { PushReport::default() };
     Ok((report, referrers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A tree git tracks gives its commit; an untracked one inside the same checkout (a venv in `target/`)
+    /// and a tree outside any checkout give none.
+    #[test]
+    fn templates_in_a_git_checkout_name_its_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("kolla");
+        std::fs::create_dir_all(repo.join("docker/base")).unwrap();
+        std::fs::write(repo.join("docker/base/Dockerfile.j2"), "FROM x\n").unwrap();
+        git(&repo, &["init", "-q"]);
+        git(&repo, &["add", "docker"]);
+        git(&repo, &["commit", "-qm", "templates"]);
+        let head = std::process::Command::new("git").arg("-C").arg(&repo).args(["rev-parse", "HEAD"]).output().unwrap();
+        let head = String::from_utf8(head.stdout).unwrap().trim().to_string();
+        assert_eq!(template_revision(&repo.join("docker")).as_deref(), Some(head.as_str()));
+        std::fs::create_dir_all(repo.join("venv/docker/base")).unwrap();
+        std::fs::write(repo.join("venv/docker/base/Dockerfile.j2"), "FROM x\n").unwrap();
+        assert_eq!(template_revision(&repo.join("venv/docker")), None);
+        std::fs::create_dir_all(tmp.path().join("plain")).unwrap();
+        assert_eq!(template_revision(&tmp.path().join("plain")), None);
+        assert_eq!(template_revision(Path::new(crate::config::BUNDLED_TEMPLATES)), None);
+    }
 }

@@ -248,23 +248,23 @@ pub fn run(ws: &Workspace, jobs: &[Job], opts: &BuildOptions, run: &RunOptions, 
 fn push_worker(jobs: &[Job], pushes: &Pushes, retries: u32, queue: &PushQueue, errors: &Mutex<Vec<(usize, String)>>) {
     while let Some(i) = queue.next() {
         let job = &jobs[i];
-        let mut last = String::new();
+        let mut failure = None;
         for attempt in 1..=retries + 1 {
             tracing::info!(image = %job.name, attempt, "pushing {}", job.tag);
             match (pushes.push)(job) {
                 Ok(()) => {
                     tracing::info!(image = %job.name, "pushed {}", job.tag);
-                    last.clear();
+                    failure = None;
                     break;
                 }
                 Err(e) => {
                     tracing::error!(image = %job.name, attempt, of = retries + 1, "push of {} failed: {e}", job.tag);
-                    last = e;
+                    failure = Some(e);
                 }
             }
         }
-        if !last.is_empty() {
-            errors.lock().unwrap_or_else(|e| e.into_inner()).push((i, last));
+        if let Some(e) = failure {
+            errors.lock().unwrap_or_else(|e| e.into_inner()).push((i, e));
         }
     }
 }
@@ -300,7 +300,11 @@ fn worker(
         let outcome = build_attempts(ws, &jobs[i], opts, run, in_run);
         progress.done(&jobs[i].name, &outcome);
         let ok = matches!(outcome, Outcome::Built { .. });
-        if ok && let Some(q) = pushes {
+        // An image another shard builds is that shard's to push.
+        if ok
+            && jobs[i].cache_wait.is_none()
+            && let Some(q) = pushes
+        {
             q.add(i);
         }
         let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());

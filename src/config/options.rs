@@ -278,8 +278,7 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         .does("As kolla-build; `--nodocker-healthchecks` turns it off."),
     opt("quiet", Bool, Some("false"), "Do not print image logs").short('q')
         .does("As kolla-build, from the command line or a config file: no per-image lines on the console (the logs in `--logs-dir` keep them)."),
-    opt("enable_unbuildable", Bool, Some("false"), "Also build images marked unbuildable for this base/arch")
-        .does("As kolla-build."),
+    opt("enable_unbuildable", Bool, Some("false"), "Also build images marked unbuildable for this base/arch"),
     opt("summary", Bool, Some("true"), "Print a summary at the end [default: true]")
         .does("As kolla-build: `--nosummary` writes no summary at all."),
     opt("image_name_prefix", Str, Some(""), "Prefix of image names in canonical names and FROM lines"),

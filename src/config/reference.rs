@@ -77,10 +77,13 @@ fn row(o: &OptionDef) -> String {
     format!("| {} | {} | {} | {} |\n", flags(o), cell(&default), cell(o.help), cell(does))
 }
 
+/// Which options a section of the page lists.
+type Pick = fn(&OptionDef) -> bool;
+
 /// The page (see the module docs).
 pub fn render() -> String {
     let mut page = String::from(INTRO);
-    let sections: [(&str, fn(&OptionDef) -> bool); 3] = [
+    let sections: [(&str, Pick); 3] = [
         ("kolla-build's command-line options", |o| !o.kolla_oci && o.cli),
         ("kolla-build's config-file-only options (`[DEFAULT]`)", |o| !o.kolla_oci && !o.cli),
         ("kolla-oci's own options", |o| o.kolla_oci),
