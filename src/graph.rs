@@ -8,7 +8,7 @@
 //!
 //! Selection follows kolla's `filter_images`: unbuildable images (kolla's per-base/arch
 //! matrix) and their descendants are excluded; positional regexes (Python `re.search` on the
-//! image name), else the `--profile` regex lists, match images and force-match their
+//! image name, lookahead, lookbehind and backreferences included), else the `--profile` regex lists, match images and force-match their
 //! ancestors; without either every buildable image is matched (kolla-oci's `--all` does the
 //! same regardless of regexes or profiles). `--skip-parents` then skips matched images that
 //! have children, and `--skip-existing` those already built.
@@ -30,13 +30,13 @@ pub enum GraphError {
     /// `--profile` names a profile that is missing or empty.
     #[error("profile {0:?} does not exist (or is empty); define it in [profiles]")]
     UnknownProfile(String),
-    /// A selection regex does not compile.
+    /// A selection regex does not compile (or gives up matching a name: backtracking limit).
     #[error("invalid image regex {pattern:?}: {source}")]
     BadRegex {
         /// The joined pattern.
         pattern: String,
         /// The regex error.
-        source: Box<regex::Error>,
+        source: Box<fancy_regex::Error>,
     },
 }
 
@@ -291,11 +291,13 @@ pub fn select_with(
             *s = Status::Matched;
         }
     } else {
+        // kolla joins the patterns as `(a|b)` and uses Python's `re.search`: a backtracking engine
+        // with lookaround and backreferences, which fancy-regex provides over the same syntax.
         let pattern = format!("({})", filter.join("|"));
-        let re = regex::Regex::new(&pattern)
-            .map_err(|source| GraphError::BadRegex { pattern: pattern.clone(), source: Box::new(source) })?;
+        let bad = |source| GraphError::BadRegex { pattern: pattern.clone(), source: Box::new(source) };
+        let re = fancy_regex::Regex::new(&pattern).map_err(bad)?;
         for i in 0..n {
-            if status[i] != Status::Unbuildable && re.is_match(&graph.nodes[i].name) {
+            if status[i] != Status::Unbuildable && re.is_match(&graph.nodes[i].name).map_err(bad)? {
                 status[i] = Status::Matched;
                 for a in graph.ancestors(i) {
                     status[a] = Status::Matched;
@@ -392,5 +394,28 @@ mod tests {
         assert_eq!(unbuildable_for("debian", "aarch64"), vec!["bifrost-base"]);
         assert_eq!(unbuildable_for("rocky", "x86_64").len(), 5);
         assert!(unbuildable_for("debian", "x86_64").is_empty());
+    }
+
+    /// Python `re` syntax the `regex` crate lacks: lookahead, lookbehind, backreferences.
+    #[test]
+    fn regexes_have_python_re_semantics() {
+        let df = |parent: &str| format!("FROM ns/{parent}:t\n");
+        let images = [
+            ("base", "FROM debian:trixie\n".to_string()),
+            ("nova-api", df("base")),
+            ("glance-api", df("base")),
+            ("heat-api-cfn", df("base")),
+            ("aa-bb", df("base")),
+        ];
+        let g = Graph::build(images.iter().map(|(n, d)| (*n, d.as_str())), "ns", "", "t").unwrap();
+        let pick = |re: &str| {
+            let sel = select_with(&g, &[re.to_string()], &[], false, None).unwrap();
+            sel.names_with(&g, Status::Matched).into_iter().map(String::from).collect::<Vec<_>>()
+        };
+        assert_eq!(pick(r"^(?!nova).*-api$"), ["base", "glance-api"]);
+        assert_eq!(pick(r"(?<=heat-)api"), ["base", "heat-api-cfn"]);
+        // Patterns are joined as `(a|b)`, so their groups count from 2, in kolla-build as here.
+        assert_eq!(pick(r"^(a)\2-"), ["aa-bb", "base"]);
+        assert!(matches!(select_with(&g, &["nova(".into()], &[], false, None), Err(GraphError::BadRegex { .. })));
     }
 }

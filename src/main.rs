@@ -4,7 +4,7 @@ mod cmd;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// The system allocator, bounding the memory template renders may hold (see `template::budget`).
 #[global_allocator]
@@ -62,27 +62,69 @@ enum Command {
     Gc(cmd::gc::Args),
 }
 
+/// `argv` with the long options of `build` written in full when given as an unambiguous prefix, as
+/// kolla-build's argparse takes them (see [`kolla_oci::config::expand_abbreviations`]). The
+/// subcommand is the first argument that is neither an option nor the value of `--store` or
+/// `--log-level`.
+fn build_abbreviations_expanded(
+    argv: Vec<std::ffi::OsString>,
+) -> Result<Vec<std::ffi::OsString>, kolla_oci::config::AmbiguousOption> {
+    let mut at = 1;
+    while let Some(arg) = argv.get(at) {
+        match arg.to_str() {
+            Some("--store" | "--log-level") => at += 2,
+            Some(a) if a.starts_with('-') => at += 1,
+            _ => break,
+        }
+    }
+    if argv.get(at).is_none_or(|a| a != "build") {
+        return Ok(argv);
+    }
+    let mut command = Cli::command();
+    command.build();
+    let build = command.find_subcommand("build").expect("the build subcommand");
+    let ours: Vec<String> = build
+        .get_arguments()
+        .flat_map(|a| {
+            a.get_long_and_visible_aliases().into_iter().flatten().chain(a.get_all_aliases().into_iter().flatten())
+        })
+        .map(str::to_string)
+        .collect();
+    let mut argv = argv;
+    let tail = argv.split_off(at + 1);
+    argv.extend(kolla_oci::config::expand_abbreviations(tail, &ours)?);
+    Ok(argv)
+}
+
 fn main() -> std::process::ExitCode {
     // Must run before any thread exists: a threaded process cannot enter a new user namespace.
     kolla_oci::sandbox::early_init();
-    let cli = Cli::parse();
+    let argv = match build_abbreviations_expanded(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     // Commands that start containers pass stop signals on to them (before any other thread exists).
     if matches!(cli.command, Command::Build(_) | Command::BuildFile(_) | Command::Run(_)) {
         kolla_oci::sandbox::signals::install();
     }
-    // kolla-build's `-d/--debug` raises our own log level, `-q/--quiet` (and build-file's) lowers it to
-    // warnings (config files are read later).
-    let debug = matches!(&cli.command, Command::Build(a) if a.kolla.debug_requested());
-    let quiet = match &cli.command {
-        Command::Build(a) => a.kolla.quiet_requested(),
-        Command::BuildFile(a) => a.quiet,
-        _ => false,
+    // kolla-build's `-d/--debug` raises our own log level; `-q/--quiet` (and build-file's) hides the images'
+    // own lines and lowers ours to warnings — from the command line or a config file (read here for these
+    // two only, the rest comes later).
+    let console = match &cli.command {
+        Command::Build(a) => kolla_oci::config::KollaConfig::console_settings(&a.kolla),
+        Command::BuildFile(a) => kolla_oci::config::ConsoleSettings { quiet: a.quiet, ..Default::default() },
+        _ => kolla_oci::config::ConsoleSettings::default(),
     };
-    cmd::init_logging(&match (debug, quiet) {
+    let level = match (console.debug, console.quiet) {
         (true, _) => format!("{},kolla_oci=debug", cli.log_level),
         (false, true) => format!("{},kolla_oci=warn", cli.log_level),
         (false, false) => cli.log_level.clone(),
-    });
+    };
+    cmd::init_logging(&level, console.quiet);
     let ctx = cmd::Context { store_dir: cli.store };
     let result = match cli.command {
         Command::Build(a) => cmd::build::run(&ctx, *a),

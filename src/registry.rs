@@ -9,6 +9,7 @@
 
 mod auth;
 mod client;
+mod mirrors;
 mod plan;
 mod progress;
 mod pull;
@@ -21,9 +22,10 @@ pub(crate) mod transport;
 
 pub use auth::{Credential, Secret, auth_file, forget_credential, lookup_credential, save_credential};
 pub use client::{Client, MountOutcome};
+pub use mirrors::{Mirrors, Source};
 pub(crate) use pull::fetch_blob;
-pub use pull::{ensure_image, pull};
-pub use push::{PushReport, push, push_referrers, push_referrers_of};
+pub use pull::{ensure_image, pull, pull_as};
+pub use push::{BlobLocations, PushReport, push, push_referrers, push_referrers_of, push_remembering};
 pub use reference::{DOCKER_HUB, Reference, host_is_loopback};
 pub use referrers::{Referrer, referrers, referrers_tag};
 pub use tls::{TlsOptions, default_certs_dirs};

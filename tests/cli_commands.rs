@@ -193,7 +193,8 @@ fn failed_run_in_build_names_the_template_and_shows_its_output_once() {
     }
     let logs = b.dir.join("logs");
     let t = tree.to_str().unwrap();
-    let common = ["build", "--template-tree", t, "--tag", "t", "--no-attestations", "--threads", "1"];
+    // One attempt (kolla's default --retries 3 shows a failing image's output once per attempt).
+    let common = ["build", "--template-tree", t, "--tag", "t", "--no-attestations", "--threads", "1", "--retries", "0"];
     let out = b.kolla(&[&common[..], &["--logs-dir", logs.to_str().unwrap()]].concat());
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -8,6 +8,10 @@
 //!   tarballs.opendev.org (`tests/data/openstack-requirements`);
 //! * `[keystone-base] type = local`: keystone 30.0.0's sdist, fetched by `pip download`.
 //!
+//! `FROM debian:trixie` is bootstrapped (the registries.conf mirror named for Docker Hub is not
+//! reachable, nor is Docker Hub) and laid out as the official image, so upstream's apt steps print no
+//! "configured multiple times" warning.
+//!
 //! Then the keystone image runs under upstream's `kolla_start` with a kolla-ansible-style `config.json`,
 //! and answers `GET /v3` and a password token request.
 
@@ -88,10 +92,21 @@ fn upstream_keystone_chain_builds_rootless_and_issues_a_token() {
     )
     .unwrap();
 
+    // A mirror for Docker Hub that nothing answers: the base is bootstrapped.
+    let unreachable = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let registries = dir.join("registries.conf");
+    fs::write(
+        &registries,
+        format!(
+            "[[registry]]\nprefix = \"docker.io\"\n\n[[registry.mirror]]\nlocation = \"127.0.0.1:{unreachable}\"\n"
+        ),
+    )
+    .unwrap();
     let store = dir.join("state");
     let kolla = || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kolla-oci"));
         c.env("KOLLA_OCI_STORE", &store).env("HOME", dir).env_remove("KOLLA_OCI_TEMPLATE_TREE");
+        c.env("CONTAINERS_REGISTRIES_CONF", &registries);
         c
     };
     let summary = dir.join("summary.json");
@@ -113,9 +128,13 @@ fn upstream_keystone_chain_builds_rootless_and_issues_a_token() {
         let s: serde_json::Value = serde_json::from_str(&fs::read_to_string(&summary).unwrap_or_default())
             .unwrap_or_else(|e| panic!("no summary ({e}): {}", String::from_utf8_lossy(&out.stderr)));
         assert!(out.status.success(), "build failed: {s}\n{}", String::from_utf8_lossy(&out.stderr));
-        s
+        (s, String::from_utf8_lossy(&out.stderr).into_owned())
     };
-    let cold = build();
+    let (cold, stderr) = build();
+    assert!(stderr.contains("bootstrapping debian:trixie"), "{stderr}");
+    let base_log = fs::read_to_string(dir.join("logs/base.log")).unwrap();
+    assert!(base_log.contains("apt-get") && base_log.contains("Reading package lists"), "{base_log}");
+    assert!(!base_log.contains("configured multiple times"), "apt warned about its sources:\n{base_log}");
     let mut built: Vec<&str> = cold["built"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
     built.sort();
     assert_eq!(built, ["base", "keystone", "keystone-base", "openstack-base"]);
@@ -126,7 +145,7 @@ fn upstream_keystone_chain_builds_rootless_and_issues_a_token() {
     assert!(ls.contains("upper-constraints.txt") && ls.contains("setup.cfg"), "{ls}");
 
     // A rebuild builds nothing.
-    let again = build();
+    let (again, _) = build();
     assert_eq!(again["layers_built"], 0, "{again}");
 
     let img = KeystoneImage {

@@ -14,7 +14,8 @@
 //! | `SOURCE_DATE_EPOCH` (clamps mtimes) | [`chain_start`] |
 //! | every earlier step of the image | each key's `parent` |
 //! | RUN: argv after SHELL, heredoc script, env (config Env + ARGs in effect), user, workdir | [`RunInputs`] |
-//! | COPY/ADD: source patterns; their names, types, **full modes**, sizes, bytes, link targets (`BuildContext::digest`); heredocs; absolute dest; `--chown`; `--chmod` | [`CopyInputs`] |
+//! | COPY/ADD: source patterns; their names, types, **full modes**, sizes, bytes, link targets (`BuildContext::digest`, without what `.dockerignore` leaves out); heredocs; absolute dest; `--chown`; `--chmod` | [`CopyInputs`] |
+//! | `--squash`: the merge of an image's own layers | [`squash_key`] of its last step's key |
 //!
 //! Left out, as they do not change the layer: the network mode, host paths, the mtimes and owners of
 //! context files (COPY stamps its own), undeclared proxy build args, the machine and its umask (RUN
@@ -58,6 +59,12 @@ pub(crate) fn chain_start(base_diff_ids: Option<&[String]>, platform: &str, shap
         .field("compression", shaping.compression.to_string())
         .field("source-date-epoch", epoch)
         .finish()
+}
+
+/// The key of `--squash`'s merged layer: the image's own layers are those of the chain ending at
+/// `last` (the key of its last step), merged.
+pub(crate) fn squash_key(last: &Digest) -> Digest {
+    Key::new("squash", last).finish()
 }
 
 /// What a RUN's layer depends on besides its parent.
@@ -124,6 +131,10 @@ impl CopyInputs<'_> {
 pub(crate) struct CachedStep {
     /// The layer, or `None` when the step changed no file.
     pub layer: Option<CachedLayer>,
+    /// When the layer was made (seconds since the epoch): what its history entry and the image's
+    /// `created` say when the step comes from the cache. Absent in entries older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<i64>,
 }
 
 /// A layer a step produced.
@@ -327,6 +338,7 @@ mod tests {
             CopyInputs { chmod: "0755", ..copy }.key(&base),
         ];
         assert_all_differ(&copies);
+        assert_all_differ(&[squash_key(&base), squash_key(&starts[1]), base]);
     }
 
     fn assert_all_differ(keys: &[Digest]) {

@@ -75,6 +75,11 @@ struct ImageState {
     inherited: Option<(String, Arc<Handoff>)>,
     /// What the config rules remember across instructions.
     rules: RuleState,
+    /// When the newest of its layers so far was made (seconds since the epoch): its base image's
+    /// `created`, then each layer's time. The image's `created` (see [`BuildOptions::created`]).
+    newest: i64,
+    /// How many layers and history entries came with the `FROM` image: what `--squash` keeps.
+    base: (usize, usize),
 }
 
 /// A layer whose blob the background thread has written.
@@ -119,8 +124,14 @@ pub fn build_image(
     std::thread::scope(|scope| {
         let mut bg = Background::new(scope);
         let steps = Steps { ws, ctx: &ctx, cache: &cache, opts };
-        let (mut state, counts) = steps.all(req, &df, &mut bg, log)?;
-        state.config.created = Some(opts.created());
+        let (mut state, mut counts) = steps.all(req, &df, &mut bg, log)?;
+        if opts.squash && state.dirs.len() > state.base.0 + 1 {
+            match steps.squash(&mut state).map_err(|e| BuildError::Input(format!("--squash of {}: {e}", req.tag)))? {
+                true => counts.built += 1,
+                false => counts.cached += 1,
+            }
+        }
+        finish_config(&mut state, opts);
         let handoff = req.in_run.map(|r| r.publish(req.tag, &state.config, state.dirs.clone())).transpose()?;
         let written = write_image(ws, req, &mut state, bg);
         if let Some(h) = handoff {
@@ -269,6 +280,77 @@ impl<'a> Steps<'a> {
             st.ok_or_else(|| BuildError::Input(format!("{}: no FROM instruction", req.dockerfile.display())))?;
         Ok((state, counts))
     }
+
+    /// `--squash`: replaces the image's own layers by one made of their merge (see
+    /// [`super::squash`]), kept in the step cache like a step's; its own history entries stay,
+    /// marked as making no layer, and one entry for the merged layer follows them. Returns whether
+    /// the merged layer was made now (else it came from the cache).
+    fn squash(self, st: &mut ImageState) -> Result<bool, BuildError> {
+        let Steps { ws, cache, opts, .. } = self;
+        let (base_layers, base_history) = st.base;
+        let merged = st.dirs.len() - base_layers;
+        let key = cache::squash_key(&st.key);
+        let hit = cache.get(&key).and_then(|hit| hit.layer.map(|l| (l, hit.created.unwrap_or(st.newest))));
+        let (layer, made) = match hit.filter(|(l, _)| ws.store().has_blob(&l.descriptor.digest)) {
+            Some((l, time)) => {
+                let dir = ws.ensure_layer_dir(&l.descriptor, &l.diff_id)?;
+                (Some((l.descriptor, l.diff_id, dir, time)), false)
+            }
+            None => {
+                let tmp = ws.temp_dir("squash-")?;
+                let root = tmp.path().join("root");
+                fs::create_dir(&root).map_err(|e| BuildError::io(&root, "create directory", e))?;
+                let parent: Vec<PathBuf> = st.dirs[..base_layers].iter().rev().cloned().collect();
+                super::squash::merge_layers(&st.dirs[base_layers..], &RootView::new(&parent), &root)?;
+                let tree = TreeOptions {
+                    source_date_epoch: opts.source_date_epoch,
+                    overlay_upper: true,
+                    threads: opts.threads,
+                };
+                let mut w = ws.store().blob_writer()?;
+                let info = layers::write_layer(&root, &tree, opts.compression, &mut w)
+                    .map_err(|e| BuildError::Layer { what: format!("the merge of {merged} layers"), error: e })?;
+                let layer = if info.entries == 0 {
+                    cache
+                        .put(&key, &CachedStep { layer: None, created: None })
+                        .map_err(|e| BuildError::io(&ws.cache_dir(), "write cache", e))?;
+                    None
+                } else {
+                    w.commit(Some(&info.digest))?;
+                    let dir = ws.adopt_layer_dir(&root, &info.diff_id)?;
+                    let descriptor = Descriptor::new(info.media_type, info.digest, info.size);
+                    let entry = CachedStep {
+                        layer: Some(CachedLayer { descriptor: descriptor.clone(), diff_id: info.diff_id }),
+                        created: Some(st.newest),
+                    };
+                    cache.put(&key, &entry).map_err(|e| BuildError::io(&ws.cache_dir(), "write cache", e))?;
+                    Some((descriptor, info.diff_id, dir, st.newest))
+                };
+                (layer, true)
+            }
+        };
+        st.layers.truncate(base_layers);
+        st.dirs.truncate(base_layers);
+        st.config.rootfs.diff_ids.truncate(base_layers);
+        for h in &mut st.config.history[base_history..] {
+            h.empty_layer = Some(true);
+        }
+        if let Some((descriptor, diff_id, dir, time)) = layer {
+            st.layers.push(Some(descriptor));
+            st.dirs.push(dir);
+            st.config.rootfs.diff_ids.push(diff_id);
+            st.config.history.push(History {
+                created: Some(opts.created(time)),
+                created_by: Some(format!("kolla-oci --squash: the {merged} layers above merged into one")),
+                comment: Some("kolla-oci".into()),
+                ..Default::default()
+            });
+        }
+        st.key = key;
+        // Layers of this image still compressing in the background are not its layers any more.
+        st.stage += 1;
+        Ok(made)
+    }
 }
 
 /// The starting point of a build: `scratch`, an image of this run, an image in the store, or one fetched
@@ -290,6 +372,8 @@ fn from_image(
             stage: 0,
             inherited: None,
             rules: RuleState::default(),
+            newest: 0,
+            base: (0, 0),
         };
         return Ok((state, Base::Scratch));
     }
@@ -297,18 +381,21 @@ fn from_image(
         tracing::debug!("FROM {name}: starting from its layer dirs, its blobs may still be compressing");
         let state = ImageState {
             key: from_key(&h.config, opts),
+            newest: created_of(&h.config),
             config: h.config.clone(),
             layers: vec![None; h.dirs.len()],
             dirs: h.dirs.clone(),
             stage: 0,
             inherited: Some((name.to_owned(), Arc::clone(&h))),
             rules: RuleState::default(),
+            base: (h.dirs.len(), h.config.history.len()),
         };
         return Ok((state, Base::InRun(h)));
     }
     let store = ws.store();
-    if store.resolve(name)?.is_none() {
-        bootstrap::fetch_base(ws, name, opts)?;
+    let present = store.resolve(name)?.is_some();
+    if !present || opts.pull {
+        bootstrap::fetch_base(ws, name, opts, present)?;
     }
     let image = store.load_image(name)?;
     let diff_ids = &image.config.rootfs.diff_ids;
@@ -327,6 +414,8 @@ fn from_image(
         .collect::<Result<Vec<_>, _>>()?;
     let state = ImageState {
         key: from_key(&image.config, opts),
+        newest: created_of(&image.config),
+        base: (dirs.len(), image.config.history.len()),
         config: image.config,
         layers: image.manifest.layers.into_iter().map(Some).collect(),
         dirs,
@@ -335,6 +424,26 @@ fn from_image(
         rules: RuleState::default(),
     };
     Ok((state, Base::Stored(image.manifest_digest)))
+}
+
+/// The `created` time of a base image's config, in seconds (0 when it has none).
+fn created_of(config: &ImageConfig) -> i64 {
+    config.created.as_deref().and_then(super::parse_rfc3339).unwrap_or(0)
+}
+
+/// The image's `created` time and its build-time labels (`docker build --label`), set once its last
+/// instruction has run.
+fn finish_config(state: &mut ImageState, opts: &BuildOptions) {
+    let created = opts.created(state.newest);
+    for (key, label) in &opts.labels {
+        let value = match label {
+            super::Label::Text(text) => text.clone(),
+            super::Label::Created => created.clone(),
+            super::Label::BuildDate => created[..10].replace('-', ""),
+        };
+        state.config.config.labels.insert(key.clone(), value);
+    }
+    state.config.created = Some(created);
 }
 
 /// The step key of a `FROM`: the base image's layers by diff_id, and its platform. Not its manifest
@@ -384,13 +493,20 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
         }
         // Config-only: no layer, so the key chain (which names layers) does not change; the steps that
         // do make layers put the config they run with (env, user, workdir, shell) in their own keys.
-        self.history(st, ins, true);
+        self.history(st, ins, None);
         Ok(StepResult::Config)
     }
 
-    fn history(&self, st: &mut ImageState, ins: &Instruction, empty: bool) {
+    /// The history entry of `ins`: with `layer_time`, for the layer it made then (which makes it the
+    /// image's newest layer if it is); without, for an instruction that made no layer (dated like the
+    /// newest layer so far, so that it does not change between identical builds).
+    fn history(&self, st: &mut ImageState, ins: &Instruction, layer_time: Option<i64>) {
+        if let Some(t) = layer_time {
+            st.newest = st.newest.max(t);
+        }
+        let empty = layer_time.is_none();
         st.config.history.push(History {
-            created: Some(self.steps.opts.created()),
+            created: Some(self.steps.opts.created(layer_time.unwrap_or(st.newest))),
             created_by: Some(ins.original.clone()),
             comment: Some("kolla-oci".into()),
             empty_layer: empty.then_some(true),
@@ -424,12 +540,12 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
         let result = match hit.layer {
             Some(l) if store.has_blob(&l.descriptor.digest) => {
                 let dir = self.steps.ws.ensure_layer_dir(&l.descriptor, &l.diff_id)?;
-                self.push_layer(st, ins, Some(l.descriptor), l.diff_id, dir);
+                self.push_layer(st, ins, Some(l.descriptor), l.diff_id, dir, hit.created.unwrap_or(0));
                 StepResult::Layer { from_cache: true }
             }
             Some(_) => return Ok(None),
             None => {
-                self.history(st, ins, true);
+                self.history(st, ins, None);
                 StepResult::Empty
             }
         };
@@ -503,6 +619,7 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
         }
     }
 
+    /// Adds a layer made at `time` (seconds since the epoch) to the image.
     fn push_layer(
         &self,
         st: &mut ImageState,
@@ -510,11 +627,12 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
         layer: Option<Descriptor>,
         diff_id: Digest,
         dir: PathBuf,
+        time: i64,
     ) {
         st.layers.push(layer);
         st.config.rootfs.diff_ids.push(diff_id);
         st.dirs.push(dir);
-        self.history(st, ins, false);
+        self.history(st, ins, Some(time));
     }
 
     /// Turn `dir` into the step's layer (none if it holds no change). The uncompressed tar is hashed
@@ -545,7 +663,8 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
         // was there already) our own copy, which stays in `scratch` until then.
         let source = if dir.exists() { dir.to_path_buf() } else { adopted.clone() };
         let index = st.layers.len();
-        self.push_layer(st, ins, None, diff.diff_id, adopted);
+        let time = opts.layer_time();
+        self.push_layer(st, ins, None, diff.diff_id, adopted, time);
         let (platform, stage) = (st.config.platform(), st.stage);
         let (path, line, what) = (ins.path.clone(), ins.line, what());
         let job = move || {
@@ -563,7 +682,7 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
                 ))));
             }
             w.commit(Some(&info.digest)).map_err(|e| at(e.into()))?;
-            let layer = record_layer(steps, &key, &info, &platform).map_err(at)?;
+            let layer = record_layer(steps, &key, &info, &platform, time).map_err(at)?;
             Ok(Compressed { stage, index, layer })
         };
         if opts.compression == Compression::None {
@@ -596,16 +715,17 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
         st.key = key;
         w.commit(Some(&info.digest))?;
         let adopted = self.steps.ws.adopt_layer_dir(dir, &info.diff_id)?;
-        let descriptor = record_layer(self.steps, &key, &info, &st.config.platform())?;
-        self.push_layer(st, ins, Some(descriptor), info.diff_id, adopted);
+        let time = self.steps.opts.layer_time();
+        let descriptor = record_layer(self.steps, &key, &info, &st.config.platform(), time)?;
+        self.push_layer(st, ins, Some(descriptor), info.diff_id, adopted, time);
         Ok(StepResult::Layer { from_cache: false })
     }
 
     /// Step `key` changed no file: no layer, and the cache remembers that.
     fn no_change(&mut self, st: &mut ImageState, ins: &Instruction, key: Digest) -> Result<StepResult, BuildError> {
         st.key = key;
-        self.history(st, ins, true);
-        record(self.steps, &key, &CachedStep { layer: None }, &st.config.platform())?;
+        self.history(st, ins, None);
+        record(self.steps, &key, &CachedStep { layer: None, created: None }, &st.config.platform())?;
         Ok(StepResult::Empty)
     }
 
@@ -764,10 +884,18 @@ fn record(steps: Steps, key: &Digest, entry: &CachedStep, platform: &Platform) -
     Ok(())
 }
 
-/// Records that step `key` made the layer `info` (its blob is in the store); the layer's descriptor.
-fn record_layer(steps: Steps, key: &Digest, info: &LayerInfo, platform: &Platform) -> Result<Descriptor, BuildError> {
+/// Records that step `key` made the layer `info` at `time` (its blob is in the store); the layer's
+/// descriptor.
+fn record_layer(
+    steps: Steps,
+    key: &Digest,
+    info: &LayerInfo,
+    platform: &Platform,
+    time: i64,
+) -> Result<Descriptor, BuildError> {
     let descriptor = Descriptor::new(info.media_type, info.digest, info.size);
-    let entry = CachedStep { layer: Some(CachedLayer { descriptor: descriptor.clone(), diff_id: info.diff_id }) };
+    let layer = Some(CachedLayer { descriptor: descriptor.clone(), diff_id: info.diff_id });
+    let entry = CachedStep { layer, created: Some(time) };
     record(steps, key, &entry, platform)?;
     Ok(descriptor)
 }

@@ -1,15 +1,17 @@
 //! `kolla-oci build` as kolla-build does it: the selected images of a rendered tree become scheduler
-//! jobs, the outcome becomes kolla's summary, and `--push` publishes what was built.
+//! jobs with kolla's labels, `--push` publishes each image as soon as it is built, and the outcome
+//! becomes kolla's summary.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use layers::Digest;
 
-use super::scheduler::{self, Job, NameEntry, RunOptions, Summary, TemplateSource};
-use super::{BuildError, BuildOptions, CacheWait, Fleet, Phase, RemoteCache, Workspace};
+use super::scheduler::{self, Job, Pushes, RunOptions, TemplateSource};
+use super::summary::{NameEntry, Summary};
+use super::{BuildError, BuildOptions, CacheWait, Fleet, Label, Phase, RemoteCache, Workspace};
 use crate::attest::provenance::BUILD_TYPE_KOLLA;
 use crate::attest::{self, AttestError, BuildFacts};
 use crate::config::{CompressionKind, KollaConfig};
@@ -30,6 +32,8 @@ pub fn build_options(cfg: &KollaConfig, registry: &RegistryOptions) -> BuildOpti
         build_args: cfg.effective_build_args(),
         cache: cfg.cache,
         pull: cfg.pull,
+        bootstrap: cfg.bootstrap,
+        squash: cfg.squash,
         registry: registry_options(cfg, registry),
         network: cfg.network,
         ..BuildOptions::default()
@@ -48,6 +52,50 @@ pub fn registry_options(cfg: &KollaConfig, access: &RegistryOptions) -> Registry
     }
 }
 
+/// Where kolla's own sources live: what `org.opencontainers.image.url` names, and `source` when the
+/// templates come from a git checkout.
+const KOLLA_URL: &str = "https://opendev.org/openstack/kolla";
+
+/// The labels kolla-build 23.0.0 gives image `name` at build time (`build_image_list` and
+/// `BuildTask.builder` of `kolla/image/`): the OCI ones, plus `build-date`. `created` and
+/// `build-date` are the image's own creation time (see [`super::executor`]); `source` and `revision`
+/// are set, as kolla-build sets them, when the templates come from a git checkout (`revision` as
+/// given here).
+pub fn kolla_labels(cfg: &KollaConfig, name: &str, revision: Option<&str>) -> BTreeMap<String, Label> {
+    let text = |v: &str| Label::Text(v.to_string());
+    let mut labels = BTreeMap::from([
+        ("org.opencontainers.image.title".to_string(), text(name)),
+        ("org.opencontainers.image.description".to_string(), text(&format!("OpenStack Kolla {name} image"))),
+        ("org.opencontainers.image.version".to_string(), text(&cfg.tag)),
+        ("org.opencontainers.image.created".to_string(), Label::Created),
+        ("org.opencontainers.image.authors".to_string(), text(&cfg.maintainer)),
+        ("org.opencontainers.image.url".to_string(), text(KOLLA_URL)),
+        ("org.opencontainers.image.licenses".to_string(), text("Apache-2.0")),
+        ("build-date".to_string(), Label::BuildDate),
+    ]);
+    if let Some(revision) = revision {
+        labels.insert("org.opencontainers.image.source".to_string(), text(KOLLA_URL));
+        labels.insert("org.opencontainers.image.revision".to_string(), text(revision));
+    }
+    labels
+}
+
+/// The commit of the git checkout `tree`'s files belong to (`git rev-parse HEAD`), as kolla-build
+/// labels its images with the commit of the kolla checkout it runs from; `None` when git tracks none
+/// of them (a tree installed from PyPI, as kolla-build installed from PyPI has none, even inside
+/// another checkout), and for the bundled tree.
+pub fn template_revision(tree: &Path) -> Option<String> {
+    if tree == Path::new(crate::config::BUNDLED_TEMPLATES) {
+        return None;
+    }
+    let git = |args: &[&str]| std::process::Command::new("git").arg("-C").arg(tree).args(args).output().ok();
+    let tracked = git(&["ls-files", "--error-unmatch", "--", "."])?;
+    let out = git(&["rev-parse", "HEAD"])?;
+    let rev = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    let is_commit = rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit());
+    (tracked.status.success() && out.status.success() && is_commit).then_some(rev)
+}
+
 /// One job per matched image, parents first; `parent` links only to parents built in this run (an
 /// unselected parent must already be in the store). With `shard`, only what it builds.
 pub fn jobs(
@@ -57,6 +105,7 @@ pub fn jobs(
     tree: &RenderedTree,
     shard: Option<&ShardWork>,
 ) -> Vec<Job> {
+    let revision = template_revision(&cfg.template_tree);
     let mut order = sel.build_order(graph);
     if let Some(w) = shard {
         // The images of the shards built, and the parents they need (taken from their owners' steps).
@@ -93,6 +142,7 @@ pub fn jobs(
                         timeout: w.run.wait,
                     })
                 }),
+                labels: kolla_labels(cfg, &node.name, revision.as_deref()),
             })
         })
         .collect()
@@ -217,10 +267,22 @@ pub fn attestation_facts(cfg: &KollaConfig, opts: &BuildOptions) -> Result<Build
     Ok(facts)
 }
 
-/// Build the selection and return kolla's summary, plus whether every built image succeeded (images in
-/// `allowed_to_fail` do not count, as in kolla-build). Unless `--no-attestations`, each image built gets
-/// its SBOM and provenance in the store; an error here (reading the inputs the provenance names, an
-/// invalid `--cache-repo`) stops the run before anything is built.
+/// What a Kolla build did: kolla's summary, whether it succeeded (no image failed that is not in
+/// `allowed_to_fail`), and with `--push` what the pushes of the images and of their attestations did.
+#[derive(Debug)]
+pub struct KollaRun {
+    /// kolla-build's summary.
+    pub summary: Summary,
+    /// Every image that failed is allowed to (kolla-build's exit status 0).
+    pub ok: bool,
+    /// `--push`: the images' pushes and their attestations' pushes, summed.
+    pub pushed: Option<(PushReport, PushReport)>,
+}
+
+/// Build the selection and return kolla's summary. Unless `--no-attestations`, each image built gets
+/// its SBOM and provenance in the store; with `--push`, each image built is pushed (with its
+/// attestations) by `--push-threads` workers while the rest build. An error here (reading the inputs
+/// the provenance names, an invalid `--cache-repo`) stops the run before anything is built.
 pub fn build_selection(
     ws: &Workspace,
     cfg: &KollaConfig,
@@ -229,7 +291,7 @@ pub fn build_selection(
     tree: &RenderedTree,
     shard: Option<&ShardRun>,
     registry: &RegistryOptions,
-) -> Result<(Summary, bool), AttestError> {
+) -> Result<KollaRun, AttestError> {
     let mut opts = build_options(cfg, registry);
     opts.cache_repo = match &cfg.cache_repo {
         Some(spec) => Some(Arc::new(RemoteCache::new(spec, &opts.registry).map_err(BuildError::from)?)),
@@ -253,23 +315,48 @@ pub fn build_selection(
         logs_dir: cfg.logs_dir.clone(),
         sources: Some(sources),
         attest,
-        echo: !cfg.quiet,
+        retries: cfg.retries,
+        quiet: cfg.quiet,
         fleet: None,
     };
+    let locations = registry::BlobLocations::default();
+    let pushed = Mutex::new((PushReport::default(), PushReport::default()));
+    let push = |job: &Job| -> Result<(), String> {
+        let (images, referrers) = push_image(ws, cfg, job, &locations, registry).map_err(|e| e.to_string())?;
+        let mut sums = pushed.lock().unwrap_or_else(|e| e.into_inner());
+        sums.0.add(&images);
+        sums.1.add(&referrers);
+        Ok(())
+    };
+    let pushes = Pushes { threads: cfg.push_threads.max(1), push: &push };
+    let pushes = cfg.push.then_some(&pushes);
     let mut summary = Summary::default();
     match (shard, &opts.cache_repo) {
-        (Some(s), Some(cache)) => build_shard(ws, cfg, graph, sel, tree, s, cache, &opts, run, &mut summary),
+        (Some(s), Some(cache)) => {
+            let shard = Sharding { run: s, cache, pushes };
+            build_shard(ws, cfg, graph, sel, tree, &shard, &opts, run, &mut summary)
+        }
         _ => {
             let jobs = jobs(cfg, graph, sel, tree, None);
-            scheduler::run(ws, &jobs, &opts, &run).fill(&jobs, &mut summary);
+            scheduler::run(ws, &jobs, &opts, &run, pushes).fill(&jobs, &mut summary);
         }
     }
     let names = |status| sel.names_with(graph, status).into_iter().map(|n| NameEntry { name: n.to_owned() }).collect();
     summary.not_matched = names(Status::Unmatched);
     summary.skipped = names(Status::Skipped);
     summary.unbuildable = names(Status::Unbuildable);
+    summary.sort();
     let ok = summary.failed.iter().all(|f| cfg.allowed_to_fail.contains(&f.name));
-    Ok((summary, ok))
+    let pushed = cfg.push.then(|| pushed.into_inner().unwrap_or_else(|e| e.into_inner()));
+    Ok(KollaRun { summary, ok, pushed })
+}
+
+/// What `build_shard` works with: this shard's part of the plan, the cache repository the fleet shares,
+/// and the push queue (`--push`).
+struct Sharding<'a> {
+    run: &'a ShardRun,
+    cache: &'a Arc<RemoteCache>,
+    pushes: Option<&'a Pushes<'a>>,
 }
 
 /// `--shard`: this shard's images, with its heartbeat kept fresh in the cache repository; then, while a
@@ -282,14 +369,15 @@ fn build_shard(
     graph: &Graph,
     sel: &Selection,
     tree: &RenderedTree,
-    shard: &ShardRun,
-    cache: &Arc<RemoteCache>,
+    sharding: &Sharding<'_>,
     opts: &BuildOptions,
     run: RunOptions,
     summary: &mut Summary,
 ) {
+    let shard = sharding.run;
     let plan = plan_digest(graph, tree, shard);
-    let fleet = Arc::new(Fleet::start(Arc::clone(cache), ws.store().clone(), &plan, shard.shard, shard.takeover));
+    let fleet =
+        Arc::new(Fleet::start(Arc::clone(sharding.cache), ws.store().clone(), &plan, shard.shard, shard.takeover));
     let run = RunOptions { fleet: Some(Arc::clone(&fleet)), ..run };
     std::thread::scope(|scope| {
         scope.spawn(|| fleet.keep_alive());
@@ -299,7 +387,7 @@ fn build_shard(
         loop {
             let work = ShardWork { run: shard, fleet: &fleet, shards: &shards, built: &built };
             let jobs = jobs(cfg, graph, sel, tree, Some(&work));
-            let report = scheduler::run(ws, &jobs, opts, &run);
+            let report = scheduler::run(ws, &jobs, opts, &run, sharding.pushes);
             let mut this_run = Summary::default();
             report.fill(&jobs, &mut this_run);
             built.extend(this_run.built.iter().map(|b| b.name.clone()));
@@ -350,26 +438,57 @@ fn merge(summary: &mut Summary, run: Summary) {
     summary.layers_cached += run.layers_cached;
 }
 
-/// Push the images `summary` lists as built to where their canonical names point
-/// (`[registry/]namespace/[prefix]name:tag`), then, unless `--no-attestations`, their referrers (SBOM,
-/// provenance). Returns what each of the two pushes did.
-pub fn push_built(
+/// Push `job`'s image to where its canonical name points (`[registry/]namespace/[prefix]name:tag`),
+/// then, unless `--no-attestations`, its referrers (SBOM, provenance). Returns what each of the two
+/// pushes did.
+fn push_image(
     ws: &Workspace,
     cfg: &KollaConfig,
-    graph: &Graph,
-    summary: &Summary,
-    registry: &RegistryOptions,
+    job: &Job,
+    locations: &registry::BlobLocations,
+    access: &RegistryOptions,
 ) -> Result<(PushReport, PushReport), RegistryError> {
-    let mut images = Vec::new();
-    for b in &summary.built {
-        if let Some(i) = graph.find(&b.name) {
-            let canonical = &graph.nodes[i].canonical_name;
-            images.push((canonical.clone(), Reference::parse(canonical)?));
-        }
-    }
-    let opts = registry_options(cfg, registry);
-    let report = registry::push(ws.store(), &images, &opts)?;
+    let images = [(job.tag.clone(), Reference::parse(&job.tag)?)];
+    let opts = registry_options(cfg, access);
+    let report = registry::push_remembering(ws.store(), &images, &opts, Some(locations))?;
     let referrers =
         if cfg.attestations { registry::push_referrers_of(ws.store(), &images, &opts)? } else { PushReport::default() };
     Ok((report, referrers))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A tree git tracks gives its commit; an untracked one inside the same checkout (a venv in `target/`)
+    /// and a tree outside any checkout give none.
+    #[test]
+    fn templates_in_a_git_checkout_name_its_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("kolla");
+        std::fs::create_dir_all(repo.join("docker/base")).unwrap();
+        std::fs::write(repo.join("docker/base/Dockerfile.j2"), "FROM x\n").unwrap();
+        git(&repo, &["init", "-q"]);
+        git(&repo, &["add", "docker"]);
+        git(&repo, &["commit", "-qm", "templates"]);
+        let head = std::process::Command::new("git").arg("-C").arg(&repo).args(["rev-parse", "HEAD"]).output().unwrap();
+        let head = String::from_utf8(head.stdout).unwrap().trim().to_string();
+        assert_eq!(template_revision(&repo.join("docker")).as_deref(), Some(head.as_str()));
+        std::fs::create_dir_all(repo.join("venv/docker/base")).unwrap();
+        std::fs::write(repo.join("venv/docker/base/Dockerfile.j2"), "FROM x\n").unwrap();
+        assert_eq!(template_revision(&repo.join("venv/docker")), None);
+        std::fs::create_dir_all(tmp.path().join("plain")).unwrap();
+        assert_eq!(template_revision(&tmp.path().join("plain")), None);
+        assert_eq!(template_revision(Path::new(crate::config::BUNDLED_TEMPLATES)), None);
+    }
 }

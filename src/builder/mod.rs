@@ -23,6 +23,8 @@ mod one_pass;
 mod remote_cache;
 mod rules;
 pub mod scheduler;
+mod squash;
+mod summary;
 pub(crate) mod view;
 mod workspace;
 
@@ -57,8 +59,12 @@ pub struct BuildOptions {
     pub debian_mirror: Option<String>,
     /// How `FROM` images are pulled: the run's registry options, so the user's flags apply there too.
     pub registry: crate::registry::RegistryOptions,
-    /// Pull `FROM` images that name a registry and are not in the store.
+    /// `--pull`: ask the registry (through registries.conf mirrors) for the current image of each `FROM`
+    /// that came from one, and take it if it changed. Without it, a `FROM` image is pulled only when the
+    /// store lacks it, as `docker build` does.
     pub pull: bool,
+    /// `--bootstrap`: make `FROM debian:<suite>` with mmdebstrap instead of pulling it.
+    pub bootstrap: bool,
     /// A CA bundle RUN steps trust (see [`host_ca_bundle`]); never captured into a layer.
     pub ca_bundle: Option<PathBuf>,
     /// The network RUN steps see (`--network`): private by default, so that a RUN cannot reach the
@@ -69,6 +75,22 @@ pub struct BuildOptions {
     /// Set for an image another shard builds (`--shard`): take every step from `cache_repo`, waiting
     /// for its owner to publish it, instead of building it.
     pub cache_wait: Option<CacheWait>,
+    /// Labels set on the image's config after its last instruction, as `docker build --label` does
+    /// (kolla-build passes its OCI labels this way). They make no layer and no step key.
+    pub labels: BTreeMap<String, Label>,
+    /// `--squash`: the image's own layers (those on top of its first `FROM`) become one.
+    pub squash: bool,
+}
+
+/// The value of a build-time label: text, or the image's creation time in one of two spellings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Label {
+    /// This text.
+    Text(String),
+    /// The image's `created` time, RFC 3339 (`2026-07-30T12:00:00Z`): `org.opencontainers.image.created`.
+    Created,
+    /// The day of the image's `created` time, `YYYYMMDD`: kolla's `build-date`.
+    BuildDate,
 }
 
 impl Default for BuildOptions {
@@ -81,20 +103,30 @@ impl Default for BuildOptions {
             cache: true,
             debian_mirror: std::env::var("KOLLA_OCI_DEBIAN_MIRROR").ok().filter(|m| !m.is_empty()),
             registry: crate::registry::RegistryOptions::default(),
-            pull: true,
+            pull: false,
+            bootstrap: false,
             ca_bundle: host_ca_bundle(),
             network: crate::sandbox::NetworkMode::default(),
             cache_repo: None,
             cache_wait: None,
+            labels: BTreeMap::new(),
+            squash: false,
         }
     }
 }
 
 impl BuildOptions {
-    /// The `created` time written into configs and history: `SOURCE_DATE_EPOCH`, else the Unix epoch.
-    /// A fixed default keeps an unchanged rebuild digest-identical (a wall-clock time would not).
-    pub fn created(&self) -> String {
-        rfc3339(self.source_date_epoch.unwrap_or(0))
+    /// When a layer made now is dated (its history entry, and the step cache remembers it):
+    /// `SOURCE_DATE_EPOCH`, else the clock.
+    pub fn layer_time(&self) -> i64 {
+        self.source_date_epoch.unwrap_or_else(crate::attest::build::now)
+    }
+
+    /// The `created` time of an image (config, labels) or history entry whose newest layer was made at
+    /// `newest`: `SOURCE_DATE_EPOCH`, else that time. An image whose layers all come from the cache keeps
+    /// the time of the run that made them, so a rebuild that builds nothing keeps every digest.
+    pub fn created(&self, newest: i64) -> String {
+        rfc3339(self.source_date_epoch.unwrap_or(newest))
     }
 }
 
@@ -128,6 +160,47 @@ pub(crate) fn rfc3339(secs: i64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Seconds since the epoch of an RFC 3339 time (`2026-07-30T12:00:00Z`, fractions and offsets
+/// allowed), as image configs write `created`; `None` if it is not one.
+pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        part.bytes().all(|b| b.is_ascii_digit()).then(|| part.parse().ok())?
+    };
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && matches!(rest.as_bytes()[0], b'+' | b'-') && rest.as_bytes()[3] == b':' => {
+            let (h, m): (i64, i64) = (rest[1..3].parse().ok()?, rest[4..6].parse().ok()?);
+            let minutes = h * 60 + m;
+            if rest.starts_with('-') { -minutes } else { minutes }
+        }
+        _ => return None,
+    };
+    // Days since 1970-01-01 of the civil date (Howard Hinnant's algorithm, the inverse of `rfc3339`).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset * 60)
 }
 
 /// Why a build failed.
@@ -292,5 +365,17 @@ mod tests {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(super::rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn rfc3339_parses_what_configs_hold() {
+        for secs in [0, 951_782_400, 1_700_000_000, 1_785_412_345] {
+            assert_eq!(super::parse_rfc3339(&super::rfc3339(secs)), Some(secs));
+        }
+        assert_eq!(super::parse_rfc3339("2025-08-11T00:00:00.123456789Z"), Some(1_754_870_400));
+        assert_eq!(super::parse_rfc3339("2025-08-11T02:00:00+02:00"), Some(1_754_870_400));
+        for bad in ["", "2025-08-11", "2025-13-11T00:00:00Z", "2025-08-11T00:00:00", "2025-08-11T00:00:00+2"] {
+            assert_eq!(super::parse_rfc3339(bad), None, "{bad}");
+        }
     }
 }

@@ -32,6 +32,9 @@ use crate::store::{
 
 /// Manifest annotation naming the diff_id of an entry's layer.
 pub const ANNOTATION_DIFF_ID: &str = "dev.kolla-oci.step.diff-id";
+/// Manifest annotation with the time (seconds since the epoch) the entry's layer was made, so that
+/// every machine dates the images built on it alike.
+pub const ANNOTATION_CREATED: &str = "dev.kolla-oci.step.created";
 
 /// A record read from the cache repository (see [`RemoteCache::record`]).
 pub(crate) struct Record {
@@ -97,8 +100,9 @@ impl RemoteCache {
                 return Err(bad(format!("{} layers; an entry has at most one, with its diff_id", layers.len())));
             }
         };
+        let created = manifest.annotations.get(ANNOTATION_CREATED).and_then(|t| t.parse().ok());
         debug!(key = %key.hex(), hit = true, "remote step cache");
-        Ok(Some(CachedStep { layer }))
+        Ok(Some(CachedStep { layer, created }))
     }
 
     /// Publish step `key`'s result (its layer blob must be in `store`), unless an entry exists already.
@@ -113,7 +117,7 @@ impl RemoteCache {
         if self.manifest(&tag)?.is_some() {
             return Ok(()); // write-once: the first machine's entry stays
         }
-        let (layers, diff_ids, annotations) = match &step.layer {
+        let (layers, diff_ids, mut annotations) = match &step.layer {
             None => (vec![], vec![], BTreeMap::new()),
             Some(l) => {
                 self.upload(store, &l.descriptor)?;
@@ -121,6 +125,9 @@ impl RemoteCache {
                 (vec![l.descriptor.clone()], vec![l.diff_id], annotations)
             }
         };
+        if let Some(t) = step.created.filter(|_| step.layer.is_some()) {
+            annotations.insert(ANNOTATION_CREATED.to_string(), t.to_string());
+        }
         self.put_entry(store, &tag, platform, diff_ids, layers, annotations)?;
         debug!(key = %tag, "published to the remote step cache");
         Ok(())

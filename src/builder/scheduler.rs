@@ -1,6 +1,8 @@
 //! Many images at once: parents first, independent images in parallel, as kolla-build schedules them —
-//! an image is queued the moment its parent is built (not level by level). When an image fails, its
-//! descendants are not attempted and are reported with status `parent_error`; the rest go on.
+//! an image is queued the moment its parent is built (not level by level). A failed build is tried
+//! again up to `--retries` times; when an image still fails, its descendants are not attempted (kolla-build
+//! reports them as still `matched`); the rest go on. With `--push`, each image built is queued for
+//! `--push-threads` push workers at once, so pushes run while the other images build.
 
 use std::collections::VecDeque;
 use std::fs;
@@ -8,9 +10,8 @@ use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use serde::Serialize;
-
 use super::fleet::failed_elsewhere;
+pub use super::summary::{FailedEntry, NameEntry, Summary};
 use super::{BuildOptions, BuildRequest, FailureReport, Fleet, InRun, Workspace, build_image};
 use crate::attest::{self, BuildFacts, ImageBuild, SourceArchive};
 use crate::config::{self, ImageSources};
@@ -40,6 +41,8 @@ pub struct Job {
     pub cache_wait: Option<super::CacheWait>,
     /// The Kolla template the Dockerfile was rendered from: errors in the rendered Dockerfile name it.
     pub template: Option<TemplateSource>,
+    /// The labels kolla-build gives the image at build time (see [`BuildOptions::labels`]).
+    pub labels: std::collections::BTreeMap<String, super::Label>,
 }
 
 /// Where a rendered Dockerfile comes from, for messages that point at what the user has.
@@ -64,13 +67,26 @@ pub struct RunOptions {
     /// Record each built image's SBOM and provenance with these run-wide facts (`None`:
     /// `--no-attestations`).
     pub attest: Option<BuildFacts>,
-    /// Show each image's build output (steps and RUN output) on the console, every line prefixed with
-    /// the image's name, as kolla-build shows its image logs (`--quiet` turns it off; a failed RUN's last
-    /// lines are then part of its error).
-    pub echo: bool,
+    /// Further attempts of an image whose build failed (`--retries`): kolla-build's build task runs up
+    /// to `retries + 1` times, and so does a push.
+    pub retries: u32,
+    /// `--quiet`: no progress bar and no per-image lines on the console (logs still go to `logs_dir`).
+    /// Otherwise each image's build output (steps and RUN output) is shown, every line prefixed with the
+    /// image's name, as kolla-build shows its image logs (a failed RUN's last lines are then part of its
+    /// error only when quiet).
+    pub quiet: bool,
     /// The fleet this run is part of (`--shard`): an image that fails here is published for the shards
     /// waiting for it.
     pub fleet: Option<Arc<Fleet>>,
+}
+
+/// The push queue of a run (`--push`): images are pushed as soon as they are built, by `threads`
+/// workers of their own, while the other images build.
+pub struct Pushes<'a> {
+    /// Push workers (`--push-threads`); at least 1.
+    pub threads: usize,
+    /// Pushes one built image; an error makes that image's status `push_error` (after the retries).
+    pub push: &'a (dyn Fn(&Job) -> Result<(), String> + Sync),
 }
 
 /// Outcome of one image.
@@ -85,11 +101,20 @@ pub enum Outcome {
     },
     /// Its build failed with this message.
     Failed(String),
-    /// Not attempted because an ancestor failed.
-    ParentError,
+    /// Not attempted because an ancestor failed (kolla-build's status stays `matched`).
+    NotAttempted,
     /// Another shard builds it (`--shard`) and published that its build failed, with this message:
-    /// reported as `parent_error`, as its descendants are.
+    /// reported as `parent_error`, as are its descendants here.
     FailedElsewhere(String),
+    /// Built, but its push failed with this message.
+    PushFailed {
+        /// Layers made by this run.
+        layers_built: usize,
+        /// Steps answered by the cache.
+        layers_cached: usize,
+        /// Why the push failed.
+        error: String,
+    },
 }
 
 /// The result of a run, one outcome per job (same order).
@@ -99,62 +124,31 @@ pub struct RunReport {
     pub outcomes: Vec<Outcome>,
 }
 
-/// kolla-build's summary JSON shape, plus our layer counts.
-#[derive(Debug, Default, Serialize)]
-pub struct Summary {
-    /// `[{"name": …}]`
-    pub built: Vec<NameEntry>,
-    /// `[{"name": …, "status": "error" | "parent_error"}]`
-    pub failed: Vec<FailedEntry>,
-    /// Images not selected.
-    pub not_matched: Vec<NameEntry>,
-    /// Images selected but skipped (`--skip-parents`, `--skip-existing`).
-    pub skipped: Vec<NameEntry>,
-    /// Images excluded by the unbuildable matrix.
-    pub unbuildable: Vec<NameEntry>,
-    /// Layers this run produced (0 on a fully cached rebuild).
-    pub layers_built: usize,
-    /// Steps answered by the cache.
-    pub layers_cached: usize,
-}
-
-/// An image name in the summary.
-#[derive(Debug, Serialize)]
-pub struct NameEntry {
-    /// The image name.
-    pub name: String,
-}
-
-/// A failed image in the summary.
-#[derive(Debug, Serialize)]
-pub struct FailedEntry {
-    /// The image name.
-    pub name: String,
-    /// `error` or `parent_error`, as kolla-build says.
-    pub status: String,
-}
-
 impl RunReport {
     /// Whether every job was built.
     pub fn all_built(&self) -> bool {
         self.outcomes.iter().all(|o| matches!(o, Outcome::Built { .. }))
     }
 
-    /// Fill `summary`'s built/failed lists and layer counts from this report.
+    /// Fill `summary`'s built/failed lists and layer counts from this report, with kolla-build's
+    /// statuses (`error`, `push_error`, and `matched` for an image not attempted).
     pub fn fill(&self, jobs: &[Job], summary: &mut Summary) {
         for (job, outcome) in jobs.iter().zip(&self.outcomes) {
+            let failed = |status: &str| FailedEntry { name: job.name.clone(), status: status.into() };
             match outcome {
                 Outcome::Built { layers_built, layers_cached } => {
                     summary.built.push(NameEntry { name: job.name.clone() });
                     summary.layers_built += layers_built;
                     summary.layers_cached += layers_cached;
                 }
-                Outcome::Failed(_) => {
-                    summary.failed.push(FailedEntry { name: job.name.clone(), status: "error".into() })
+                Outcome::PushFailed { layers_built, layers_cached, .. } => {
+                    summary.failed.push(failed("push_error"));
+                    summary.layers_built += layers_built;
+                    summary.layers_cached += layers_cached;
                 }
-                Outcome::ParentError | Outcome::FailedElsewhere(_) => {
-                    summary.failed.push(FailedEntry { name: job.name.clone(), status: "parent_error".into() })
-                }
+                Outcome::Failed(_) => summary.failed.push(failed("error")),
+                Outcome::NotAttempted => summary.failed.push(failed("matched")),
+                Outcome::FailedElsewhere(_) => summary.failed.push(failed("parent_error")),
             }
         }
     }
@@ -174,8 +168,43 @@ struct Shared {
     running: usize,
 }
 
-/// Build `jobs` (parents listed anywhere; `parent` links must point inside `jobs`).
-pub fn run(ws: &Workspace, jobs: &[Job], opts: &BuildOptions, run: &RunOptions) -> RunReport {
+/// The images waiting for a push worker, and whether the builds are over (then the workers stop once
+/// the queue is empty).
+#[derive(Default)]
+struct PushQueue {
+    waiting: Mutex<(VecDeque<usize>, bool)>,
+    wake: Condvar,
+}
+
+impl PushQueue {
+    fn add(&self, job: usize) {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).0.push_back(job);
+        self.wake.notify_one();
+    }
+
+    fn close(&self) {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.wake.notify_all();
+    }
+
+    /// The next image to push; `None` once the builds are over and nothing is left.
+    fn next(&self) -> Option<usize> {
+        let mut g = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(job) = g.0.pop_front() {
+                return Some(job);
+            }
+            if g.1 {
+                return None;
+            }
+            g = self.wake.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Build `jobs` (parents listed anywhere; `parent` links must point inside `jobs`), pushing each one
+/// built through `pushes` if given.
+pub fn run(ws: &Workspace, jobs: &[Job], opts: &BuildOptions, run: &RunOptions, pushes: Option<&Pushes>) -> RunReport {
     let mut shared = Shared {
         state: vec![State::Waiting; jobs.len()],
         ready: jobs.iter().enumerate().filter(|(_, j)| j.parent.is_none()).map(|(i, _)| i).collect(),
@@ -200,16 +229,68 @@ pub fn run(ws: &Workspace, jobs: &[Job], opts: &BuildOptions, run: &RunOptions) 
         wake.notify_all();
     };
     let in_run = InRun::new(&handed_off);
-    let progress = Progress::new(jobs.len());
+    let progress = Progress::new(jobs.len(), run.quiet);
     let workers = run.threads.max(1).min(jobs.len().max(1));
+    let queue = PushQueue::default();
+    let push_errors: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| worker(ws, jobs, opts, run, &in_run, &shared, &wake, &progress));
+        if let Some(p) = pushes {
+            for _ in 0..p.threads.max(1) {
+                s.spawn(|| push_worker(jobs, p, run.retries, &queue, &push_errors));
+            }
+        }
+        let (queue, in_run, shared, wake, progress) = (pushes.map(|_| &queue), &in_run, &shared, &wake, &progress);
+        let builders: Vec<_> = (0..workers)
+            .map(|_| s.spawn(move || worker(ws, jobs, opts, run, in_run, shared, wake, progress, queue)))
+            .collect();
+        let panicked = builders.into_iter().filter_map(|b| b.join().err()).next();
+        progress.finish();
+        if let Some(q) = queue {
+            q.close();
+        }
+        if let Some(p) = panicked {
+            std::panic::resume_unwind(p);
         }
     });
-    progress.finish();
-    let outcomes = shared.into_inner().unwrap_or_else(|e| e.into_inner()).outcomes;
-    RunReport { outcomes: outcomes.into_iter().map(|o| o.unwrap_or(Outcome::ParentError)).collect() }
+    let mut outcomes: Vec<Outcome> = shared
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Outcome::NotAttempted))
+        .collect();
+    for (i, error) in push_errors.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        if let Outcome::Built { layers_built, layers_cached } = outcomes[i] {
+            outcomes[i] = Outcome::PushFailed { layers_built, layers_cached, error };
+        }
+    }
+    RunReport { outcomes }
+}
+
+/// Pushes the images the builds queue until the builds are over and the queue is empty; a push is
+/// tried `retries + 1` times, and a push that still fails is recorded in `errors`.
+fn push_worker(jobs: &[Job], pushes: &Pushes, retries: u32, queue: &PushQueue, errors: &Mutex<Vec<(usize, String)>>) {
+    while let Some(i) = queue.next() {
+        let job = &jobs[i];
+        let mut failure = None;
+        for attempt in 1..=retries + 1 {
+            tracing::info!(image = %job.name, attempt, "pushing {}", job.tag);
+            match (pushes.push)(job) {
+                Ok(()) => {
+                    tracing::info!(image = %job.name, "pushed {}", job.tag);
+                    failure = None;
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(image = %job.name, attempt, of = retries + 1, "push of {} failed: {e}", job.tag);
+                    failure = Some(e);
+                }
+            }
+        }
+        if let Some(e) = failure {
+            errors.lock().unwrap_or_else(|e| e.into_inner()).push((i, e));
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -222,6 +303,7 @@ fn worker(
     shared: &Mutex<Shared>,
     wake: &Condvar,
     progress: &Progress,
+    pushes: Option<&PushQueue>,
 ) {
     loop {
         let i = {
@@ -239,10 +321,23 @@ fn worker(
             }
         };
         progress.start(&jobs[i].name);
-        let outcome = build_one(ws, &jobs[i], opts, run, in_run, progress);
+        let outcome = build_attempts(ws, &jobs[i], opts, run, in_run, progress);
         progress.done(&jobs[i].name, &outcome);
-        let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
         let ok = matches!(outcome, Outcome::Built { .. });
+        // An image another shard builds is that shard's to push, unless this one acts for it (lost).
+        if ok
+            && jobs[i].cache_wait.as_ref().is_none_or(|w| w.acts_for_owner())
+            && let Some(q) = pushes
+        {
+            q.add(i);
+        }
+        // The children of an image another shard failed fail with it (`parent_error`); those of one
+        // that failed here are not attempted (kolla's `matched`).
+        let unattempted = match &outcome {
+            Outcome::FailedElsewhere(msg) => Outcome::FailedElsewhere(msg.clone()),
+            _ => Outcome::NotAttempted,
+        };
+        let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
         g.state[i] = State::Done(ok);
         g.outcomes[i] = Some(outcome);
         g.running -= 1;
@@ -252,7 +347,7 @@ fn worker(
                     g.state[c] = State::Running;
                     g.ready.push_back(c);
                 } else {
-                    mark_parent_error(jobs, c, &mut g);
+                    mark_not_attempted(jobs, c, &mut g, &unattempted);
                 }
             }
         }
@@ -260,17 +355,19 @@ fn worker(
     }
 }
 
-/// `c` and all its descendants are not attempted.
-fn mark_parent_error(jobs: &[Job], c: usize, g: &mut Shared) {
+/// `c` and all its descendants are not attempted: each gets `outcome`.
+fn mark_not_attempted(jobs: &[Job], c: usize, g: &mut Shared, outcome: &Outcome) {
     let mut stack = vec![c];
     while let Some(n) = stack.pop() {
         g.state[n] = State::Done(false);
-        g.outcomes[n] = Some(Outcome::ParentError);
+        g.outcomes[n] = Some(outcome.clone());
         stack.extend(jobs.iter().enumerate().filter(|(_, j)| j.parent == Some(n)).map(|(k, _)| k));
     }
 }
 
-fn build_one(
+/// Build `job` up to `retries + 1` times, until it is built; every attempt goes to the image's one log
+/// (and, unless quiet, to the console). An image another shard failed is not tried again.
+fn build_attempts(
     ws: &Workspace,
     job: &Job,
     opts: &BuildOptions,
@@ -285,9 +382,40 @@ fn build_one(
         },
         None => None,
     };
-    let console = run.echo.then_some((job.name.as_str(), progress));
+    let console = (!run.quiet).then_some((job.name.as_str(), progress));
     let mut log = ImageLog { file, console, partial: Vec::new() };
-    let log = &mut log;
+    let attempts = run.retries + 1;
+    let mut outcome = Outcome::NotAttempted;
+    for attempt in 1..=attempts {
+        if attempts > 1 {
+            let _ = writeln!(log, "=== attempt {attempt} of {attempts} to build {} ===", job.name);
+        }
+        if attempt > 1 {
+            tracing::info!(image = %job.name, "building {} again: attempt {attempt} of {attempts}", job.name);
+        }
+        outcome = build_one(ws, job, opts, run, in_run, &mut log, attempt == attempts);
+        if matches!(outcome, Outcome::Built { .. } | Outcome::FailedElsewhere(_)) {
+            break;
+        }
+    }
+    if let (Outcome::Failed(_), Some(dir)) = (&outcome, &run.logs_dir) {
+        let link = dir.join(format!("000_FAILED_{}.log", job.name));
+        let _ = fs::remove_file(&link);
+        let _ = std::os::unix::fs::symlink(format!("{}.log", job.name), link);
+    }
+    outcome
+}
+
+/// One attempt at `job`; the fleet hears of a failure only on the `last` attempt.
+fn build_one(
+    ws: &Workspace,
+    job: &Job,
+    opts: &BuildOptions,
+    run: &RunOptions,
+    in_run: &InRun,
+    log: &mut ImageLog,
+    last: bool,
+) -> Outcome {
     let started_on = attest::build::now();
     let mut prepared = Vec::new();
     if let (Some(spec), Some(sopts)) = (&job.sources, &run.sources) {
@@ -295,33 +423,39 @@ fn build_one(
             Ok(p) => prepared = p,
             Err(e) => {
                 let msg = format!("preparing the sources of {}: {e}", job.name);
-                publish_failure(run, job, FailureReport::message(msg.clone()));
-                return fail(job, run, log, msg);
+                if last {
+                    publish_failure(run, job, FailureReport::message(msg.clone()));
+                }
+                return fail(job, log, msg);
             }
         }
     }
     let req = BuildRequest { dockerfile: &job.dockerfile, context: &job.context, tag: &job.tag, in_run: Some(in_run) };
-    let waiting;
-    let opts = match &job.cache_wait {
-        Some(w) => {
-            waiting = BuildOptions { cache_wait: Some(w.clone()), ..opts.clone() };
-            &waiting
-        }
-        None => opts,
+    // What is the job's own: the wait for another shard, kolla's labels, and `--pull`, which (as in
+    // kolla-build) refreshes only the base of a root image, never a parent of the tree.
+    let opts = BuildOptions {
+        cache_wait: job.cache_wait.clone(),
+        labels: job.labels.clone(),
+        pull: opts.pull && job.parent_image.is_none(),
+        ..opts.clone()
     };
-    let o = match build_image(ws, &req, opts, log) {
+    let o = match build_image(ws, &req, &opts, log) {
         Ok(o) => o,
         Err(e) => match failed_elsewhere(&e) {
             Some(owners) => {
                 let msg = owners.to_string();
-                let _ = writeln!(log, "\nBUILD FAILED: {msg}");
-                tracing::error!(image = %job.name, "{msg}");
+                if let Some(f) = &mut log.file {
+                    let _ = writeln!(f, "\nBUILD FAILED: {msg}");
+                }
+                tracing::error!("{} failed: {msg}", job.name);
                 return Outcome::FailedElsewhere(msg);
             }
             None => {
-                publish_failure(run, job, FailureReport::of(&e));
+                if last {
+                    publish_failure(run, job, FailureReport::of(&e));
+                }
                 let msg = failure_message(job, run, &e);
-                return fail(job, run, log, msg);
+                return fail(job, log, msg);
             }
         },
     };
@@ -342,7 +476,7 @@ fn build_one(
                 "{} was built ({}) but its SBOM and provenance could not be recorded (--no-attestations skips them): {e}",
                 job.tag, o.manifest.digest
             );
-            return fail(job, run, log, msg);
+            return fail(job, log, msg);
         }
     }
     Outcome::Built { layers_built: o.layers_built, layers_cached: o.layers_cached }
@@ -372,15 +506,12 @@ fn source_archive(p: &PreparedSource) -> SourceArchive {
     }
 }
 
-/// Record a failed image: in its log, as a `000_FAILED_<name>.log` link, and in the run's log.
-fn fail(job: &Job, run: &RunOptions, log: &mut ImageLog, msg: String) -> Outcome {
+/// Record a failed attempt: in its log file (its output is on the console already) and in the run's
+/// log (an image that fails every attempt also gets its `000_FAILED_<name>.log` link, see
+/// [`build_attempts`]).
+fn fail(job: &Job, log: &mut ImageLog, msg: String) -> Outcome {
     if let Some(f) = &mut log.file {
         let _ = writeln!(f, "\nBUILD FAILED: {msg}");
-    }
-    if let Some(dir) = &run.logs_dir {
-        let link = dir.join(format!("000_FAILED_{}.log", job.name));
-        let _ = fs::remove_file(&link);
-        let _ = std::os::unix::fs::symlink(format!("{}.log", job.name), link);
     }
     log.end_line();
     tracing::error!("{} failed: {msg}", job.name);
@@ -393,7 +524,7 @@ fn fail(job: &Job, run: &RunOptions, log: &mut ImageLog, msg: String) -> Outcome
 /// `--logs-dir`. A failed RUN's last lines come with it when its output was not shown.
 fn failure_message(job: &Job, run: &RunOptions, e: &super::BuildError) -> String {
     let tail = match e.output_tail() {
-        Some(t) if !run.echo && !t.is_empty() => format!("\n--- last lines of its output ---\n{t}"),
+        Some(t) if run.quiet && !t.is_empty() => format!("\n--- last lines of its output ---\n{t}"),
         _ => String::new(),
     };
     let (Some(template), super::BuildError::At { path, line, error }) = (&job.template, e) else {
@@ -435,7 +566,7 @@ fn template_line(template: &Path, text: &str) -> Option<usize> {
 }
 
 /// An image's build log: its `--logs-dir` file, and the console with each line prefixed by the image's
-/// name (see [`RunOptions::echo`]), either, both or neither.
+/// name (unless [`RunOptions::quiet`]), either, both or neither.
 struct ImageLog<'a> {
     file: Option<fs::File>,
     console: Option<(&'a str, &'a Progress)>,
@@ -493,14 +624,15 @@ fn open_log(dir: &Path, name: &str) -> io::Result<fs::File> {
     fs::File::create(dir.join(format!("{name}.log")))
 }
 
-/// An indicatif bar on a terminal; plain log lines (through `tracing`) otherwise.
+/// An indicatif bar on a terminal; plain log lines (through `tracing`) otherwise; nothing when quiet.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
+    quiet: bool,
 }
 
 impl Progress {
-    fn new(total: usize) -> Progress {
-        let bar = io::stderr().is_terminal().then(|| {
+    fn new(total: usize, quiet: bool) -> Progress {
+        let bar = (!quiet && io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::new(total as u64);
             let style = indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {wide_msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
@@ -508,12 +640,13 @@ impl Progress {
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
             bar
         });
-        Progress { bar }
+        Progress { bar, quiet }
     }
 
     fn start(&self, name: &str) {
         match &self.bar {
             Some(bar) => bar.set_message(format!("building {name}")),
+            None if self.quiet => {}
             None => tracing::info!("building {name}"),
         }
     }

@@ -25,7 +25,7 @@ pub(crate) struct Found {
 
 /// An overlayfs whiteout: a char 0:0 device (what the kernel and our applier write), or a file carrying
 /// the `user.overlay.whiteout` xattr (the form tools write where mknod is not allowed).
-fn is_whiteout(path: &Path, meta: &fs::Metadata) -> bool {
+pub(crate) fn is_whiteout(path: &Path, meta: &fs::Metadata) -> bool {
     (meta.file_type().is_char_device() && meta.rdev() == 0)
         || (meta.is_file()
             && meta.len() == 0
@@ -34,7 +34,8 @@ fn is_whiteout(path: &Path, meta: &fs::Metadata) -> bool {
                 .any(|name| matches!(xattr::get(path, name), Ok(Some(_)))))
 }
 
-fn is_opaque(path: &Path) -> bool {
+/// A directory overlayfs treats as opaque: it hides what the layers below have there.
+pub(crate) fn is_opaque(path: &Path) -> bool {
     ["user.overlay.opaque", "trusted.overlay.opaque"]
         .iter()
         .any(|name| matches!(xattr::get(path, name), Ok(Some(v)) if v == b"y"))

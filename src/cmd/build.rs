@@ -96,7 +96,8 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     build(ctx, &cfg, &graph, &selection, &tree, shard.as_ref(), &registry)
 }
 
-/// Build the selection, print kolla's summary, push if asked; non-zero exit if anything failed.
+/// Build the selection (pushing each image built, if asked), write kolla's summary; non-zero exit if
+/// an image failed that is not allowed to.
 fn build(
     ctx: &super::Context,
     cfg: &KollaConfig,
@@ -129,41 +130,38 @@ fn build(
     if cfg.work_dir.is_none() {
         tree.write_work_dir(Some(&matched)).context("writing the work dir")?;
     }
-    let (summary, mut ok) = kolla::build_selection(&ws, cfg, graph, selection, tree, shard, registry)
+    let run = kolla::build_selection(&ws, cfg, graph, selection, tree, shard, registry)
         .context("preparing the build (its inputs for the provenance, --no-attestations skips them; --cache-repo)")?;
-    if cfg.push && !summary.built.is_empty() {
-        match kolla::push_built(&ws, cfg, graph, &summary, registry) {
-            Ok((r, a)) => {
-                tracing::info!(
-                    "pushed {} images: {} blobs uploaded ({} bytes), {} mounted, {} already there",
-                    r.manifests,
-                    r.uploaded_blobs,
-                    r.uploaded_bytes,
-                    r.mounted_blobs,
-                    r.existing_blobs
-                );
-                if a.manifests > 0 {
-                    tracing::info!(
-                        "pushed {} attestations (SBOM, provenance): {} blobs uploaded ({} bytes), {} referrers tags written",
-                        a.manifests,
-                        a.uploaded_blobs,
-                        a.uploaded_bytes,
-                        a.referrers_tags
-                    );
-                }
-            }
-            Err(e) => {
-                tracing::error!("push failed: {e}");
-                ok = false;
-            }
+    let summary = &run.summary;
+    if let Some((r, a)) = &run.pushed {
+        tracing::info!(
+            "pushed {} images: {} blobs uploaded ({} bytes), {} mounted, {} already there",
+            r.manifests,
+            r.uploaded_blobs,
+            r.uploaded_bytes,
+            r.mounted_blobs,
+            r.existing_blobs
+        );
+        if a.manifests > 0 {
+            tracing::info!(
+                "pushed {} attestations (SBOM, provenance): {} blobs uploaded ({} bytes), {} referrers tags written",
+                a.manifests,
+                a.uploaded_blobs,
+                a.uploaded_bytes,
+                a.referrers_tags
+            );
         }
     }
-    if let Some(path) = &cfg.summary_json_file {
-        std::fs::write(path, serde_json::to_string_pretty(&summary)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    // As kolla-build: nothing with --nosummary or --format none, else the file or (only without one)
+    // one line on stdout.
     if cfg.summary && cfg.format_json {
-        println!("{}", serde_json::to_string(&summary)?);
+        match &cfg.summary_json_file {
+            Some(path) => summary.write_file(path).with_context(|| format!("writing {}", path.display()))?,
+            None => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(summary.to_line().as_bytes()).and_then(|()| out.flush()).context("writing to stdout")?;
+            }
+        }
     }
     tracing::info!(
         "built {}, failed {}, skipped {}, not matched {}, unbuildable {}; layers built {}, from cache {}",
@@ -175,5 +173,5 @@ fn build(
         summary.layers_built,
         summary.layers_cached
     );
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if run.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -130,16 +130,22 @@ pub fn default_store_dir() -> PathBuf {
     }
 }
 
-/// Logs go to stderr; stdout is kept for results (summaries, listings).
-pub fn init_logging(filter: &str) {
+/// Logs go to stderr; stdout is kept for results (summaries, listings). `quiet` (kolla-build's
+/// `--quiet`) leaves out the lines about one image (events with an `image` field) below ERROR, as
+/// kolla-build silences its per-image loggers on the console; `--logs-dir` still gets them.
+pub fn init_logging(filter: &str, quiet: bool) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter =
         tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let per_image = tracing_subscriber::filter::filter_fn(move |meta| {
+        !(quiet && *meta.level() > tracing::Level::ERROR && meta.fields().field("image").is_some())
+    });
+    let console = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_target(false);
+    tracing_subscriber::registry().with(filter).with(tracing_subscriber::Layer::with_filter(console, per_image)).init();
 }
 
 /// `--compression gzip|gzip:LEVEL|zstd|zstd:LEVEL|none`.

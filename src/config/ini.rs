@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::ConfigError;
+use super::cli::Position;
 
 /// One value of a key, with where it came from (for error messages).
 #[derive(Debug, Clone)]
@@ -20,6 +21,9 @@ pub struct Entry {
     pub file: PathBuf,
     /// 1-based line of the key.
     pub line: usize,
+    /// Where the file was read in the order of the command line (a value on the command line
+    /// after it wins over it; see [`Position`]).
+    pub position: Position,
 }
 
 /// All parsed files merged: section → key → values, oldest file first.
@@ -29,6 +33,8 @@ pub struct Entry {
 #[derive(Debug, Default, Clone)]
 pub struct IniData {
     sections: Sections,
+    /// The position of the files read next.
+    position: Position,
 }
 
 fn normalize_section(name: &str) -> String {
@@ -36,6 +42,13 @@ fn normalize_section(name: &str) -> String {
 }
 
 impl IniData {
+    /// Parse `path`, read at `position` of the command line, and merge it on top of what was read
+    /// before.
+    pub fn read_file_at(&mut self, path: &Path, position: Position) -> Result<(), ConfigError> {
+        self.position = position;
+        self.read_file(path)
+    }
+
     /// Parse `path` and merge it on top of what was read before.
     pub fn read_file(&mut self, path: &Path) -> Result<(), ConfigError> {
         let text =
@@ -57,7 +70,7 @@ impl IniData {
             let lineno = idx + 1;
             let line = raw.trim_end();
             if line.is_empty() {
-                flush(&mut self.sections, path, &section, &mut pending)?;
+                flush(&mut self.sections, path, self.position, &section, &mut pending)?;
                 continue;
             }
             if line.starts_with([' ', '\t']) {
@@ -67,7 +80,7 @@ impl IniData {
                 }
                 continue;
             }
-            flush(&mut self.sections, path, &section, &mut pending)?;
+            flush(&mut self.sections, path, self.position, &section, &mut pending)?;
             if line.starts_with('[') {
                 if !line.ends_with(']') {
                     return Err(err(lineno, "invalid section (must end with ])", line));
@@ -104,7 +117,7 @@ impl IniData {
                 pending = Some((key.to_string(), lineno, vec![value.to_string()]));
             }
         }
-        flush(&mut self.sections, path, &section, &mut pending)
+        flush(&mut self.sections, path, self.position, &section, &mut pending)
     }
 
     /// All values of `section.key` (oldest first), empty if unset.
@@ -134,6 +147,7 @@ type Sections = BTreeMap<String, BTreeMap<String, Vec<Entry>>>;
 fn flush(
     sections: &mut Sections,
     path: &Path,
+    position: Position,
     section: &Option<String>,
     pending: &mut Option<(String, usize, Vec<String>)>,
 ) -> Result<(), ConfigError> {
@@ -145,7 +159,7 @@ fn flush(
                 message: "section must be started before assignment".into(),
             });
         };
-        let entry = Entry { value: value.join("\n"), file: path.to_path_buf(), line };
+        let entry = Entry { value: value.join("\n"), file: path.to_path_buf(), line, position };
         sections.entry(sec.clone()).or_default().entry(key).or_default().push(entry);
     }
     Ok(())

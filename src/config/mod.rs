@@ -19,6 +19,7 @@ mod bases;
 mod cli;
 pub mod ini;
 mod options;
+pub mod reference;
 mod resolve;
 mod sources;
 mod users;
@@ -29,7 +30,7 @@ use std::path::{Path, PathBuf};
 use ini::IniData;
 
 pub use bases::{DEFAULT_PROFILES, debian_arch_of};
-pub use cli::BuildArgs;
+pub use cli::{AmbiguousOption, BuildArgs, ConfigSource, Position, expand_abbreviations, kolla_long_options};
 pub use options::CompressionKind;
 pub use sources::{ImageSources, Source, SourceKind, tree_data_file};
 
@@ -231,8 +232,13 @@ pub struct KollaConfig {
     pub pull: bool,
     /// Explicit build args (see [`KollaConfig::effective_build_args`]).
     pub build_args: BTreeMap<String, String>,
-    /// Build network mode (`host`).
+    /// kolla-build's `network_mode` as given (what [`KollaConfig::network`] follows unless
+    /// `--network` is given).
     pub network_mode: String,
+    /// `--squash`: each image's own layers merged into one on top of its parent's.
+    pub squash: bool,
+    /// kolla-oci `--bootstrap`: make `FROM debian:<suite>` with mmdebstrap without asking a registry.
+    pub bootstrap: bool,
     /// Per-image log directory.
     pub logs_dir: Option<PathBuf>,
     /// Print a summary.
@@ -253,7 +259,8 @@ pub struct KollaConfig {
     pub timeout: u64,
     /// Layer compression.
     pub compression: CompressionKind,
-    /// The network of RUN steps (`network`, a kolla-oci addition; not `network_mode`, Docker's).
+    /// The network of RUN steps: kolla-oci's `network` if given, else kolla-build's `network_mode`
+    /// (`host`, `none`; Docker's `default`/`bridge` and an unset `network_mode` are the private one).
     pub network: crate::sandbox::NetworkMode,
     /// Registries allowed over plain HTTP.
     pub insecure_registries: Vec<String>,
@@ -268,10 +275,9 @@ pub struct KollaConfig {
     pub config_files: Vec<PathBuf>,
 }
 
-/// The default config files oslo.config would read for kolla-build: the first `kolla.conf` and
-/// the first `kolla-build.conf` found in `~/.kolla/`, `~/`, `/etc/kolla/`, `/etc/`, then every
-/// `*.conf` in the first `kolla.conf.d/` and `kolla-build.conf.d/` found in the same places.
-pub fn default_config_files() -> Vec<PathBuf> {
+/// The directories oslo.config searches for kolla-build's default config files and directories:
+/// `~/.kolla/`, `~/`, `/etc/kolla/`, `/etc/`.
+fn default_search_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         let home = PathBuf::from(home);
@@ -280,18 +286,26 @@ pub fn default_config_files() -> Vec<PathBuf> {
     }
     dirs.push(PathBuf::from("/etc/kolla"));
     dirs.push(PathBuf::from("/etc"));
-    let mut files = Vec::new();
-    for name in ["kolla.conf", "kolla-build.conf"] {
-        if let Some(f) = dirs.iter().map(|d| d.join(name)).find(|p| p.exists()) {
-            files.push(f);
-        }
-    }
-    for name in ["kolla.conf.d", "kolla-build.conf.d"] {
-        if let Some(d) = dirs.iter().map(|d| d.join(name)).find(|p| p.is_dir()) {
-            files.extend(conf_files_in(&d).unwrap_or_default());
-        }
-    }
-    files
+    dirs
+}
+
+/// The first of `names` found (with `found`) in each of the default search directories.
+fn first_found(names: [&str; 2], found: fn(&Path) -> bool) -> Vec<PathBuf> {
+    let dirs = default_search_dirs();
+    names.iter().filter_map(|name| dirs.iter().map(|d| d.join(name)).find(|p| found(p))).collect()
+}
+
+/// The default config files oslo.config reads for kolla-build unless `--config-file` is given: the
+/// first `kolla.conf` and the first `kolla-build.conf` found in `~/.kolla/`, `~/`, `/etc/kolla/`,
+/// `/etc/`.
+pub fn default_config_files() -> Vec<PathBuf> {
+    first_found(["kolla.conf", "kolla-build.conf"], Path::exists)
+}
+
+/// The default config directories oslo.config reads unless `--config-dir` is given: the first
+/// `kolla.conf.d/` and the first `kolla-build.conf.d/` found in the same places.
+pub fn default_config_dirs() -> Vec<PathBuf> {
+    first_found(["kolla.conf.d", "kolla-build.conf.d"], Path::is_dir)
 }
 
 fn conf_files_in(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
@@ -304,23 +318,72 @@ fn conf_files_in(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(files)
 }
 
-impl KollaConfig {
-    /// Resolve `args` with the config files it names (or oslo's default search when it names
-    /// none) and the defaults.
-    pub fn from_args(args: &BuildArgs) -> Result<KollaConfig, ConfigError> {
-        let mut files: Vec<PathBuf> =
-            if args.config_file.is_empty() { default_config_files() } else { args.config_file.clone() };
-        for d in &args.config_dir {
-            files.extend(conf_files_in(d)?);
+/// The config files `args` makes oslo.config read, in order, each with the position it counts at:
+/// the default files unless a `--config-file` is given, the files of the default directories unless
+/// a `--config-dir` is given, then those of `--config-file` and `--config-dir` where they stand on
+/// the command line. A named file or directory that does not exist is an error, as in oslo.config.
+pub fn config_files_of(args: &BuildArgs) -> Result<Vec<(Position, PathBuf)>, ConfigError> {
+    let sources = args.config_sources();
+    let given = |dir: bool| sources.iter().any(|(_, s)| matches!(s, ConfigSource::Dir(_)) == dir);
+    let mut files = Vec::new();
+    if !given(false) {
+        files.extend(default_config_files().into_iter().map(|f| (Position::DEFAULT_FILES, f)));
+    }
+    if !given(true) {
+        for d in default_config_dirs() {
+            files.extend(conf_files_in(&d)?.into_iter().map(|f| (Position::DEFAULT_FILES, f)));
         }
+    }
+    for (at, source) in sources {
+        let missing = |path: &Path| ConfigError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+        };
+        match source {
+            ConfigSource::File(f) if !f.exists() => return Err(missing(f)),
+            ConfigSource::File(f) => files.push((*at, f.clone())),
+            ConfigSource::Dir(d) if !d.is_dir() => return Err(missing(d)),
+            ConfigSource::Dir(d) => files.extend(conf_files_in(d)?.into_iter().map(|f| (*at, f))),
+        }
+    }
+    Ok(files)
+}
+
+/// What the console shows, known before anything else is read: `debug` and `quiet` from the
+/// command line and the config files (errors in those files are reported later, by
+/// [`KollaConfig::from_args`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsoleSettings {
+    /// `-d/--debug`: debug logging.
+    pub debug: bool,
+    /// `-q/--quiet`: no per-image lines on the console (they still go to `--logs-dir`).
+    pub quiet: bool,
+}
+
+impl KollaConfig {
+    /// Resolve `args` with the config files oslo.config would read for it
+    /// ([`config_files_of`]) and the defaults.
+    pub fn from_args(args: &BuildArgs) -> Result<KollaConfig, ConfigError> {
+        let files = config_files_of(args)?;
         let mut ini = IniData::default();
-        for f in &files {
+        for (at, f) in &files {
             tracing::debug!(file = %f.display(), "reading config file");
-            ini.read_file(f)?;
+            ini.read_file_at(f, *at)?;
         }
         let mut cfg = Self::resolve(args, &ini)?;
-        cfg.config_files = files;
+        cfg.config_files = files.into_iter().map(|(_, f)| f).collect();
         Ok(cfg)
+    }
+
+    /// `debug` and `quiet` as [`KollaConfig::from_args`] would resolve them, reading only the
+    /// config files (no template tree): what logging is set up with before the rest is read. A
+    /// file that cannot be read or parsed is skipped here.
+    pub fn console_settings(args: &BuildArgs) -> ConsoleSettings {
+        let mut ini = IniData::default();
+        for (at, f) in config_files_of(args).unwrap_or_default() {
+            let _ = ini.read_file_at(&f, at);
+        }
+        resolve::console_settings(args, &ini)
     }
 
     /// Build args as kolla passes them: the explicit ones, then the host's proxy variables
@@ -391,8 +454,15 @@ mod tests {
     #[test]
     fn run_network_is_private_unless_the_command_line_or_a_file_says_otherwise() {
         use crate::sandbox::NetworkMode;
-        // kolla-build's `network_mode` (Docker's, default "host") does not change it.
-        assert_eq!(resolve(&["--network_mode", "host"], "").unwrap().network, NetworkMode::Private);
+        // kolla-build's `network_mode` maps onto it when given; its default ("host") does not.
+        assert_eq!(resolve(&[], "").unwrap().network, NetworkMode::Private);
+        assert_eq!(resolve(&["--network_mode", "host"], "").unwrap().network, NetworkMode::Host);
+        assert_eq!(resolve(&["--network_mode", "none"], "").unwrap().network, NetworkMode::None);
+        assert_eq!(resolve(&["--network_mode", "bridge"], "").unwrap().network, NetworkMode::Private);
+        assert_eq!(resolve(&[], "[DEFAULT]\nnetwork_mode = host\n").unwrap().network, NetworkMode::Host);
+        assert_eq!(resolve(&["--network", "none", "--network_mode", "host"], "").unwrap().network, NetworkMode::None);
+        let e = resolve(&["--network_mode", "container:x"], "").unwrap_err().to_string();
+        assert!(e.contains("network_mode") && e.contains("container:x"), "{e}");
         assert_eq!(resolve(&["--network", "host"], "").unwrap().network, NetworkMode::Host);
         assert_eq!(resolve(&[], "[DEFAULT]\nnetwork = none\n").unwrap().network, NetworkMode::None);
         assert_eq!(
@@ -424,5 +494,46 @@ mod tests {
         assert!(e.contains("threads") && e.contains("test.conf:2"), "{e}");
         let e = resolve(&[], "[DEFAULT]\ntag = $tag\n").unwrap_err();
         assert!(matches!(e, ConfigError::InterpolationLoop(_)), "{e}");
+    }
+
+    fn from_args(argv: &[&str]) -> Result<KollaConfig, ConfigError> {
+        let cli = Cli::try_parse_from(std::iter::once("x").chain(argv.iter().copied())).unwrap();
+        KollaConfig::from_args(&cli.args)
+    }
+
+    /// oslo.config's order: a `--config-file` (or `--config-dir`) overrides the options before it
+    /// on the command line and is overridden by those after it; multi-valued options keep every
+    /// value in that order; a named file or directory that is missing is an error naming it.
+    #[test]
+    fn config_files_count_where_they_stand_on_the_command_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("f.conf");
+        std::fs::write(&f, "[DEFAULT]\nbase = ubuntu\nprofile = infra\ndebug = true\n").unwrap();
+        let d = tmp.path().join("d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("b.conf"), "[DEFAULT]\ntag = from-b\n").unwrap();
+        std::fs::write(d.join("a.conf"), "[DEFAULT]\ntag = from-a\nnamespace = a\n").unwrap();
+        std::fs::write(d.join("c.txt"), "[DEFAULT]\ntag = not-read\n").unwrap();
+        let (f, d) = (f.to_str().unwrap(), d.to_str().unwrap());
+        let c = from_args(&["--base", "rocky", "-p", "main", "--config-file", f]).unwrap();
+        assert_eq!((c.base.as_str(), c.profile.clone()), ("ubuntu", vec!["main".to_string(), "infra".to_string()]));
+        let c = from_args(&["--config-file", f, "--base", "rocky", "-p", "main"]).unwrap();
+        assert_eq!((c.base.as_str(), c.profile.clone()), ("rocky", vec!["infra".to_string(), "main".to_string()]));
+        let c = from_args(&["--tag", "cli", "--config-dir", d, "--namespace", "n"]).unwrap();
+        assert_eq!((c.tag.as_str(), c.namespace.as_str()), ("from-b", "n"));
+        assert_eq!(c.config_files.iter().filter(|p| p.starts_with(d)).count(), 2);
+        let missing = tmp.path().join("nope.conf");
+        let e = from_args(&["--config-file", missing.to_str().unwrap()]).unwrap_err().to_string();
+        assert!(e.contains("nope.conf"), "{e}");
+        let e = from_args(&["--config-dir", tmp.path().join("nodir").to_str().unwrap()]).unwrap_err().to_string();
+        assert!(e.contains("nodir"), "{e}");
+        // debug (and quiet) from a config file reach the console settings, the command line still wins
+        let cli = |argv: &[&str]| Cli::try_parse_from(std::iter::once("x").chain(argv.iter().copied())).unwrap().args;
+        assert_eq!(
+            KollaConfig::console_settings(&cli(&["--config-file", f])),
+            ConsoleSettings { debug: true, quiet: false }
+        );
+        let s = KollaConfig::console_settings(&cli(&["--config-file", f, "--nodebug", "-q"]));
+        assert_eq!(s, ConsoleSettings { debug: false, quiet: true });
     }
 }

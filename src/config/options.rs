@@ -96,6 +96,9 @@ pub(crate) struct OptionDef {
     pub flags: BoolFlags,
     /// Values the command line accepts (checked at parse time and listed in the help).
     pub values: Option<fn() -> Vec<PossibleValue>>,
+    /// What kolla-oci does with a kolla-build option, for the options reference
+    /// (`docs/kolla-build-options.md`); empty: exactly what kolla-build does.
+    pub does: &'static str,
 }
 
 /// A kolla-build option: command line and config file.
@@ -114,6 +117,7 @@ const fn opt(name: &'static str, kind: Kind, default: Option<&'static str>, help
         env: None,
         flags: BoolFlags::Twins,
         values: None,
+        does: "",
     }
 }
 
@@ -148,6 +152,10 @@ impl OptionDef {
         self.value_name = Some(v);
         self
     }
+    const fn does(mut self, text: &'static str) -> Self {
+        self.does = text;
+        self
+    }
 }
 
 use Kind::{Bool, Dict, Int, List, Multi, Path, Str};
@@ -165,87 +173,138 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         "Build only images whose name matches one of these regexes (Python `re.search`), plus their ancestors. Overrides --profile",
     )
     .positional()
-    .value_name("REGEX"),
-    opt("base", Str, Some("debian"), "Base distro: debian (default for kolla-oci), ubuntu, rocky, centos").short('b'),
-    opt("base_tag", Str, None, "Base distro image tag [default: trixie for debian, 24.04 ubuntu, 10 rocky]"),
-    opt("base_image", Str, None, "Base image name [default: from --base]"),
-    opt("base_arch", Str, None, "Base architecture, x86_64 or aarch64 [default: the host's]"),
+    .value_name("REGEX")
+        .does("As kolla-build: the patterns are joined as `(a|b)` and searched (`re.search`) with Python `re` semantics (lookahead, lookbehind, backreferences, through fancy-regex; groups count from 2 because of the join, as in kolla-build). fancy-regex accepts some variable-width lookbehinds Python refuses."),
+    opt("base", Str, Some("debian"), "Base distro: debian (default for kolla-oci), ubuntu, rocky, centos").short('b')
+        .does("Deliberately different default: `debian` (kolla-build: `rocky`), because the bundled tree is Debian's. With `--base` given, upstream trees render byte for byte as kolla-build renders them."),
+    opt("base_tag", Str, None, "Base distro image tag [default: trixie for debian, 24.04 ubuntu, 10 rocky]")
+        .does("As kolla-build (derived from `--base`: `trixie`, `24.04`, `10`)."),
+    opt("base_image", Str, None, "Base image name [default: from --base]")
+        .does("As kolla-build. The `FROM` of `base` is pulled from its registry (through registries.conf mirrors); `debian:<suite>` is bootstrapped with mmdebstrap when no registry serves it (see `--pull`, `--bootstrap`)."),
+    opt("base_arch", Str, None, "Base architecture, x86_64 or aarch64 [default: the host's]")
+        .does("As kolla-build (the host's by default). kolla-oci builds for the host's architecture only."),
     opt("debian_arch", Str, None, "Debian architecture for downloaded binaries [default: from --base-arch]"),
-    opt("use_dumb_init", Bool, Some("true"), "Use dumb-init as the entrypoint of `base` [default: true]"),
-    opt("debug", Bool, Some("false"), "Debug logging").short('d'),
-    opt("skip_parents", Bool, Some("false"), "Do not rebuild parents of matched images (they must exist already)"),
-    opt("skip_existing", Bool, Some("false"), "Do not rebuild images already present in the store"),
+    opt("use_dumb_init", Bool, Some("true"), "Use dumb-init as the entrypoint of `base` [default: true]")
+        .does("As kolla-build; `--nouse-dumb-init` turns it off."),
+    opt("debug", Bool, Some("false"), "Debug logging").short('d')
+        .does("As kolla-build, from the command line or a config file: debug logging."),
+    opt("skip_parents", Bool, Some("false"), "Do not rebuild parents of matched images (they must exist already)")
+        .does("As kolla-build; the skipped parents must be in the store."),
+    opt("skip_existing", Bool, Some("false"), "Do not rebuild images already present in the store")
+        .does("As kolla-build, but asks kolla-oci's store (not a container engine) whether the image exists."),
     opt(
         "build_args",
         Dict,
         None,
         "Build arguments, `key:value,key:value` (proxy variables are added from the environment)",
     )
-    .value_name("K:V,..."),
-    opt("keep", Bool, Some("false"), "Keep failed intermediate state (engine option, accepted)"),
+    .value_name("K:V,...")
+        .does("As kolla-build: `key:value,...`, plus the host's proxy variables and the `pip_*` options where not given."),
+    opt("keep", Bool, Some("false"), "Keep failed intermediate state (engine option, accepted)")
+        .does("Accepted, no effect: there are no intermediate containers to keep (a failed RUN's scratch directory is removed)."),
     opt("list_dependencies", Bool, Some("false"), "Print the selected images as a JSON tree of dependencies and exit")
-        .short('l'),
-    opt("list_images", Bool, Some("false"), "Print the selected images and exit"),
+        .short('l')
+        .does("As kolla-build (the same nested JSON tree)."),
+    opt("list_images", Bool, Some("false"), "Print the selected images and exit")
+        .does("As kolla-build (`N : name`; kolla-oci lists in name order, kolla-build in directory-walk order)."),
     opt("locals_base", Str, Some("./"), "Base directory for `$locals_base` in local sources [default: ./]"),
     opt("namespace", Str, Some("kolla"), "Image namespace [default: kolla]").short('n'),
-    opt("network_mode", Str, Some("host"), "Docker's build network mode (engine option, accepted; kolla-oci's RUN network is --network)").long("network_mode"),
-    opt("buildkit", Bool, Some("true"), "Use BuildKit (engine option, accepted and ignored)"),
-    opt("buildkit_builder", Str, None, "BuildKit builder (engine option, accepted and ignored)"),
+    opt(
+        "network_mode",
+        Str,
+        Some("host"),
+        "The network of RUN steps, as Docker's build network mode: host, none, or default/bridge (a private namespace); when not given, kolla-oci's --network decides (private)",
+    )
+    .long("network_mode")
+        .does("The network of RUN steps: `host` and `none` as Docker's; `default`/`bridge` (and kolla-build's default when not given) are kolla-oci's private namespace (outbound through slirp4netns, the host's loopback out of reach). `--network` (kolla-oci's) wins when both are given; other Docker modes (`container:…`) are refused."),
+    opt("buildkit", Bool, Some("true"), "Use BuildKit (engine option, accepted and ignored)")
+        .does("Accepted, no effect: kolla-oci is the builder (no BuildKit, no daemon)."),
+    opt("buildkit_builder", Str, None, "BuildKit builder (engine option, accepted and ignored)")
+        .does("Accepted, no effect (see `--buildkit`)."),
     opt("cache", Bool, Some("true"), "Use the layer cache [default: true]")
-        .flags(BoolFlags::TwinsShown("Do not use the layer cache")),
+        .flags(BoolFlags::TwinsShown("Do not use the layer cache"))
+        .does("As kolla-build: kolla-oci's step cache (content-addressed, ignores mtimes); `--nocache` builds every step again and downloads sources again."),
     opt("patches_path", Path, None, "Directory of per-image patches (`<dir>/<image>/series` + patches)"),
-    opt("platform", Str, None, "Target platform (engine option, accepted)"),
-    opt("profile", Multi, None, "Build a predefined set of images (see `[profiles]`); repeatable").short('p'),
-    opt("push", Bool, Some("false"), "Push images after building").flags(BoolFlags::TwinsShown("Do not push")),
-    opt("push_threads", Int, Some("1"), "Number of concurrent pushes [default: 1]"),
-    opt("retries", Int, Some("3"), "Retries of each build or push [default: 3]").short('r'),
-    opt("registry", Str, None, "Registry host prefixed onto the namespace"),
-    opt("save_dependency", Path, None, "Write the dependency graph in Graphviz dot format to this file and exit"),
-    opt("format", Str, Some("json"), "Summary format: json or none [default: json]").short('f'),
-    opt("summary_json_file", Path, None, "Write the JSON summary to this file instead of stdout"),
+    opt("platform", Str, None, "Target platform (engine option, accepted)")
+        .does("Accepted, no effect: kolla-oci builds for the host's platform only."),
+    opt("profile", Multi, None, "Build a predefined set of images (see `[profiles]`); repeatable").short('p')
+        .does("As kolla-build (`[profiles]` of the config files; an unknown or empty profile is an error)."),
+    opt("push", Bool, Some("false"), "Push images after building").flags(BoolFlags::TwinsShown("Do not push"))
+        .does("Each image is pushed as soon as it is built, over the registry HTTP API (credentials from `~/.docker/config.json` or containers' `auth.json`), while the other images build; a push that fails (after `--retries`) makes the image `push_error` in the summary and the exit status 1. Its SBOM and provenance go with it unless `--no-attestations`."),
+    opt("push_threads", Int, Some("1"), "Number of concurrent pushes [default: 1]")
+        .does("As kolla-build: the number of push workers; each push also sends that many blobs at once."),
+    opt("retries", Int, Some("3"), "Retries of each build or push [default: 3]").short('r')
+        .does("As kolla-build: a failed build or push of an image is tried again up to this many times (every attempt is in the image's log). Downloads and registry requests are retried on transient errors as well."),
+    opt("registry", Str, None, "Registry host prefixed onto the namespace")
+        .does("As kolla-build."),
+    opt("save_dependency", Path, None, "Write the dependency graph in Graphviz dot format to this file and exit")
+        .does("As kolla-build (Graphviz dot), without needing the Python `graphviz` package."),
+    opt("format", Str, Some("json"), "Summary format: json or none [default: json]").short('f')
+        .does("As kolla-build: `none` writes no summary."),
+    opt("summary_json_file", Path, None, "Write the JSON summary to this file instead of stdout")
+        .does("As kolla-build: the summary is written there (indented by 4, as Python writes it) and not on stdout; without it, one line on stdout. kolla-oci adds `layers_built` and `layers_cached` after kolla's keys."),
     opt(
         "tarballs_base",
         Str,
         Some("https://tarballs.opendev.org"),
         "Base URL of OpenStack tarballs [default: https://tarballs.opendev.org]",
     ),
-    opt("threads", Int, Some("8"), "Number of concurrent builds [default: 8]").short('T'),
-    opt("tag", Str, None, "Image tag [default: <openstack_release>-<base>-<base_tag>]"),
-    opt("template_only", Bool, Some("false"), "Render the Dockerfiles into the work dir and build nothing"),
-    opt("timeout", Int, Some("120"), "HTTP timeout for source downloads, seconds [default: 120]"),
-    opt("template_override", Multi, None, "Template override file(s); repeatable"),
-    opt("docker_dir", Multi, None, "Extra template tree(s) merged over the main one; repeatable").short('D'),
-    opt("logs_dir", Path, None, "Directory for one log per image"),
+    opt("threads", Int, Some("8"), "Number of concurrent builds [default: 8]").short('T')
+        .does("As kolla-build: images built at the same time (a child starts as soon as its parent's steps are done)."),
+    opt("tag", Str, None, "Image tag [default: <openstack_release>-<base>-<base_tag>]")
+        .does("As kolla-build."),
+    opt("template_only", Bool, Some("false"), "Render the Dockerfiles into the work dir and build nothing")
+        .does("As kolla-build (needs no Docker SDK or engine)."),
+    opt("timeout", Int, Some("120"), "HTTP timeout for source downloads, seconds [default: 120]")
+        .does("As kolla-build: the HTTP timeout of `url` source downloads."),
+    opt("template_override", Multi, None, "Template override file(s); repeatable")
+        .does("As kolla-build."),
+    opt("docker_dir", Multi, None, "Extra template tree(s) merged over the main one; repeatable").short('D')
+        .does("As kolla-build."),
+    opt("logs_dir", Path, None, "Directory for one log per image")
+        .does("As kolla-build (`<image>.log`, `000_FAILED_<image>.log`), every attempt in one log; deliberately, the directory is created when missing."),
     opt("pull", Bool, Some("true"), "Pull root images' base [default: true]")
-        .flags(BoolFlags::TwinsShown("Do not pull base images when present")),
-    opt("work_dir", Path, None, "Working directory (output in `<dir>/docker/`) [default: a temporary dir]"),
-    opt("squash", Bool, Some("false"), "Squash image layers (engine option, accepted and ignored)"),
+        .flags(BoolFlags::TwinsShown("Do not pull base images when present"))
+        .does("As kolla-build (applies to root images only): the `FROM` tag of each root image is re-resolved against its registry (through registries.conf mirrors) and a changed image is pulled, so the tree is rebuilt on it. When the registry cannot be reached the stored image is kept with a warning (Docker would fail the build). `--nopull` uses the stored image and pulls only a missing one, as Docker does."),
+    opt("work_dir", Path, None, "Working directory (output in `<dir>/docker/`) [default: a temporary dir]")
+        .does("As kolla-build; without it, only the directories of the images being built are copied into a temporary work dir, removed afterwards."),
+    opt("squash", Bool, Some("false"), "Merge each image's own layers into one on top of its parent's layers")
+        .does("As Docker's squash: each image's own layers become one, on top of its parent's unchanged layers (kept in the step cache, so a rebuild keeps the digest). Needs no `docker-squash`."),
     opt("openstack_release", Str, Some("2026.2"), "OpenStack release [default: 2026.2]"),
     opt("openstack_release_codename", Str, Some("Hibiscus"), "OpenStack release codename [default: Hibiscus]"),
     opt("openstack_branch", Str, None, "Source branch, dashed [default: stable-<release>]"),
     opt("openstack_branch_slashed", Str, None, "Source branch, slashed [default: stable/<release>]"),
-    opt("docker_healthchecks", Bool, Some("true"), "Install the healthcheck scripts in `base` [default: true]"),
-    opt("quiet", Bool, Some("false"), "Do not print image logs").short('q'),
+    opt("docker_healthchecks", Bool, Some("true"), "Install the healthcheck scripts in `base` [default: true]")
+        .does("As kolla-build; `--nodocker-healthchecks` turns it off."),
+    opt("quiet", Bool, Some("false"), "Do not print image logs").short('q')
+        .does("As kolla-build, from the command line or a config file: no per-image lines on the console (the logs in `--logs-dir` keep them)."),
     opt("enable_unbuildable", Bool, Some("false"), "Also build images marked unbuildable for this base/arch"),
-    opt("summary", Bool, Some("true"), "Print a summary at the end [default: true]"),
+    opt("summary", Bool, Some("true"), "Print a summary at the end [default: true]")
+        .does("As kolla-build: `--nosummary` writes no summary at all."),
     opt("image_name_prefix", Str, Some(""), "Prefix of image names in canonical names and FROM lines"),
     opt("repos_yaml", Str, Some(""), "repos.yaml override merged over the default one"),
-    opt("engine", Str, Some("docker"), "Container engine (accepted and ignored: kolla-oci needs none)"),
+    opt("engine", Str, Some("docker"), "Container engine (accepted and ignored: kolla-oci needs none)")
+        .does("Accepted (`docker` or `podman`), no effect: kolla-oci needs no container engine."),
     opt("podman_base_url", Str, Some("unix:///run/podman/podman.sock"), "Podman socket (accepted and ignored)")
-        .long("podman_base_url"),
+        .long("podman_base_url")
+        .does("Accepted, no effect (see `--engine`)."),
     // kolla-build's config-file-only options (`_BASE_OPTS`)
-    opt("maintainer", Str, Some("Kolla Project (https://launchpad.net/kolla)"), "Maintainer label value").file_only(),
+    opt("maintainer", Str, Some("Kolla Project (https://launchpad.net/kolla)"), "Maintainer label value").file_only()
+        .does("As kolla-build (also the `org.opencontainers.image.authors` label)."),
     opt("distro_package_manager", Str, None, "Package manager [default: dnf for rocky/centos, else apt]").file_only(),
     opt("base_package_type", Str, None, "Package type [default: rpm for rocky/centos, else deb]").file_only(),
     opt("rpm_setup_config", List, Some(""), "`.rpm` and `.repo` files installed in `base`").file_only(),
     opt("apt_sources_list", Path, None, "apt `sources.list` copied into `base`").file_only(),
     opt("apt_preferences", Path, None, "apt preferences copied into `base`").file_only(),
     opt("squash_cleanup", Bool, Some("true"), "Remove the squash source image (engine option, accepted and ignored)")
-        .file_only(),
+        .file_only()
+        .does("Accepted, no effect: squashing leaves no intermediate image."),
     opt("squash_tmp_dir", Str, None, "Temporary directory of squashing (engine option, accepted and ignored)")
-        .file_only(),
+        .file_only()
+        .does("Accepted, no effect: squashing works in the store's own temporary directory."),
     opt("clean_package_cache", Bool, Some("true"), "Clean package caches after installs").file_only(),
-    opt("allowed_to_fail", List, Some(""), "Images whose failure does not fail the run").file_only(),
+    opt("allowed_to_fail", List, Some(""), "Images whose failure does not fail the run").file_only()
+        .does("As kolla-build: listed images may fail without failing the run."),
     opt("pip_index_url", Str, None, "`PIP_INDEX_URL` build argument").file_only(),
     opt("pip_trusted_host", Str, None, "`PIP_TRUSTED_HOST` build argument").file_only(),
     opt("pip_extra_index_url", Str, None, "`PIP_EXTRA_INDEX_URL` build argument").file_only(),
@@ -280,7 +339,8 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         None,
         "kolla-oci: a host on a loopback or private network that a registry or a source download may redirect to (HOST or HOST:PORT); repeatable",
     )
-    .kolla_oci(),
+    .kolla_oci()
+    .does("Without it, a redirect of a registry or of a `type = url` source to a loopback, private or link-local host other than its own is refused."),
     OptionDef {
         env: Some("KOLLA_OCI_TEMPLATE_TREE"),
         ..opt(
@@ -305,6 +365,14 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         alias: "noattestations",
         help: "kolla-oci: record no SBOM and provenance for the images built (and push none with them)",
     }),
+    opt(
+        "bootstrap",
+        Bool,
+        Some("false"),
+        "kolla-oci: make `FROM debian:<suite>` with mmdebstrap from the Debian archive instead of pulling it from its registry (which is otherwise tried first, through the mirrors of registries.conf)",
+    )
+    .kolla_oci()
+    .flags(BoolFlags::PositiveOnly),
     opt(
         "cache_repo",
         Str,

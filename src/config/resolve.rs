@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use super::bases::{BASES, DEFAULT_PROFILES, debian_arch_of, host_arch, rpm_setup_lines};
+use super::cli::Position;
 use super::ini::{self, IniData};
 use super::options::{self, CompressionKind, Kind};
 use super::sources::{load_sources_yaml, tree_data_file};
@@ -25,7 +26,7 @@ fn origin_of(e: &ini::Entry) -> String {
 /// Looks option values up with oslo.config's precedence and interpolation.
 pub(super) struct Resolver<'a> {
     pub(super) ini: &'a IniData,
-    cli: &'a BTreeMap<&'static str, Vec<String>>,
+    cli: &'a BTreeMap<&'static str, Vec<(Position, String)>>,
     /// Defaults of non-DEFAULT groups (from `sources.yaml`), as strings.
     pub(super) group_defaults: BTreeMap<String, BTreeMap<String, String>>,
     /// The `[DEFAULT]` options read so far (the unit tests check that all of them are).
@@ -40,24 +41,35 @@ impl<'a> Resolver<'a> {
     }
 
     fn origin(&self, group: &str, name: &str) -> String {
-        if group == "DEFAULT" && self.cli.contains_key(name) {
-            return "command line".into();
-        }
-        match self.ini.get_last(group, name) {
-            Some(e) => origin_of(e),
+        match self.winner(group, name) {
+            Some(Err(_)) => "command line".into(),
+            Some(Ok(e)) => origin_of(e),
             None => "default".into(),
         }
     }
 
-    /// The raw (uninterpolated) value: command line, then files, then group defaults.
+    /// The value that counts of a single-valued option, as oslo.config picks it: of the command
+    /// line's last value and the config files' last one, whichever comes later (a `--config-file`
+    /// overrides the options before it on the command line, not those after it). `Ok` is a file
+    /// entry, `Err` a command-line value.
+    fn winner(&self, group: &str, name: &str) -> Option<Result<&ini::Entry, &str>> {
+        let cli = self.cli.get(name).and_then(|v| v.last()).filter(|_| group == "DEFAULT");
+        match (cli, self.ini.get_last(group, name)) {
+            (Some((at, v)), Some(e)) if *at > e.position => Some(Err(v.as_str())),
+            (_, Some(e)) => Some(Ok(e)),
+            (Some((_, v)), None) => Some(Err(v.as_str())),
+            (None, None) => None,
+        }
+    }
+
+    /// The raw (uninterpolated) value: the later of the command line and the files, then group
+    /// defaults.
     fn raw(&self, group: &str, name: &str) -> Option<String> {
-        if let Some(v) = self.cli.get(name).and_then(|v| v.last()).filter(|_| group == "DEFAULT") {
-            return Some(v.clone());
+        match self.winner(group, name) {
+            Some(Ok(e)) => Some(e.value.clone()),
+            Some(Err(v)) => Some(v.to_string()),
+            None => self.group_defaults.get(group).and_then(|g| g.get(name)).cloned(),
         }
-        if let Some(e) = self.ini.get_last(group, name) {
-            return Some(e.value.clone());
-        }
-        self.group_defaults.get(group).and_then(|g| g.get(name)).cloned()
     }
 
     fn expand(&self, group: &str, value: &str, depth: usize) -> Result<String, ConfigError> {
@@ -229,17 +241,15 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// All values of a `[DEFAULT]` `MultiOpt`: files first, then the command line.
+    /// All values of a `[DEFAULT]` `MultiOpt`, files' and command line's in the order they were
+    /// given (a file's values where the file was named).
     fn multi(&self, name: &str) -> Result<Vec<String>, ConfigError> {
         self.declared(name, Kind::Multi)?;
-        let mut out = Vec::new();
-        for e in self.ini.get_all("DEFAULT", name) {
-            out.push(self.expand("DEFAULT", &e.value, 0)?);
-        }
-        for v in self.cli.get(name).into_iter().flatten() {
-            out.push(self.expand("DEFAULT", v, 0)?);
-        }
-        Ok(out)
+        let mut given: Vec<(Position, &str)> =
+            self.ini.get_all("DEFAULT", name).iter().map(|e| (e.position, e.value.as_str())).collect();
+        given.extend(self.cli.get(name).into_iter().flatten().map(|(at, v)| (*at, v.as_str())));
+        given.sort_by_key(|(at, _)| *at);
+        given.into_iter().map(|(_, v)| self.expand("DEFAULT", v, 0)).collect()
     }
 
     /// Whether a `[DEFAULT]` option of `kind` is given on the command line or in a file (for
@@ -266,13 +276,33 @@ fn split_list(v: &str) -> Vec<String> {
     v.split(',').map(|s| s.trim().to_string()).collect()
 }
 
+/// `debug` and `quiet` of `args` over the config files `ini` (see [`KollaConfig::console_settings`]).
+pub(super) fn console_settings(args: &BuildArgs, ini: &IniData) -> super::ConsoleSettings {
+    let r = Resolver::new(args, ini);
+    let flag = |name| r.boolean(name).unwrap_or(false);
+    super::ConsoleSettings { debug: flag("debug"), quiet: flag("quiet") }
+}
+
+/// Docker's build network modes (kolla-build's `network_mode`) as kolla-oci's RUN networks: `host`
+/// and `none` are the same; Docker's own `default`/`bridge` network is a private one, and so is
+/// kolla-build's unset default (`host`, which Docker needs for a build to reach a proxy on the build
+/// host but kolla-oci does not: its private network reaches the outside world through slirp4netns).
+fn network_of_mode(mode: &str) -> Option<crate::sandbox::NetworkMode> {
+    use crate::sandbox::NetworkMode;
+    match mode {
+        "host" => Some(NetworkMode::Host),
+        "none" => Some(NetworkMode::None),
+        "default" | "bridge" | "private" => Some(NetworkMode::Private),
+        _ => None,
+    }
+}
+
 /// Engine options kolla-oci accepts for compatibility and ignores: it needs no engine.
 const IGNORED: &[(&str, Kind)] = &[
     ("engine", Kind::Str),
     ("podman_base_url", Kind::Str),
     ("buildkit", Kind::Bool),
     ("buildkit_builder", Kind::Str),
-    ("squash", Kind::Bool),
     ("squash_cleanup", Kind::Bool),
     ("squash_tmp_dir", Kind::Str),
     ("keep", Kind::Bool),
@@ -350,10 +380,17 @@ impl KollaConfig {
             "zstd" => CompressionKind::Zstd,
             _ => CompressionKind::Gzip,
         };
-        let network = match r.choice("network", &["private", "host", "none"])?.as_str() {
-            "host" => crate::sandbox::NetworkMode::Host,
-            "none" => crate::sandbox::NetworkMode::None,
-            _ => crate::sandbox::NetworkMode::Private,
+        // kolla-oci's `network` if given, else kolla-build's `network_mode` if given, else private.
+        let network_choice = r.choice("network", &["private", "host", "none"])?;
+        let network_mode = r.string("network_mode")?;
+        let network = if r.given("network", Kind::Str)? {
+            network_of_mode(&network_choice).expect("checked by choice")
+        } else if r.given("network_mode", Kind::Str)? {
+            network_of_mode(&network_mode).ok_or_else(|| {
+                r.err("DEFAULT", "network_mode", &network_mode, "must be one of host, none, default, bridge, private")
+            })?
+        } else {
+            crate::sandbox::NetworkMode::Private
         };
         r.choice("engine", &["docker", "podman"])?;
         for (ignored, kind) in IGNORED {
@@ -418,8 +455,10 @@ impl KollaConfig {
             retries: r.integer("retries", 0)?,
             cache: r.boolean("cache")?,
             pull: r.boolean("pull")?,
+            squash: r.boolean("squash")?,
+            bootstrap: r.boolean("bootstrap")?,
             build_args: r.dict("build_args")?,
-            network_mode: r.string("network_mode")?,
+            network_mode,
             logs_dir: r.opt_path("logs_dir")?,
             summary: r.boolean("summary")?,
             format_json: format == "json",

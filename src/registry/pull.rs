@@ -23,6 +23,19 @@ pub fn pull(
     platform: Option<&Platform>,
     opts: &RegistryOptions,
 ) -> Result<Descriptor, RegistryError> {
+    pull_as(store, reference, &reference.to_string(), platform, opts)
+}
+
+/// [`pull`], tagging the image `tag` in the store (a mirror's image under the name it mirrors). A
+/// manifest the store holds already with all its blobs is only tagged: re-resolving an unchanged tag
+/// costs its manifest requests, not its layers.
+pub fn pull_as(
+    store: &Store,
+    reference: &Reference,
+    tag: &str,
+    platform: Option<&Platform>,
+    opts: &RegistryOptions,
+) -> Result<Descriptor, RegistryError> {
     let host = Platform::host();
     let platform = platform.unwrap_or(&host);
     let client = Client::new(reference.registry(), reference.api_host(), opts)?;
@@ -80,15 +93,19 @@ pub fn pull(
         });
     }
     let blobs: Vec<&Descriptor> = std::iter::once(&manifest.config).chain(manifest.layers.iter()).collect();
-    let fetched = fetch_blobs(store, &client, repo, &blobs, opts.threads.max(1))?;
+    // A stored manifest was written only after its blobs were fetched and checked.
+    let stored = store.has_blob(&digest) && blobs.iter().all(|b| store.has_blob(&b.digest));
+    let fetched = if stored { 0 } else { fetch_blobs(store, &client, repo, &blobs, opts.threads.max(1))? };
     let config = store.read_config(&manifest.config)?;
-    check_diff_ids(store, reference, &manifest, &config.rootfs.diff_ids, opts.threads.max(1))?;
-    store.put_blob(&bytes[..], Some(&digest)).map_err(RegistryError::Store)?;
+    if !stored {
+        check_diff_ids(store, reference, &manifest, &config.rootfs.diff_ids, opts.threads.max(1))?;
+        store.put_blob(&bytes[..], Some(&digest)).map_err(RegistryError::Store)?;
+    }
     let mut desc = Descriptor::new(media_type, digest, bytes.len() as u64);
     if !config.os.is_empty() && !config.architecture.is_empty() {
         desc.platform = Some(config.platform());
     }
-    store.set_tag(&reference.to_string(), &desc)?;
+    store.set_tag(tag, &desc)?;
     info!(%reference, %digest, blobs = blobs.len(), fetched, "pulled");
     Ok(desc)
 }

@@ -34,6 +34,38 @@ pub struct PushReport {
     pub referrers_tags: usize,
 }
 
+impl PushReport {
+    /// Add what another push did.
+    pub fn add(&mut self, other: &PushReport) {
+        self.uploaded_blobs += other.uploaded_blobs;
+        self.uploaded_bytes += other.uploaded_bytes;
+        self.mounted_blobs += other.mounted_blobs;
+        self.existing_blobs += other.existing_blobs;
+        self.manifests += other.manifests;
+        self.referrers_tags += other.referrers_tags;
+    }
+}
+
+/// Where earlier pushes of a run put each blob: (registry, blob) → a repository that holds it. A push
+/// that finds its repository lacks a blob held elsewhere mounts it from there instead of uploading
+/// it again, as a daemon remembers where it pushed a layer; so images pushed one at a time (while
+/// the rest build) send each shared layer once.
+#[derive(Debug, Default)]
+pub struct BlobLocations {
+    held: Mutex<HashMap<(String, Digest), String>>,
+}
+
+impl BlobLocations {
+    fn get(&self, registry: &str, digest: &Digest) -> Option<String> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).get(&(registry.to_string(), *digest)).cloned()
+    }
+
+    fn record(&self, registry: &str, digest: &Digest, repository: &str) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.entry((registry.to_string(), *digest)).or_insert_with(|| repository.to_string());
+    }
+}
+
 /// One manifest to push, resolved from the store.
 struct Job {
     target: Reference,
@@ -70,6 +102,8 @@ struct Run<'a> {
     mounted_blobs: AtomicUsize,
     existing_blobs: AtomicUsize,
     progress: PushProgress,
+    /// Blobs earlier pushes of the run left in other repositories (see [`BlobLocations`]).
+    locations: Option<&'a BlobLocations>,
 }
 
 /// Push each local tag to its target reference: blobs first (see `plan.rs`), then the manifests.
@@ -81,6 +115,17 @@ pub fn push(
     images: &[(String, Reference)],
     opts: &RegistryOptions,
 ) -> Result<PushReport, RegistryError> {
+    push_remembering(store, images, opts, None)
+}
+
+/// [`push`], mounting blobs from where earlier pushes of the run put them and recording where this
+/// one puts them (`locations`, shared by the pushes of one run).
+pub fn push_remembering(
+    store: &Store,
+    images: &[(String, Reference)],
+    opts: &RegistryOptions,
+    locations: Option<&BlobLocations>,
+) -> Result<PushReport, RegistryError> {
     let jobs = images
         .iter()
         .map(|(tag, target)| {
@@ -88,7 +133,7 @@ pub fn push(
             load_job(store, tag, &desc, target.clone())
         })
         .collect::<Result<Vec<_>, _>>()?;
-    run(store, &jobs, opts)
+    run(store, &jobs, opts, locations)
 }
 
 /// Push `artifacts` (manifests in the store whose `subject` is the image `image` names, such as an SBOM
@@ -102,7 +147,7 @@ pub fn push_referrers(
     opts: &RegistryOptions,
 ) -> Result<PushReport, RegistryError> {
     let jobs = artifacts.iter().map(|a| referrer_job(store, image, a)).collect::<Result<Vec<_>, _>>()?;
-    run(store, &jobs, opts)
+    run(store, &jobs, opts, None)
 }
 
 /// Push every referrer the store keeps for each local tag's image (its SBOM, its provenance) into the
@@ -123,7 +168,7 @@ pub fn push_referrers_of(
     if jobs.is_empty() {
         return Ok(PushReport::default());
     }
-    run(store, &jobs, opts)
+    run(store, &jobs, opts, None)
 }
 
 /// The push of artifact `a` into `image`'s repository, by digest; an error if it has no subject.
@@ -170,7 +215,12 @@ fn load_job(store: &Store, what: &str, desc: &Descriptor, target: Reference) -> 
 }
 
 /// Blobs, then manifests (referrers after the rest), then referrers tags where needed.
-fn run(store: &Store, jobs: &[Job], opts: &RegistryOptions) -> Result<PushReport, RegistryError> {
+fn run(
+    store: &Store,
+    jobs: &[Job],
+    opts: &RegistryOptions,
+    locations: Option<&BlobLocations>,
+) -> Result<PushReport, RegistryError> {
     let mut clients = HashMap::new();
     for job in jobs {
         let r = &job.target;
@@ -203,6 +253,7 @@ fn run(store: &Store, jobs: &[Job], opts: &RegistryOptions) -> Result<PushReport
         mounted_blobs: AtomicUsize::new(0),
         existing_blobs: AtomicUsize::new(0),
         progress,
+        locations,
     };
     let result = run.blobs_then_manifests(&tasks, opts.threads);
     run.progress.finish();
@@ -268,6 +319,10 @@ impl Run<'_> {
 
     fn blob_task(&self, t: &Task) -> Result<(), RegistryError> {
         let result = self.blob_task_inner(t);
+        if let (Ok(()), Some(locations)) = (&result, self.locations) {
+            let target = &self.jobs[t.image].target;
+            locations.record(target.registry(), &t.digest, target.repository());
+        }
         if t.source == Source::Upload {
             let key = (self.jobs[t.image].target.registry().to_string(), t.digest);
             let state = if result.is_ok() { BlobState::Ready } else { BlobState::Failed };
@@ -289,10 +344,14 @@ impl Run<'_> {
             return Ok(());
         }
         let mut session = None;
-        if let Source::MountFrom { owner } = t.source
-            && self.wait_for_owner(target.registry(), &t.digest) == BlobState::Ready
-        {
-            let from = self.jobs[owner].target.repository();
+        let earlier = self.locations.and_then(|l| l.get(target.registry(), &t.digest)).filter(|r| r != repo);
+        let from = match t.source {
+            Source::MountFrom { owner } if self.wait_for_owner(target.registry(), &t.digest) == BlobState::Ready => {
+                Some(self.jobs[owner].target.repository())
+            }
+            _ => earlier.as_deref(),
+        };
+        if let Some(from) = from {
             match client.mount_blob(repo, &t.digest, from)? {
                 MountOutcome::Mounted => {
                     self.mounted_blobs.fetch_add(1, Ordering::Relaxed);

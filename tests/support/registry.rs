@@ -316,6 +316,9 @@ struct Faults {
     /// The referrers API, played by the proxy: entries by `<name>@<subject digest>`, recorded from the
     /// manifests with a `subject` put through it.
     referrers: Option<BTreeMap<String, Vec<serde_json::Value>>>,
+    /// Repositories no push may write to: every POST, PUT and PATCH under `/v2/<name>/` is answered
+    /// `403 DENIED`, as a registry answers a user without push rights there.
+    denied: Vec<String>,
 }
 
 /// Token-auth mode of the proxy: it plays the registry's token service (`/token`) and demands a Bearer
@@ -377,6 +380,11 @@ impl Proxy {
             }
         });
         Proxy { port, log, corrupt, bearer, faults, stop }
+    }
+
+    /// Refuse every push into repository `name` (`ns/image`) with `403 DENIED`.
+    pub fn deny_pushes_to(&self, name: &str) {
+        self.faults.lock().unwrap().denied.push(name.to_string());
     }
 
     /// Answer the next `count` requests of `method` with `status` and `Retry-After: 0`, without
@@ -873,6 +881,14 @@ fn serve_connection(
                 f.status
             })
         };
+        let denied = ["POST", "PUT", "PATCH"].contains(&method.as_str())
+            && faults.lock().unwrap().denied.iter().any(|name| path.starts_with(&format!("/v2/{name}/")));
+        if denied {
+            let body = r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#;
+            let request_bytes = answer_locally(&mut client_r, &mut client_w, &req, "403 Forbidden", "", body)?;
+            record(method, path, query, 403, request_bytes, 0);
+            continue;
+        }
         if let Some(status) = fault {
             let line = format!("{status} Injected");
             let body = r#"{"errors":[{"code":"UNAVAILABLE","message":"injected failure"}]}"#;

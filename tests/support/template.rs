@@ -28,7 +28,7 @@ pub fn args(argv: &[&str]) -> BuildArgs {
 /// Resolve options with no config file except those named by `--config-file`.
 pub fn config(argv: &[&str]) -> KollaConfig {
     let a = args(argv);
-    if a.config_file.is_empty() {
+    if a.config_sources().is_empty() {
         KollaConfig::resolve(&a, &Default::default()).expect("resolve options")
     } else {
         KollaConfig::from_args(&a).expect("resolve options")
