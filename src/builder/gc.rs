@@ -5,8 +5,10 @@
 //! Safety with builds on the same state dir: every process that uses it holds `gc.lock` shared
 //! ([`Workspace::open`]); gc first turns its hold exclusive, so it waits for running builds and runs to
 //! finish and new ones wait for it. A build therefore never loses a layer dir it has mounted or a blob
-//! it has written but not tagged yet. The grace period (only what is older is removed) covers writers
-//! that do not go through a workspace — `kolla-oci pull`, or another tool writing into the layout.
+//! it has written but not tagged yet; `kolla-oci pull` holds the state dir the same way. The grace period
+//! (only what is older is removed) covers writers that do not go through a workspace — another tool
+//! writing into the layout, or a program using [`crate::registry::pull`] on a bare store, which marks the
+//! blobs it reuses as it finds them present.
 
 use std::collections::BTreeSet;
 use std::fs;

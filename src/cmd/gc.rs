@@ -14,7 +14,7 @@ pub struct Args {
     #[arg(long)]
     pub dry_run: bool,
     /// Keep what was written or reused more recently than this (`90s`, `15m`, `1h`, `0`): protects
-    /// writers that do not lock the state dir, such as a `kolla-oci pull` in progress.
+    /// writers that do not lock the state dir (builds and pulls do: gc waits for them).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub grace: Duration,
 }

@@ -76,6 +76,17 @@ impl Store {
         fs::symlink_metadata(self.blob_path(d)).is_ok_and(|m| m.is_file())
     }
 
+    /// Whether the blob is present, marking it as used when it is (see [`touch`]): what a writer about to
+    /// reference a blob it did not write calls, so that `gc`'s grace period keeps the blob until the writer
+    /// has tagged what references it.
+    pub fn reuse_blob(&self, d: &Digest) -> bool {
+        let present = self.has_blob(d);
+        if present {
+            touch(&self.blob_path(d));
+        }
+        present
+    }
+
     /// Where the blob lives (whether or not it exists).
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
         self.blobs_dir().join(d.hex())
