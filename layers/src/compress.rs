@@ -46,6 +46,16 @@ impl Compression {
         }
     }
 
+    /// The compressor, and its version, whose bytes this compression gives: layers written by another
+    /// are not the same bytes, and a blob recorded as regenerable names the one that can write it again.
+    pub fn engine(&self) -> String {
+        match self {
+            Compression::None => "none".into(),
+            Compression::Gzip { .. } => crate::gzip::ENGINE.into(),
+            Compression::Zstd { .. } => format!("zstd {}", zstd::zstd_safe::version_string()),
+        }
+    }
+
     fn check(&self) -> Result<(), LayerError> {
         match *self {
             Compression::Gzip { level } if level > 12 => Err(LayerError::Level { algo: "gzip", level: level.into() }),
@@ -54,6 +64,34 @@ impl Compression {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// `gzip:4`, `zstd:3`, `none`: how compressions are named in records and on command lines.
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Compression::None => write!(f, "none"),
+            Compression::Gzip { level } => write!(f, "gzip:{level}"),
+            Compression::Zstd { level } => write!(f, "zstd:{level}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = LayerError;
+
+    /// The [`Display`](std::fmt::Display) form back (a level is required for gzip and zstd).
+    fn from_str(s: &str) -> Result<Compression, LayerError> {
+        let bad = || LayerError::Level { algo: "compression", level: -1 };
+        let c = match s.split_once(':') {
+            None if s == "none" => Compression::None,
+            Some(("gzip", l)) => Compression::Gzip { level: l.parse().map_err(|_| bad())? },
+            Some(("zstd", l)) => Compression::Zstd { level: l.parse().map_err(|_| bad())? },
+            _ => return Err(bad()),
+        };
+        c.check()?;
+        Ok(c)
     }
 }
 
