@@ -120,6 +120,8 @@ pub struct FsckReport {
     pub reachable: usize,
     /// Inconsistencies.
     pub problems: Vec<FsckProblem>,
+    /// Blobs not in `blobs/` but kept as their extracted layer, written again and checked.
+    pub kept_as_layers: usize,
     /// Blobs present but reachable from no tag (removable by [`Store::gc`]), with their sizes.
     pub unreferenced: Vec<(Digest, u64)>,
     /// Informational remarks (e.g. an absent non-distributable layer, an unverified digest algorithm).
@@ -368,15 +370,22 @@ pub(super) fn fsck(store: &Store) -> Result<FsckReport, StoreError> {
     // and only `gc` (under the lock) deletes blobs, so everything this index names is already listed.
     let index = store.index();
     let files = list_blobs(store, &mut report)?;
-    let present: BTreeMap<Digest, u64> = files.iter().map(|b| (b.digest, b.size)).collect();
+    let present = present_blobs(store, &files);
     let walked = walk(store, index, &present, &mut report);
     // Each layer blob with the diff_ids claimed for it (and a manifest making each claim).
     let mut claims: BTreeMap<Digest, Vec<(Digest, Digest)>> = BTreeMap::new();
     for (&(layer, diff_id), &manifest) in &walked.claims {
         claims.entry(layer).or_default().push((diff_id, manifest));
     }
-    let read: Vec<(Digest, io::Result<Read>)> =
-        files.par_iter().map(|b| (b.digest, read_blob(&b.path, claims.contains_key(&b.digest)))).collect();
+    // Blobs kept only as their extracted layer are written again (to nowhere) and checked the same way.
+    let in_files: BTreeSet<Digest> = files.iter().map(|b| b.digest).collect();
+    let kept: Vec<Digest> = present.keys().filter(|d| !in_files.contains(d)).copied().collect();
+    report.kept_as_layers = kept.len();
+    let read: Vec<(Digest, io::Result<Read>)> = files
+        .par_iter()
+        .map(|b| (b.digest, read_blob(&b.path, claims.contains_key(&b.digest))))
+        .chain(kept.par_iter().map(|d| (*d, regenerate_blob(store, d))))
+        .collect();
     for (digest, result) in read {
         let (actual, size, uncompressed) = match result {
             Ok(Read { digest, size, uncompressed }) => (digest, size, uncompressed),
@@ -417,6 +426,19 @@ struct Read {
     size: u64,
     /// For a layer: the sha256 of its uncompressed stream, or why it could not be decompressed.
     uncompressed: Option<io::Result<Digest>>,
+}
+
+/// Write blob `d` again through the store's blob source, hashing both streams.
+fn regenerate_blob(store: &Store, d: &Digest) -> io::Result<Read> {
+    let info = store.source_write(d, &mut io::sink()).map_err(io::Error::other)?;
+    Ok(Read { digest: info.digest, size: info.size, uncompressed: Some(Ok(info.diff_id)) })
+}
+
+/// The blobs present: the files of `blobs/`, and those the store's blob source can write.
+pub(super) fn present_blobs(store: &Store, files: &[BlobFile]) -> BTreeMap<Digest, u64> {
+    let mut present: BTreeMap<Digest, u64> = store.source_blobs().into_iter().collect();
+    present.extend(files.iter().map(|b| (b.digest, b.size)));
+    present
 }
 
 /// Hash the blob at `path`; for a `layer`, also decompress the same read and hash what comes out.

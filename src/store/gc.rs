@@ -6,7 +6,7 @@
 //! Planning and sweeping are separate so that `gc --dry-run` prints exactly what a `gc` under the same
 //! lock removes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::time::{Duration, SystemTime};
@@ -35,7 +35,7 @@ pub struct GcReport {
 pub(super) fn plan(store: &Store, min_age: Duration) -> Result<GcReport, StoreError> {
     let mut scratch = FsckReport::default();
     let files = fsck::list_blobs(store, &mut scratch)?;
-    let present: BTreeMap<Digest, u64> = files.iter().map(|b| (b.digest, b.size)).collect();
+    let present = fsck::present_blobs(store, &files);
     // Unknown reachability → refuse, naming the cause.
     let index = store
         .index()
