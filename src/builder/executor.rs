@@ -12,6 +12,7 @@ use super::background::Background;
 use super::bootstrap;
 use super::cache::{CachedLayer, CachedStep, Key, StepCache};
 use super::context::{self, BuildContext, StageOptions};
+use super::footprint::SkeletonFile;
 use super::handoff::{Handoff, InRun, Written};
 use super::one_pass::OnePass;
 use super::rules::{self, RuleState};
@@ -62,7 +63,8 @@ struct ImageState {
     config: ImageConfig,
     /// The manifest's layers; `None` while a layer is compressed in the background.
     layers: Vec<Option<Descriptor>>,
-    /// Extracted layer dirs, base first.
+    /// Where the layers' extracted dirs are, base first. A dir is extracted when a step mounts the layers
+    /// ([`ImageState::lower_dirs`]): a rebuild that runs no step extracts nothing.
     dirs: Vec<PathBuf>,
     /// Cache chain key of everything so far.
     key: Digest,
@@ -91,8 +93,20 @@ impl ImageState {
         }
     }
 
-    fn top_first(&self) -> Vec<PathBuf> {
-        self.dirs.iter().rev().cloned().collect()
+    /// The layers' extracted dirs, top layer first (overlayfs lowerdir order), extracting those that are
+    /// not there (trimmed, or a cached step's): what a RUN mounts and a COPY resolves its destination in.
+    fn lower_dirs(&self, ws: &Workspace) -> Result<Vec<PathBuf>, BuildError> {
+        for ((dir, layer), diff_id) in self.dirs.iter().zip(&self.layers).zip(&self.config.rootfs.diff_ids) {
+            match layer {
+                Some(layer) => {
+                    ws.ensure_layer_dir(layer, diff_id)?;
+                }
+                // Built by this run (its blob may still be compressing): its dir was adopted then.
+                None if dir.is_dir() => {}
+                None => return Err(BuildError::Input(format!("layer dir {} of {diff_id} is gone", dir.display()))),
+            }
+        }
+        Ok(self.dirs.iter().rev().cloned().collect())
     }
 
     fn workdir(&self) -> String {
@@ -120,7 +134,10 @@ pub fn build_image(
         let steps = Steps { ws, ctx: &ctx, cache: &cache, opts };
         let (mut state, counts) = steps.all(req, &df, &mut bg, log)?;
         state.config.created = Some(opts.created());
-        let handoff = req.in_run.map(|r| r.publish(req.tag, &state.config, state.dirs.clone())).transpose()?;
+        let handoff = req
+            .in_run
+            .map(|r| r.publish(req.tag, &state.config, state.dirs.clone(), state.layers.clone()))
+            .transpose()?;
         let written = write_image(ws, req, &mut state, bg);
         if let Some(h) = handoff {
             h.complete(written.as_ref().map(Written::clone).map_err(|e| e.to_string()));
@@ -295,7 +312,7 @@ fn from_image(
         let state = ImageState {
             key: from_key(&h.config),
             config: h.config.clone(),
-            layers: vec![None; h.dirs.len()],
+            layers: h.layers.clone(),
             dirs: h.dirs.clone(),
             stage: 0,
             inherited: Some((name.to_owned(), Arc::clone(&h))),
@@ -315,13 +332,7 @@ fn from_image(
             reason: format!("{} layers but {} diff_ids in its config", image.manifest.layers.len(), diff_ids.len()),
         });
     }
-    let dirs = image
-        .manifest
-        .layers
-        .iter()
-        .zip(diff_ids)
-        .map(|(layer, diff_id)| ws.ensure_layer_dir(layer, diff_id))
-        .collect::<Result<Vec<_>, _>>()?;
+    let dirs = diff_ids.iter().map(|d| ws.layer_dir(d)).collect();
     let state = ImageState {
         key: from_key(&image.config),
         config: image.config,
@@ -396,14 +407,22 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
     /// Use the cached result of step `key` if its blob is still in the store, or if the remote step
     /// cache has it (then recorded in the local cache too).
     fn cached(&self, st: &mut ImageState, ins: &Instruction, key: Digest) -> Result<Option<StepResult>, BuildError> {
-        let hit = match self.steps.cache.get(&key).or_else(|| self.remote_lookup(&key)) {
+        let local = self.steps.cache.get(&key);
+        let from_remote = local.is_none();
+        let hit = match local.or_else(|| self.remote_lookup(&key)) {
             Some(hit) => hit,
             None if self.steps.opts.cache_wait.is_some() => self.wait_for_owner(ins, &key)?,
             None => return Ok(None),
         };
         let result = match hit.layer {
             Some(l) if self.steps.ws.store().has_blob(&l.descriptor.digest) => {
-                let dir = self.steps.ws.ensure_layer_dir(&l.descriptor, &l.diff_id)?;
+                // A local hit's dir is extracted when a step mounts it; a remote one's now, which checks the
+                // fetched blob against the diff_id the entry claims.
+                let dir = if from_remote {
+                    self.steps.ws.ensure_layer_dir(&l.descriptor, &l.diff_id)?
+                } else {
+                    self.steps.ws.layer_dir(&l.diff_id)
+                };
                 self.push_layer(st, ins, Some(l.descriptor), l.diff_id, dir);
                 StepResult::Layer { from_cache: true }
             }
@@ -516,7 +535,8 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
             let _scratch = scratch;
             let at = |e: BuildError| BuildError::At { path: path.to_path_buf(), line, error: Box::new(e) };
             let mut w = ws.store().blob_writer().map_err(|e| at(e.into()))?;
-            let info = layers::write_layer(&source, &tree, opts.compression, &mut w)
+            let mut skeleton = ws.skeleton_file().map_err(at)?;
+            let info = layers::write_layer_split(&source, &tree, opts.compression, &mut w, &mut skeleton)
                 .map_err(|e| at(BuildError::Layer { what: what.clone(), error: e }))?;
             if info.diff_id != diff.diff_id {
                 return Err(at(BuildError::Input(format!(
@@ -527,6 +547,7 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
                 ))));
             }
             w.commit(Some(&info.digest)).map_err(|e| at(e.into()))?;
+            keep_split(ws, skeleton, &info, opts.compression);
             let layer = record_layer(steps, &key, &info, &platform).map_err(at)?;
             Ok(Compressed { stage, index, layer })
         };
@@ -543,22 +564,22 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
         Ok(StepResult::Layer { from_cache: false })
     }
 
-    /// Store the layer `info` just written to `w` together with its tree `dir` (COPY of one source in one
-    /// pass: compression ran alongside the copy, so nothing is left for the background).
+    /// Store the layer just written (`info`, its blob `w` and `skeleton`) together with its tree `dir` (COPY of
+    /// one source in one pass: compression ran alongside the copy, so nothing is left for the background).
     fn commit_written(
         &mut self,
         st: &mut ImageState,
         ins: &Instruction,
         key: Digest,
         dir: &Path,
-        info: LayerInfo,
-        w: BlobWriter,
+        (info, w, skeleton): (LayerInfo, BlobWriter, SkeletonFile),
     ) -> Result<StepResult, BuildError> {
         if info.entries == 0 {
             return self.no_change(st, ins, key);
         }
         st.key = key;
         w.commit(Some(&info.digest))?;
+        keep_split(self.steps.ws, skeleton, &info, self.steps.opts.compression);
         let adopted = self.steps.ws.adopt_layer_dir(dir, &info.diff_id)?;
         let descriptor = record_layer(self.steps, &key, &info, &st.config.platform())?;
         self.push_layer(st, ins, Some(descriptor), info.diff_id, adopted);
@@ -603,7 +624,7 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
         if let Some(r) = self.cached(st, ins, key)? {
             return Ok(r);
         }
-        let lowers = st.top_first();
+        let lowers = st.lower_dirs(self.steps.ws)?;
         let view = RootView::new(&lowers);
         let owner = spec.chown.as_deref().map(|o| view.resolve_owner(o)).transpose()?;
         let tmp = self.steps.ws.temp_dir("stage-")?;
@@ -614,10 +635,11 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
         if let Some(pass) = OnePass::plan(&view, &root, single, &dest, &stage_opts)? {
             let opts = self.steps.opts;
             let mut w = self.steps.ws.store().blob_writer()?;
+            let mut skeleton = self.steps.ws.skeleton_file()?;
             let tree =
                 TreeOptions { source_date_epoch: opts.source_date_epoch, threads: opts.threads, ..Default::default() };
-            let info = pass.run(&tree, opts.compression, &mut w)?;
-            return self.commit_written(st, ins, key, &root, info, w);
+            let info = pass.run(&tree, opts.compression, &mut w, &mut skeleton)?;
+            return self.commit_written(st, ins, key, &root, (info, w, skeleton));
         }
         if !sources.is_empty() {
             context::stage(&view, &root, &sources, &dest, &stage_opts)?;
@@ -696,7 +718,7 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
             }
         }
         let run = sandbox::RunSpec {
-            lowerdirs: st.top_first(),
+            lowerdirs: st.lower_dirs(self.steps.ws)?,
             upperdir: upper.clone(),
             workdir: work,
             argv,
@@ -714,6 +736,14 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
             return Err(BuildError::RunFailed { command: ins.original.clone(), code, tail: tail.lines() });
         }
         self.commit_dir(st, ins, key, &upper, true, tmp)
+    }
+}
+
+/// Keep the skeleton recorded while layer `info` was written from its dir (see `footprint`). A failure only
+/// means the layer's blob cannot be dropped later: a warning.
+fn keep_split(ws: &Workspace, skeleton: SkeletonFile, info: &LayerInfo, compression: Compression) {
+    if let Err(e) = ws.keep_split(skeleton, info, compression) {
+        tracing::warn!(layer = %info.diff_id, "keeping the layer's skeleton failed (its blob stays): {e}");
     }
 }
 

@@ -14,6 +14,7 @@ mod cache;
 mod container;
 mod context;
 mod executor;
+mod footprint;
 mod gc;
 mod handoff;
 pub mod kolla;
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 
 pub use container::{ContainerOptions, run_container};
 pub use executor::{BuildOutcome, BuildRequest, build_image};
+pub use footprint::{BlobRecord, KindUsage, TrimOptions, TrimReport, Usage};
 pub use gc::{GcOptions, GcOutcome};
 pub use handoff::InRun;
 pub use remote_cache::RemoteCache;

@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod build_file;
+pub mod df;
 pub mod fsck;
 pub mod gc;
 pub mod images;
@@ -26,11 +27,12 @@ impl Context {
         self.store_dir.join("oci")
     }
 
-    /// Open (creating if needed) the OCI image layout.
+    /// Open (creating if needed) the OCI image layout, holding the state dir in use (a `gc` waits) and able
+    /// to give back the blobs kept only as extracted layers.
     pub fn open_store(&self) -> anyhow::Result<kolla_oci::store::Store> {
         use anyhow::Context as _;
-        let dir = self.layout_dir();
-        kolla_oci::store::Store::open(&dir).with_context(|| format!("opening store {}", dir.display()))
+        kolla_oci::builder::Workspace::open_store(&self.store_dir)
+            .with_context(|| format!("opening store {}", self.layout_dir().display()))
     }
 }
 
