@@ -22,7 +22,8 @@
 #     build each time), best of $RUNS;
 #   * network: kolla-oci's default `--network private` (own namespace, slirp4netns); buildah's chroot isolation
 #     runs RUN steps in the host's network namespace. Both fetch Debian packages from the same archive; each cold
-#     round runs kolla-oci, BEFORE, buildah in that order (a CDN cache warmed by the first run helps the later ones).
+#     round runs kolla-oci, BEFORE, buildah in that order, even rounds BEFORE first (a CDN cache warmed by the first
+#     run helps the later ones).
 #     Behind a TLS-inspecting proxy both get the host's CA bundle for their RUN steps (see HOST_CA below).
 #   * BEFORE=/path/to/old/kolla-oci also times that binary's cold and no-op builds in the same run (fresh copy
 #     of the seed store), so one table shows old vs new vs buildah.
@@ -278,7 +279,10 @@ echo "kolla-oci $("$BIN" --version | cut -d' ' -f2) ($BIN)${BEFORE:+, before: $B
 echo "selection $SELECT: $(cut -d' ' -f1 "$W/order" | tr '\n' ' ')on $BASE_FROM; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "network: kolla-oci --network private (slirp4netns), buildah --isolation chroot (host network)${HOST_CA:+; host CA bundle $HOST_CA given to both}"
 for round in $(seq "$COLD_RUNS"); do
-    for t in "${TOOLS[@]}"; do kolla_cold "$t" "$round"; done
+    # kolla-oci and BEFORE take turns going first (a CDN cache warmed by the first helps the next).
+    order=("${TOOLS[@]}")
+    if ((round % 2 == 0 && ${#TOOLS[@]} == 2)); then order=(before ours); fi
+    for t in "${order[@]}"; do kolla_cold "$t" "$round"; done
     buildah_cold "$round"
 done
 for t in "${TOOLS[@]}"; do kolla_noop "$t"; done

@@ -135,9 +135,10 @@ fn gc_caps_the_extracted_dirs_least_recently_used_first() {
     for (blob, diff_id) in [base, mid] {
         assert!(layer_dir(state, &diff_id).is_dir() && !store.holds_blob_file(&blob));
     }
-    // The base's dir was used long ago, mid's just now: a cap that fits only mid's keeps it.
+    // The base's dir was used long ago (its skeleton says when), mid's just now: a cap that fits only mid's
+    // keeps it.
     let old = filetime::FileTime::from_unix_time(1_000_000_000, 0);
-    filetime::set_file_mtime(layer_dir(state, &base.1), old).unwrap();
+    filetime::set_file_mtime(state.join(format!("split/{}.skel", base.1.hex())), old).unwrap();
     let du = |d: &Digest| -> u64 {
         let out = run_ok(std::process::Command::new("du").args(["-s", "-B1"]).arg(layer_dir(state, d)));
         out.split_whitespace().next().unwrap().parse().unwrap()

@@ -88,6 +88,27 @@ impl Footprint {
         self.state.join("layers").join(diff_id.hex())
     }
 
+    /// Note that layer `diff_id`'s dir was used now, for `gc --max-extracted` (least recently used first):
+    /// the mtime of its skeleton, not of the dir, which may be mounted (overlayfs wants its lower dirs left
+    /// alone).
+    pub(crate) fn mark_used(&self, diff_id: &Digest) {
+        let path = self.skeleton_path(diff_id);
+        if let Ok(f) = File::options().write(true).open(&path)
+            && let Err(e) = f.set_modified(std::time::SystemTime::now())
+        {
+            tracing::debug!("cannot update mtime of {}: {e}", path.display());
+        }
+    }
+
+    /// When layer `diff_id`'s dir was last used (see [`Footprint::mark_used`]), in seconds since the epoch:
+    /// its skeleton's mtime, else the dir's.
+    fn last_used(&self, diff_id: &Digest) -> Option<i64> {
+        fs::metadata(self.skeleton_path(diff_id))
+            .or_else(|_| fs::metadata(self.layer_dir(diff_id)))
+            .ok()
+            .map(|m| m.mtime())
+    }
+
     /// The record of `blob`, if there is one that parses.
     pub(crate) fn record(&self, blob: &Digest) -> Option<BlobRecord> {
         let bytes = fs::read(self.record_path(blob)).ok()?;
@@ -366,13 +387,11 @@ impl Workspace {
             let _ = fs::remove_file(self.untrimmed_marker());
         }
         if let Some(max) = opts.max_extracted {
+            let fp = self.footprint();
             let mut kept: Vec<(i64, Digest, u64)> = blobs_of
                 .keys()
-                .filter(|d| !leaves.contains(d))
-                .filter_map(|d| {
-                    let meta = fs::metadata(self.layer_dir(d)).ok()?;
-                    Some((meta.mtime(), *d, disk_usage(&self.layer_dir(d))))
-                })
+                .filter(|d| !leaves.contains(d) && self.layer_dir(d).is_dir())
+                .filter_map(|d| Some((fp.last_used(d)?, *d, disk_usage(&self.layer_dir(d)))))
                 .collect();
             let mut total: u64 = kept.iter().map(|k| k.2).sum();
             kept.sort();

@@ -66,14 +66,6 @@ fn remove_unlocked(dir: &Path, pick: impl Fn(&fs::DirEntry) -> bool) {
     }
 }
 
-/// Mark a layer directory as used now (its mtime), for `gc --max-extracted`, which removes the least
-/// recently used first. The mtime of a layer's root is in no layer and no skeleton.
-fn touch_dir(dir: &Path) {
-    if let Err(e) = fs::File::open(dir).and_then(|d| d.set_modified(std::time::SystemTime::now())) {
-        tracing::debug!("cannot update mtime of {}: {e}", dir.display());
-    }
-}
-
 /// The state directory of a build (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Workspace {
@@ -252,7 +244,7 @@ impl Workspace {
     pub fn ensure_layer_dir(&self, layer: &Descriptor, diff_id: &Digest) -> Result<PathBuf, BuildError> {
         let dest = self.layer_dir(diff_id);
         if dest.exists() {
-            touch_dir(&dest);
+            self.footprint().mark_used(diff_id);
             return Ok(dest);
         }
         let tmp = self.temp_dir("extract-")?;
