@@ -166,3 +166,29 @@ fn gc_caps_the_extracted_dirs_least_recently_used_first() {
     assert_eq!(fs::read_to_string(bundle.join("rootfs/again.txt")).unwrap(), "again\n");
     run_ok(kolla_oci(state).arg("fsck"));
 }
+
+#[test]
+fn a_dir_that_changed_is_replaced_before_its_blob_would_be_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let (store, _, _) = busybox_store(state, "bb-base:1");
+    build_file(state, "FROM bb-base:1\nRUN echo hi > /b.txt\n", "bb-child:1");
+    let (base_blob, base_diff) = layers_of(&store, "bb-base:1")[0];
+    // The blob comes back (a save), then the dir changes while both are there.
+    run_ok(kolla_oci(state).args(["save", "bb-child:1", "-o"]).arg(state.join("child.tar")));
+    fs::write(layer_dir(state, &base_diff).join("etc/os-release"), "ID=busyboy\n").unwrap();
+    // gc checks the dir before dropping the blob: it does not give the layer back, so the dir goes and the
+    // blob stays, for good.
+    let gc = run_ok(kolla_oci(state).args(["gc", "--grace", "0"]));
+    assert!(!gc.contains("kept-as-layer"), "{gc}");
+    assert!(!layer_dir(state, &base_diff).exists() && store.holds_blob_file(&base_blob));
+    let record: serde_json::Value =
+        serde_json::from_slice(&fs::read(state.join(format!("split/{}.json", base_blob.hex()))).unwrap()).unwrap();
+    assert_eq!(record["regenerable"], false, "{record}");
+    // The next use extracts the layer again from its blob, as it is.
+    let out = run_ok(kolla_oci(state).arg("run").arg("bb-child:1").args(["--", "/bin/sh", "-c", "cat /etc/os-release"]));
+    assert_eq!(out, "ID=busybox\n");
+    run_ok(kolla_oci(state).args(["gc", "--grace", "0"]));
+    assert!(store.holds_blob_file(&base_blob));
+    run_ok(kolla_oci(state).arg("fsck"));
+}

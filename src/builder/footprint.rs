@@ -399,8 +399,9 @@ impl Workspace {
                 if total <= max {
                     break;
                 }
-                self.remove_dir_keeping_blobs(&diff_id, &blobs_of[&diff_id], opts, &mut report)?;
-                total -= size;
+                if self.remove_dir_keeping_blobs(&diff_id, &blobs_of[&diff_id], opts, &mut report)? {
+                    total -= size;
+                }
             }
         }
         Ok(report)
@@ -437,10 +438,14 @@ impl Workspace {
                     Ok(info) => format!("it gives {} now", info.diff_id),
                     Err(e) => e,
                 };
+                // The dir changed, or the skeleton never described it (a tar naming a file twice): the dir goes,
+                // extracted again from the blob when needed, and the blob is no longer dropped.
                 tracing::warn!(
-                    "layer directory {} no longer holds layer {diff_id} ({why}); it is removed, to be extracted again",
+                    "layer directory {} does not give layer {diff_id} back ({why}): it is removed, to be extracted \
+                     again, and its blob kept",
                     self.layer_dir(diff_id).display()
                 );
+                fp.write_record(blob, &BlobRecord { regenerable: false, ..record })?;
                 self.remove_layer_dir(&self.layer_dir(diff_id))?;
                 Ok(Some(false))
             }
@@ -507,20 +512,20 @@ impl Workspace {
     }
 
     /// Remove the directory of layer `diff_id`, first writing back into `oci/blobs/` those of `blobs` that
-    /// are not there.
+    /// are not there; whether it was (or, dry, would be) removed: not when a blob cannot come back.
     fn remove_dir_keeping_blobs(
         &self,
         diff_id: &Digest,
         blobs: &[Digest],
         opts: &TrimOptions,
         report: &mut TrimReport,
-    ) -> Result<(), BuildError> {
+    ) -> Result<bool, BuildError> {
         let store = self.store();
         let dir = self.layer_dir(diff_id);
         if let Some(lost) = blobs.iter().find(|b| !store.has_blob(b)) {
             // Not in the store and not writable again (a non-distributable layer): its dir is all there is.
             tracing::debug!(%lost, "layer dir {} kept: its blob is not in the store", dir.display());
-            return Ok(());
+            return Ok(false);
         }
         for blob in blobs.iter().filter(|b| !store.holds_blob_file(b)) {
             if !opts.dry_run {
@@ -534,7 +539,7 @@ impl Workspace {
             self.remove_layer_dir(&dir)?;
         }
         report.removed_dirs.push((dir, size));
-        Ok(())
+        Ok(true)
     }
 
     /// The footprint of this state dir.
