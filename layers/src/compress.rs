@@ -79,18 +79,18 @@ impl std::fmt::Display for Compression {
 }
 
 impl std::str::FromStr for Compression {
-    type Err = LayerError;
+    type Err = String;
 
     /// The [`Display`](std::fmt::Display) form back (a level is required for gzip and zstd).
-    fn from_str(s: &str) -> Result<Compression, LayerError> {
-        let bad = || LayerError::Level { algo: "compression", level: -1 };
+    fn from_str(s: &str) -> Result<Compression, String> {
+        let bad = || format!("unknown compression {s:?}: expected gzip:LEVEL, zstd:LEVEL or none");
         let c = match s.split_once(':') {
             None if s == "none" => Compression::None,
             Some(("gzip", l)) => Compression::Gzip { level: l.parse().map_err(|_| bad())? },
             Some(("zstd", l)) => Compression::Zstd { level: l.parse().map_err(|_| bad())? },
             _ => return Err(bad()),
         };
-        c.check()?;
+        c.check().map_err(|e| e.to_string())?;
         Ok(c)
     }
 }
@@ -265,4 +265,20 @@ pub fn compress_tar(
     let (_, mut info) = finish_buffered(buf)?;
     info.entries = entries;
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Compression;
+
+    #[test]
+    fn compressions_are_named_and_read_back() {
+        for c in [Compression::None, Compression::Gzip { level: 4 }, Compression::Zstd { level: -3 }] {
+            assert_eq!(c.to_string().parse::<Compression>(), Ok(c));
+        }
+        assert_eq!(Compression::default().to_string(), "gzip:4");
+        for bad in ["gzip", "gzip:13", "zstd:x", "brotli:1", ""] {
+            assert!(bad.parse::<Compression>().is_err(), "{bad}");
+        }
+    }
 }
