@@ -15,11 +15,15 @@
 #     parallel as kolla-oci schedules them; against the sum of the `buildah bud --layers --isolation chroot`
 #     of each rendered Dockerfile in dependency order, rendered beforehand; best of $COLD_RUNS rounds, each from
 #     the seed), no-op time (the same again on the warm store/cache, best of $RUNS), and bytes stored (`du -sb`
-#     of our whole store — blobs, extracted layers, step cache — against buildah's whole `--root` storage —
-#     layers, intermediate images of --layers), in total and added on top of the seeded base image;
+#     of our whole store — blobs, extracted layers, skeletons, step cache — against buildah's whole `--root`
+#     storage — layers, intermediate images of --layers), in total and added on top of the seeded base image,
+#     after the no-op rebuilds (the steady state); then, for kolla-oci (and BEFORE), a rebuild after a change of
+#     a leaf's template (cron's, plus `RUN echo changed-N > /etc/kolla-bench`, one new N per round: one layer to
+#     build each time), best of $RUNS;
 #   * network: kolla-oci's default `--network private` (own namespace, slirp4netns); buildah's chroot isolation
 #     runs RUN steps in the host's network namespace. Both fetch Debian packages from the same archive; each cold
-#     round runs kolla-oci, BEFORE, buildah in that order (a CDN cache warmed by the first run helps the later ones).
+#     round runs kolla-oci, BEFORE, buildah in that order, even rounds BEFORE first (a CDN cache warmed by the first
+#     run helps the later ones).
 #     Behind a TLS-inspecting proxy both get the host's CA bundle for their RUN steps (see HOST_CA below).
 #   * BEFORE=/path/to/old/kolla-oci also times that binary's cold and no-op builds in the same run (fresh copy
 #     of the seed store), so one table shows old vs new vs buildah.
@@ -54,6 +58,7 @@ cleanup() {
 }
 trap cleanup EXIT
 now() { date +%s.%N; }
+mb() { if [[ -n $1 ]]; then printf '%.1f' "$(echo "$1 / 1000000" | bc -l)"; fi; }
 secs() { echo "$2 - $1" | bc; }
 minof() { printf '%s\n' "$@" | grep . | sort -g | head -1; }
 ratio() { if [[ -n $1 && -n $2 ]]; then printf '%.2fx' "$(echo "$1 / $2" | bc -l)"; else printf -- '-'; fi; }
@@ -99,7 +104,7 @@ fi
 # kolla-oci build of the selection; --config-file replaces the search of ~/.kolla, /etc/kolla, ...
 kbuild() {
     local bin=$1 store=$2; shift 2
-    HOME=$W "$bin" --store "$store" build --template-tree "$KOLLA_TREE" --docker-dir "$W/docker-dir" \
+    HOME=$W "$bin" --store "$store" build --template-tree "$KOLLA_TREE" --docker-dir "${DOCKER_DIR:-$W/docker-dir}" \
         --config-file "$W/kolla-build.conf" "$@" "$SELECT"
 }
 # "built names|layers_built|failed count" of a summary
@@ -158,8 +163,9 @@ done < "$W/order"
 echo "bootstrapping $BASE_FROM into the seed store (mmdebstrap, once, not timed)..."
 mkdir -p "$W/ctx0"
 echo "FROM $BASE_FROM" > "$W/ctx0/Dockerfile"
-# The oldest binary makes the seed: a newer one reads an older store.
-HOME=$W "${BEFORE:-$BIN}" --store "$W/seed" build-file --no-attestations "$W/ctx0" -t bench-seed:1 \
+# BIN makes the seed (its root layer compressed by BIN's compressor, as a store of that version holds it). BEFORE
+# reads it too: no image is built on the seed image yet, so its layer is kept as its blob, a plain OCI layout.
+HOME=$W "$BIN" --store "$W/seed" build-file --no-attestations "$W/ctx0" -t bench-seed:1 \
     >"$W/seed.log" 2>&1 || die_log bootstrap "$W/seed.log"
 SEED_BYTES=$(du -sb "$W/seed" | cut -f1)
 skopeo copy -q oci:"$W/seed/oci":"$BASE_FROM" "containers-storage:[overlay@$BROOT+$BRUN]$BASE_FROM"
@@ -167,7 +173,7 @@ BSEED_BYTES=$(du -sb "$BROOT" | cut -f1)
 
 # --- cold builds, then no-op rebuilds ---------------------------------------------------------------------------
 # seconds and bytes by tool: ours, before, buildah
-declare -A COLD NOOP BYTES ADDED
+declare -A COLD NOOP BYTES ADDED LEAF
 TOOLS=(ours)
 if [[ -n $BEFORE ]]; then TOOLS+=(before); fi
 declare -A BINS=([ours]=$BIN [before]=$BEFORE)
@@ -185,20 +191,41 @@ kolla_cold() {
     printf '  %-9s cold   %8.2f s  built: %s (layers built %s)\n' "$label" "$(secs "$t0" "$t1")" "${s%%|*}" \
         "$(cut -d'|' -f2 <<<"$s")"
 }
-# kolla_noop LABEL: the same build again on that store, best of $RUNS into NOOP[LABEL]; the store's bytes
-kolla_noop() {
-    local label=$1 store=$W/store-$1 t0 t1 noop=()
-    for _ in $(seq "$RUNS"); do
+# rounds LABEL KIND: $RUNS timed `KIND_build LABEL ROUND` on LABEL's store; the best into BEST, one line
+rounds() {
+    local label=$1 kind=$2 t0 t1 times=()
+    for i in $(seq "$RUNS"); do
         t0=$(now)
-        kbuild "${BINS[$label]}" "$store" --summary-json-file "$W/$label-noop.json" >"$W/$label-noop.log" 2>&1 ||
-            die_log "$label no-op build" "$W/$label-noop.log"
+        "${kind}_build" "$label" "$i" >"$W/$label-$kind.log" 2>&1 || die_log "$label $kind build" "$W/$label-$kind.log"
         t1=$(now)
-        noop+=("$(secs "$t0" "$t1")")
+        times+=("$(secs "$t0" "$t1")")
     done
-    NOOP[$label]=$(minof "${noop[@]}")
-    printf '  %-9s no-op  %8.3f s  best of %s (%s), layers built %s\n' "$label" "${NOOP[$label]}" "$RUNS" \
-        "${noop[*]}" "$(summary "$W/$label-noop.json" | cut -d'|' -f2)"
-    BYTES[$label]=$(du -sb "$store" | cut -f1)
+    BEST=$(minof "${times[@]}")
+    printf '  %-9s %-6s %8.3f s  best of %s (%s), layers built %s\n' "$label" "$kind" "$BEST" "$RUNS" "${times[*]}" \
+        "$(summary "$W/$label-$kind.json" | cut -d'|' -f2)"
+}
+# The same build again.
+noop_build() { kbuild "${BINS[$1]}" "$W/store-$1" --summary-json-file "$W/$1-noop.json"; }
+# The build after a change of cron's template: upstream's plus `RUN echo changed-LABEL-ROUND` (one new layer).
+leaf_build() {
+    local dir=$W/docker-dir-leaf-$1-$2
+    rm -rf "$dir"
+    cp -a "$W/docker-dir" "$dir"
+    mkdir -p "$dir/cron"
+    cp -a "$KOLLA_TREE/cron/." "$dir/cron/"
+    printf '\nRUN echo changed-%s-%s > /etc/kolla-bench\n' "$1" "$2" >> "$dir/cron/Dockerfile.j2"
+    DOCKER_DIR=$dir kbuild "${BINS[$1]}" "$W/store-$1" --summary-json-file "$W/$1-leaf.json"
+}
+# kolla_noop LABEL: no-op rebuilds, best into NOOP[LABEL]; then the store's bytes (its steady state), by part
+kolla_noop() {
+    local store=$W/store-$1 kind parts=""
+    rounds "$1" noop
+    NOOP[$1]=$BEST
+    BYTES[$1]=$(du -sb "$store" | cut -f1)
+    for kind in oci/blobs layers split cache; do
+        if [[ -d $store/$kind ]]; then parts+=" $kind $(mb "$(du -sb "$store/$kind" | cut -f1)")"; fi
+    done
+    printf '  %-9s stored %8s MB:%s (MB)\n' "$1" "$(mb "${BYTES[$1]}")" "$parts"
 }
 # buildah: each rendered Dockerfile, parents first; $1: log suffix; sets BUD_TOTAL and BUD_EACH
 bud_all() {
@@ -252,14 +279,20 @@ echo "kolla-oci $("$BIN" --version | cut -d' ' -f2) ($BIN)${BEFORE:+, before: $B
 echo "selection $SELECT: $(cut -d' ' -f1 "$W/order" | tr '\n' ' ')on $BASE_FROM; $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "network: kolla-oci --network private (slirp4netns), buildah --isolation chroot (host network)${HOST_CA:+; host CA bundle $HOST_CA given to both}"
 for round in $(seq "$COLD_RUNS"); do
-    for t in "${TOOLS[@]}"; do kolla_cold "$t" "$round"; done
+    # kolla-oci and BEFORE take turns going first (a CDN cache warmed by the first helps the next).
+    order=("${TOOLS[@]}")
+    if ((round % 2 == 0 && ${#TOOLS[@]} == 2)); then order=(before ours); fi
+    for t in "${order[@]}"; do kolla_cold "$t" "$round"; done
     buildah_cold "$round"
 done
 for t in "${TOOLS[@]}"; do kolla_noop "$t"; done
 buildah_noop
+for t in "${TOOLS[@]}"; do
+    rounds "$t" leaf
+    LEAF[$t]=$BEST
+done
 
 # --- the table ---------------------------------------------------------------------------------------------------
-mb() { if [[ -n $1 ]]; then printf '%.1f' "$(echo "$1 / 1000000" | bc -l)"; fi; }
 ADDED[ours]=$((BYTES[ours] - SEED_BYTES))
 ADDED[buildah]=$((BYTES[buildah] - BSEED_BYTES))
 if [[ -n $BEFORE ]]; then ADDED[before]=$((BYTES[before] - SEED_BYTES)); fi
@@ -273,6 +306,7 @@ row() { # label, format, ours, before, buildah
 }
 row "cold build, best of $COLD_RUNS (s)" '%.2f' "${COLD[ours]}" "${COLD[before]:-}" "${COLD[buildah]}"
 row "no-op, best of $RUNS (s)" '%.3f' "${NOOP[ours]}" "${NOOP[before]:-}" "${NOOP[buildah]}"
+row "changed leaf, best of $RUNS (s)" '%.3f' "${LEAF[ours]}" "${LEAF[before]:-}" ""
 row "stored, total (MB)" '%s' "$(mb "${BYTES[ours]}")" "$(mb "${BYTES[before]:-}")" "$(mb "${BYTES[buildah]}")"
 row "stored, added (MB)" '%s' "$(mb "${ADDED[ours]}")" "$(mb "${ADDED[before]:-}")" "$(mb "${ADDED[buildah]}")"
 printf '(stored: whole store/storage after the runs; added: minus the seeded %s, ours %s MB, buildah %s MB)\n' \
@@ -280,5 +314,10 @@ printf '(stored: whole store/storage after the runs; added: minus the seeded %s,
 verdict() { # buildah, ours, goal
     if [[ $(echo "$1 / $2 >= $3" | bc -l) == 1 ]]; then echo "met ($(ratio "$1" "$2"))"; else echo "NOT met ($(ratio "$1" "$2"))"; fi
 }
-printf 'goals vs buildah: cold >= 1.5x: %s, no-op >= 10x: %s\n' "$(verdict "${COLD[buildah]}" "${COLD[ours]}" 1.5)" \
-    "$(verdict "${NOOP[buildah]}" "${NOOP[ours]}" 10)"
+printf 'goals vs buildah: cold >= 1.5x: %s, no-op >= 10x: %s, stored >= 1.0x: %s\n' \
+    "$(verdict "${COLD[buildah]}" "${COLD[ours]}" 1.5)" "$(verdict "${NOOP[buildah]}" "${NOOP[ours]}" 10)" \
+    "$(verdict "${BYTES[buildah]}" "${BYTES[ours]}" 1.0)"
+if [[ -n $BEFORE ]]; then
+    printf 'goals vs before: changed leaf <= 1.5x before: %s\n' "$(verdict "$(echo "1.5 * ${LEAF[before]}" | bc -l)" \
+        "${LEAF[ours]}" 1.0)"
+fi

@@ -58,8 +58,10 @@ enum Command {
     Sbom(cmd::sbom::Args),
     /// Print an image's build provenance (in-toto statement, SLSA v1 predicate).
     Provenance(cmd::provenance::Args),
-    /// Remove blobs, referrers and extracted layers that no tag reaches.
+    /// Remove blobs, referrers and extracted layers that no tag reaches; keep each layer once.
     Gc(cmd::gc::Args),
+    /// Show the disk space the state dir uses, by kind, and what `gc` would free.
+    Df(cmd::df::Args),
 }
 
 /// `argv` with the long options of `build` written in full when given as an unambiguous prefix, as
@@ -144,6 +146,7 @@ fn main() -> std::process::ExitCode {
         Command::Sbom(a) => cmd::sbom::run(&ctx, a),
         Command::Provenance(a) => cmd::provenance::run(&ctx, a),
         Command::Gc(a) => cmd::gc::run(&ctx, a),
+        Command::Df(a) => cmd::df::run(&ctx, a),
     };
     match result {
         Ok(code) => code,

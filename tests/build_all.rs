@@ -1,6 +1,7 @@
 //! `kolla-oci build --all` on the bundled Kolla-shaped tree, end to end: cold build checked by skopeo and
-//! umoci, shared base layers stored once, the step cache (no-op rebuild, one changed leaf), a failing
-//! branch, and `kolla-oci run` of a service image with Kolla's `config.json` start contract.
+//! umoci, shared base layers stored once (each layer once on disk: as its dir or as its blob), the step
+//! cache (no-op rebuild, one changed leaf), a failing branch, and `kolla-oci run` of a service image with
+//! Kolla's `config.json` start contract.
 //!
 //! One test function: the phases share one store, because the cold build is the expensive part.
 
@@ -228,8 +229,28 @@ fn build_all_of_the_bundled_tree() {
     assert!(cold["failed"].as_array().unwrap().is_empty());
     assert!(cold["layers_built"].as_u64().unwrap() > 10);
 
-    // Other people's tools accept every image, and see kolla-build's labels on it.
     let digests = env.digests();
+    // Each layer is kept once: base's (every image is built on it) as its extracted dir, its blob dropped;
+    // a leaf's own layers as their blobs.
+    let store = kolla_oci::builder::Workspace::open_store(&env.dir.join("state")).unwrap();
+    let layers = |tag: &str| {
+        let image = store.load_image(&format!("kolla/{tag}:{TAG}")).unwrap();
+        image.manifest.layers.iter().map(|l| l.digest).zip(image.config.rootfs.diff_ids).collect::<Vec<_>>()
+    };
+    let layer_dir = |d: &layers::Digest| env.dir.join("state/layers").join(d.hex());
+    let base = layers("base");
+    for (blob, diff_id) in &base {
+        assert!(layer_dir(diff_id).is_dir() && !store.holds_blob_file(blob) && store.has_blob(blob), "{diff_id}");
+    }
+    let ssh = layers("keystone-ssh");
+    let (blob, diff_id) = ssh.last().unwrap();
+    assert!(!layer_dir(diff_id).exists() && store.holds_blob_file(blob), "keystone-ssh's top layer");
+    drop(store);
+
+    // Other people's tools accept every image, and see kolla-build's labels on it, once `gc --max-extracted 0`
+    // has put every blob back into the layout.
+    let gc = env.kolla(&["gc", "--max-extracted", "0"]);
+    assert!(gc.status.success(), "gc: {}", String::from_utf8_lossy(&gc.stderr));
     for name in &built {
         let tag = format!("kolla/{name}:{TAG}");
         let image = format!("oci:{}:{tag}", env.layout().display());
@@ -317,4 +338,20 @@ fn build_all_of_the_bundled_tree() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "run failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.lines().any(|l| l.trim() == "keystone:keystone:600:23"), "{stdout}");
+
+    // Other people's tools accept every image, once gc has put every blob back into the layout (checked
+    // against its digest) and removed the layer dirs.
+    let out = env.kolla(&["gc", "--max-extracted", "0"]);
+    assert!(out.status.success(), "gc: {}", String::from_utf8_lossy(&out.stderr));
+    let digests = env.digests();
+    for name in &built {
+        let tag = format!("kolla/{name}:{TAG}");
+        let image = format!("oci:{}:{tag}", env.layout().display());
+        let inspect: serde_json::Value = serde_json::from_str(&run_ok("skopeo", &["inspect", &image])).unwrap();
+        assert_eq!(inspect["Digest"].as_str(), digests.get(&tag).map(String::as_str), "{tag}");
+        let bundle = env.dir.join(format!("bundle-{name}"));
+        run_ok("umoci", &["unpack", "--image", &format!("{}:{tag}", env.layout().display()), bundle.to_str().unwrap()]);
+        assert!(bundle.join("rootfs/usr/local/bin/kolla_start").exists(), "{name} has the start contract");
+        fs::remove_dir_all(&bundle).unwrap();
+    }
 }

@@ -116,6 +116,14 @@ fn every_instruction_gives_the_expected_tree_and_config() {
     let layout = f.dir.join("state/oci");
     let image = format!("{}:bb-test:1", layout.display());
 
+    // bb-base's layer is kept once, as its extracted dir (bb-test is built on it): `gc --max-extracted 0`
+    // writes its blob back, verified, for other tools to read the layout.
+    let gc = ok(f.kolla("state", &["gc", "--max-extracted", "0"]));
+    assert!(
+        String::from_utf8_lossy(&gc.stdout).contains("restored sha256:"),
+        "{}",
+        String::from_utf8_lossy(&gc.stdout)
+    );
     // umoci checks every diff_id while unpacking.
     let bundle = f.dir.join("bundle");
     tool("umoci", &["unpack", "--image", &image, bundle.to_str().unwrap()]);
@@ -246,6 +254,8 @@ fn rootless_build_gives_the_same_digest_as_root() {
     run(&["build-file", "-f", &format!("{c}/Dockerfile.base"), c, "-t", "bb-base:1"]);
     let rootless = run(&["build-file", c, "-t", "bb-test:1"]);
     assert_eq!(rootless, as_root, "rootless and root builds must give the same image");
+    // bb-test's own layers are kept as blobs: running it extracts them again, in the user's namespace.
+    run(&["run", "bb-test:1"]);
     // Inside the user's namespace 42400 is 42400; on the host it is the subordinate id.
     let owned = walkdir::WalkDir::new(state.join("layers"))
         .into_iter()

@@ -3,7 +3,8 @@
 //! 429 with `Retry-After` (on manifests and on blob uploads), and a wrong blob on pull. A push rides them out and the registry serves the
 //! right digests; retries are bounded and reported at `--log-level debug`; a corrupt pull is refused with
 //! nothing stored; a stalled download times out, is retried and leaves nothing behind; credentials never
-//! follow an upload session or a redirect to another host; a symlinked blob is not pushed.
+//! follow an upload session or a redirect to another host; a symlinked blob is not pushed; a `gc --grace 0`
+//! started while a pull that reuses blobs is stalled leaves a complete, fsck-clean image.
 
 #[path = "support/registry.rs"]
 mod registry;
@@ -323,6 +324,49 @@ fn a_stalled_download_times_out_is_retried_and_leaves_nothing() {
     let out = ok(kolla(other.path(), &["pull", &name, "--retries", "2", "--read-timeout", "1"]));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&images[0].manifest.digest.to_string()));
     assert!(stderr(&out).contains("retrying download"), "{}", stderr(&out));
+    ok(kolla(other.path(), &["fsck"]));
+}
+
+#[test]
+fn gc_during_a_pull_that_reuses_blobs_leaves_a_complete_image() {
+    let reg = TestRegistry::start();
+    let proxy = Proxy::start(reg.port);
+    let (state, images) = state_with_images();
+    ok(push(state.path(), &proxy, "race", &[]));
+    let name = |i: usize| format!("{}/race/{}", proxy.addr(), images[i].tag.trim_start_matches("kolla/"));
+
+    // A store holding nova-api, then untagged: its blobs, the two base layers nova-compute shares among
+    // them, are garbage to a `gc --grace 0`.
+    let other = tempfile::tempdir().unwrap();
+    ok(kolla(other.path(), &["pull", &name(0)]));
+    let store = Store::open(&other.path().join("oci")).unwrap();
+    assert!(store.untag(&name(0)).unwrap());
+    // The pull of nova-compute reuses the base layers and stalls on its own (20 kB) layer, once; the config
+    // (under 5000 bytes) is served whole.
+    proxy.stall_blob_downloads(5000, 1);
+    let pull = {
+        let (dir, name) = (other.path().to_path_buf(), name(1));
+        std::thread::spawn(move || kolla(&dir, &["pull", &name, "--retries", "2", "--read-timeout", "2"]))
+    };
+    // Its download is under way (its temp file exists) once the reused blobs were found present.
+    let tmp = other.path().join("oci/.tmp");
+    let started = Instant::now();
+    while !std::fs::read_dir(&tmp).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with("blob-")) {
+        assert!(started.elapsed() < Duration::from_secs(20), "the pull never started downloading");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let gc = ok(kolla(other.path(), &["gc", "--grace", "0"]));
+    let pulled = ok(pull.join().unwrap());
+    assert!(stderr(&pulled).contains("stalled transfer"), "{}", stderr(&pulled));
+    // gc waited for the pull and removed only what nova-api alone had: its layer, config and manifest.
+    let gc_out = String::from_utf8_lossy(&gc.stdout).into_owned();
+    let removed: Vec<&str> = gc_out.lines().filter_map(|l| l.strip_prefix("blob ")?.split(' ').next()).collect();
+    let alone = [images[0].layers[2].digest, images[0].config, images[0].manifest.digest].map(|d| d.to_string());
+    assert_eq!(removed.len(), 3, "{gc_out}");
+    assert!(alone.iter().all(|d| removed.contains(&d.as_str())), "{gc_out}");
+    let image = store.load_image(&name(1)).unwrap();
+    assert_eq!(image.manifest.layers, images[1].layers);
+    assert!(image.manifest.layers.iter().all(|l| store.has_blob(&l.digest)));
     ok(kolla(other.path(), &["fsck"]));
 }
 

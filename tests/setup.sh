@@ -6,7 +6,6 @@ set -euo pipefail
 packages=(
     docker-registry   # a real Distribution registry for the registry tests
     skopeo umoci oci-image-tool  # other people's readers of the images we write
-    libdeflate-dev    # the gzip layer compressor, linked statically at build time (layers/build.rs)
     mmdebstrap        # bootstraps the Debian root image when no registry holds it
     busybox-static    # tiny static rootfs for sandbox and interpreter tests
     uidmap            # newuidmap/newgidmap for rootless user namespaces

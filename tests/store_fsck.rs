@@ -82,6 +82,9 @@ fn flipped_byte_in_a_layer() {
         "{:?}",
         report.problems
     );
+    // With a reachable document unreadable, what it references is unknown: gc refuses, naming it.
+    let err = store.gc(Duration::ZERO).unwrap_err().to_string();
+    assert!(err.contains("gc refused") && err.contains(&config.to_string()), "{err}");
 }
 
 #[test]

@@ -7,6 +7,8 @@
 //! layertool gzip TAR [OPTS]           compress_tar: re-hash + compress an existing tar
 //! layertool tree DIR [OPTS]           write_layer: directory → layer
 //! layertool apply LAYER DIR           apply_layer (whiteouts applied, owners kept)
+//! layertool split LAYER DIR SKEL [OPTS] split_layer: LAYER's skeleton off DIR (its extraction, overlay form)
+//! layertool regen SKEL DIR [OPTS]     regenerate: the layer again from SKEL and DIR
 //! OPTS: -t THREADS, -l GZIP_LEVEL (default: the library's, 4), --zstd LEVEL, --none, -o OUT (default /dev/null)
 //! ```
 //! Results go to stdout as `key=value` lines; `seconds=` is the time of the operation alone.
@@ -108,11 +110,36 @@ fn run(args: &[String]) -> Result<(), String> {
             println!("skipped_devices={}", stats.skipped_devices);
             println!("seconds={:.4}", start.elapsed().as_secs_f64());
         }
+        "split" => {
+            let o = parse_opts(&args[4.min(args.len())..])?;
+            let blob = File::open(arg(1)?).map_err(|e| format!("{}: {e}", args[1]))?;
+            let skel = File::create(arg(3)?).map_err(|e| format!("{}: {e}", args[3]))?;
+            let start = Instant::now();
+            let split = layers::split_layer(
+                BufReader::with_capacity(1 << 20, blob),
+                arg(2)?.as_ref(),
+                o.compression,
+                o.threads,
+                skel,
+            )
+            .map_err(|e| error_chain(&e))?;
+            println!("blob={}", split.blob.0);
+            println!("same_blob={}", split.regenerated.digest == split.blob.0);
+            print_info(&split.regenerated, start.elapsed().as_secs_f64());
+        }
+        "regen" => {
+            let o = parse_opts(&args[3.min(args.len())..])?;
+            let skel = File::open(arg(1)?).map_err(|e| format!("{}: {e}", args[1]))?;
+            let out = BufWriter::new(File::create(&o.out).map_err(|e| format!("{}: {e}", o.out))?);
+            let start = Instant::now();
+            let info = layers::regenerate(BufReader::new(skel), arg(2)?.as_ref(), o.compression, o.threads, out)
+                .map_err(|e| error_chain(&e))?;
+            print_info(&info, start.elapsed().as_secs_f64());
+        }
         _ => {
-            return Err(
-                "usage: layertool hash-speed MIB | hash FILE | gzip TAR [OPTS] | tree DIR [OPTS] | apply LAYER DIR"
-                    .into(),
-            );
+            return Err("usage: layertool hash-speed MIB | hash FILE | gzip TAR [OPTS] | tree DIR [OPTS] | \
+                 apply LAYER DIR | split LAYER DIR SKEL [OPTS] | regen SKEL DIR [OPTS]"
+                .into());
         }
     }
     Ok(())

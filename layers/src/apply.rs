@@ -199,7 +199,7 @@ impl<R: Read> Read for Budgeted<R> {
 
 /// Splits a tar path into normal components: drops empty and `.` components (so a leading `/`
 /// is stripped), resolves `..` lexically, refuses a `..` that climbs above the root and NUL.
-fn normalize(raw: &[u8]) -> Result<Vec<&[u8]>, String> {
+pub(crate) fn normalize(raw: &[u8]) -> Result<Vec<&[u8]>, String> {
     if raw.contains(&0) {
         return Err("path contains a NUL byte".into());
     }

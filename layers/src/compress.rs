@@ -36,7 +36,7 @@ impl Default for Compression {
     }
 }
 
-/// The `--compression` spelling: `none`, `gzip:LEVEL`, `zstd:LEVEL`.
+/// The `--compression` spelling, also how records name compressions: `none`, `gzip:LEVEL`, `zstd:LEVEL`.
 impl std::fmt::Display for Compression {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -57,6 +57,16 @@ impl Compression {
         }
     }
 
+    /// The compressor, and its version, whose bytes this compression gives: layers written by another
+    /// are not the same bytes, and a blob recorded as regenerable names the one that can write it again.
+    pub fn engine(&self) -> String {
+        match self {
+            Compression::None => "none".into(),
+            Compression::Gzip { .. } => crate::gzip::ENGINE.into(),
+            Compression::Zstd { .. } => format!("zstd {}", zstd::zstd_safe::version_string()),
+        }
+    }
+
     fn check(&self) -> Result<(), LayerError> {
         match *self {
             Compression::Gzip { level } if level > 12 => Err(LayerError::Level { algo: "gzip", level: level.into() }),
@@ -65,6 +75,23 @@ impl Compression {
             }
             _ => Ok(()),
         }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    /// The [`Display`](std::fmt::Display) form back (a level is required for gzip and zstd).
+    fn from_str(s: &str) -> Result<Compression, String> {
+        let bad = || format!("unknown compression {s:?}: expected gzip:LEVEL, zstd:LEVEL or none");
+        let c = match s.split_once(':') {
+            None if s == "none" => Compression::None,
+            Some(("gzip", l)) => Compression::Gzip { level: l.parse().map_err(|_| bad())? },
+            Some(("zstd", l)) => Compression::Zstd { level: l.parse().map_err(|_| bad())? },
+            _ => return Err(bad()),
+        };
+        c.check().map_err(|e| e.to_string())?;
+        Ok(c)
     }
 }
 
@@ -238,4 +265,20 @@ pub fn compress_tar(
     let (_, mut info) = finish_buffered(buf)?;
     info.entries = entries;
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Compression;
+
+    #[test]
+    fn compressions_are_named_and_read_back() {
+        for c in [Compression::None, Compression::Gzip { level: 4 }, Compression::Zstd { level: -3 }] {
+            assert_eq!(c.to_string().parse::<Compression>(), Ok(c));
+        }
+        assert_eq!(Compression::default().to_string(), "gzip:4");
+        for bad in ["gzip", "gzip:13", "zstd:x", "brotli:1", ""] {
+            assert!(bad.parse::<Compression>().is_err(), "{bad}");
+        }
+    }
 }

@@ -46,6 +46,18 @@ pub enum LayerError {
     /// Writing the compressed output failed, or the compressor failed.
     #[error("writing the layer output failed")]
     Output(#[source] io::Error),
+    /// An extracted layer directory does not hold what its layer does (a file differs, is missing or
+    /// changed size), so the layer cannot be split off it or written again from it.
+    #[error("{path}: the layer directory does not hold the layer's file: {reason}")]
+    Split {
+        /// The file's path in the layer.
+        path: String,
+        /// What differs.
+        reason: String,
+    },
+    /// A tar-split skeleton that cannot be read.
+    #[error("corrupt layer skeleton: {0}")]
+    Skeleton(String),
     /// A digest string is not `sha256:` followed by 64 lowercase hex digits.
     #[error("invalid digest {0:?}: expected \"sha256:\" and 64 lowercase hex digits")]
     Digest(String),

@@ -26,6 +26,7 @@ use walkdir::WalkDir;
 
 use crate::compress::{LayerSink, TarOut, buffered, finish_buffered, thread_count};
 use crate::error::show;
+use crate::split::SkeletonWriter;
 use crate::{Compression, LayerError, LayerInfo};
 
 /// OCI whiteout prefix: `.wh.<name>` deletes `<name>` of the layers below.
@@ -59,7 +60,31 @@ pub fn write_layer(
     compression: Compression,
     out: impl Write,
 ) -> Result<LayerInfo, LayerError> {
-    let mut layer = LayerBuilder::new(compression, opts.threads, opts.source_date_epoch, out)?;
+    let layer = LayerBuilder::new(compression, opts.threads, opts.source_date_epoch, out)?;
+    walk_into(root, opts, layer)
+}
+
+/// [`write_layer`], also recording the layer's tar-split skeleton to `skeleton` (see [`crate::regenerate`]):
+/// `root` and the skeleton then give the layer back.
+pub fn write_layer_split(
+    root: &Path,
+    opts: &TreeOptions,
+    compression: Compression,
+    out: impl Write,
+    skeleton: impl Write,
+) -> Result<LayerInfo, LayerError> {
+    let layer = LayerBuilder::new(compression, opts.threads, opts.source_date_epoch, out)?
+        .recording(skeleton)
+        .map_err(LayerError::Output)?;
+    walk_into(root, opts, layer)
+}
+
+/// Feeds the sorted walk of `root` to `layer`.
+fn walk_into<W: Write, S: Write>(
+    root: &Path,
+    opts: &TreeOptions,
+    mut layer: LayerBuilder<W, S>,
+) -> Result<LayerInfo, LayerError> {
     let mut walker = Walker { overlay_upper: opts.overlay_upper, links: HashMap::new() };
     let walk = WalkDir::new(root).follow_links(false).min_depth(1).sort_by_file_name();
     for item in walk {
@@ -83,7 +108,12 @@ struct Walker {
 
 impl Walker {
     /// Writes the entry (or entries) for one file of the tree.
-    fn emit<W: Write>(&mut self, abs: &Path, rel: &[u8], layer: &mut LayerBuilder<W>) -> Result<(), LayerError> {
+    fn emit<W: Write, S: Write>(
+        &mut self,
+        abs: &Path,
+        rel: &[u8],
+        layer: &mut LayerBuilder<W, S>,
+    ) -> Result<(), LayerError> {
         let err = |op, e| LayerError::io(show(rel), op, e);
         let md = std::fs::symlink_metadata(abs).map_err(|e| err("lstat", e))?;
         let ft = md.file_type();
@@ -303,9 +333,12 @@ pub enum EntryKind<'a> {
 /// [`write_layer`] is this builder fed by a sorted walk of a tree; a caller that creates a tree
 /// can feed it while creating each file, and reads every file once instead of twice. Paths are
 /// relative to the layer root (`etc/passwd`); entries are written in the order given, which for
-/// a reproducible layer must be the sorted walk order of [`write_layer`].
-pub struct LayerBuilder<W: Write> {
+/// a reproducible layer must be the sorted walk order of [`write_layer`]. With
+/// [`LayerBuilder::recording`], the layer's tar-split skeleton is recorded too: a file's content is
+/// then referred to by its path, which must be where the file is in the tree the layer stands for.
+pub struct LayerBuilder<W: Write, S: Write = io::Sink> {
     out: TarOut<W>,
+    skeleton: Option<SkeletonWriter<S>>,
     entries: u64,
     buf: Vec<u8>,
     source_date_epoch: Option<i64>,
@@ -322,7 +355,26 @@ impl<W: Write> LayerBuilder<W> {
         out: W,
     ) -> Result<Self, LayerError> {
         let sink = LayerSink::new(compression, thread_count(threads), out)?;
-        Ok(LayerBuilder { out: buffered(sink), entries: 0, buf: vec![0; 256 << 10], source_date_epoch })
+        Ok(LayerBuilder { out: buffered(sink), skeleton: None, entries: 0, buf: vec![0; 256 << 10], source_date_epoch })
+    }
+
+    /// The same builder, also recording the layer's tar-split skeleton to `skeleton` (call before any
+    /// entry is appended).
+    pub fn recording<S: Write>(self, skeleton: S) -> io::Result<LayerBuilder<W, S>> {
+        let LayerBuilder { out, entries, buf, source_date_epoch, .. } = self;
+        debug_assert_eq!(entries, 0, "recording starts with the first entry");
+        Ok(LayerBuilder { out, skeleton: Some(SkeletonWriter::new(skeleton)?), entries, buf, source_date_epoch })
+    }
+}
+
+impl<W: Write, S: Write> LayerBuilder<W, S> {
+    /// Bytes of tar framing: to the layer and, as they are, to the skeleton.
+    fn frame(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes)?;
+        match &mut self.skeleton {
+            Some(s) => s.raw(bytes),
+            None => Ok(()),
+        }
     }
 
     /// An empty regular file with fixed metadata (whiteout and opaque markers).
@@ -371,8 +423,8 @@ impl<W: Write> LayerBuilder<W> {
             x.set_gid(0);
             x.set_size(pax.len() as u64);
             x.set_cksum();
-            self.out.write_all(x.as_bytes())?;
-            self.out.write_all(&pax)?;
+            self.frame(x.as_bytes())?;
+            self.frame(&pax)?;
             self.pad(pax.len() as u64)?;
         }
         let mut h = ustar(rdev)?;
@@ -389,8 +441,11 @@ impl<W: Write> LayerBuilder<W> {
         h.set_mtime(mtime.max(0) as u64);
         h.set_size(data.as_ref().map_or(0, |d| d.1));
         h.set_cksum();
-        self.out.write_all(h.as_bytes())?;
+        self.frame(h.as_bytes())?;
         if let Some((src, size)) = data {
+            if let Some(s) = self.skeleton.as_mut().filter(|_| size > 0) {
+                s.file(path, size)?;
+            }
             self.copy_exact(src, size)?;
             self.pad(size)?;
         }
@@ -423,15 +478,18 @@ impl<W: Write> LayerBuilder<W> {
     fn pad(&mut self, len: u64) -> io::Result<()> {
         let rem = (len % 512) as usize;
         if rem != 0 {
-            self.out.write_all(&[0; 512][..512 - rem])?;
+            self.frame(&[0; 512][..512 - rem])?;
         }
         Ok(())
     }
 
-    /// Writes the two zero blocks that end an archive, finishes compression and returns the
-    /// layer's digests, sizes and entry count.
+    /// Writes the two zero blocks that end an archive, finishes compression (and the skeleton) and
+    /// returns the layer's digests, sizes and entry count.
     pub fn finish(mut self) -> Result<LayerInfo, LayerError> {
-        self.out.write_all(&[0; 1024]).map_err(LayerError::Output)?;
+        self.frame(&[0; 1024]).map_err(LayerError::Output)?;
+        if let Some(s) = self.skeleton.take() {
+            s.finish().map_err(LayerError::Output)?;
+        }
         let (_, mut info) = finish_buffered(self.out)?;
         info.entries = self.entries;
         Ok(info)

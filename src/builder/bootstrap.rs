@@ -188,11 +188,16 @@ pub(crate) fn bootstrap_debian(
     let store = ws.store();
     let file = std::fs::File::open(&tar).map_err(|e| BuildError::io(&tar, "open", e))?;
     let mut w = store.blob_writer()?;
-    let info = layers::compress_tar(BufReader::with_capacity(1 << 20, file), opts.compression, opts.threads, &mut w)
+    let mut skeleton = ws.skeleton_file()?;
+    let tar = BufReader::with_capacity(1 << 20, file);
+    let info = layers::compress_tar_split(tar, opts.compression, opts.threads, &mut w, &mut skeleton)
         .map_err(|e| BuildError::Layer { what: format!("compressing the {from} rootfs"), error: e })?;
     w.commit(Some(&info.digest))?;
+    // Its dir, extracted from the blob when a step mounts it, and the skeleton give the blob back.
+    if let Err(e) = ws.keep_split(skeleton, &info, opts.compression) {
+        tracing::warn!("keeping the skeleton of the {from} rootfs failed (its blob stays): {e}");
+    }
     let layer = Descriptor::new(info.media_type, info.digest, info.size);
-    ws.ensure_layer_dir(&layer, &info.diff_id)?;
     let platform = Platform::host();
     let created = opts.created(opts.layer_time());
     let config = ImageConfig {

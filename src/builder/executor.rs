@@ -13,6 +13,7 @@ use super::bootstrap;
 use super::cache::{self, CachedLayer, CachedStep, CopyInputs, RunInputs, StepCache};
 use super::context::{self, BuildContext, StageOptions};
 use super::fleet::Waited;
+use super::footprint::SkeletonFile;
 use super::handoff::{Handoff, InRun, Written};
 use super::one_pass::OnePass;
 use super::rules::{self, RuleState};
@@ -63,7 +64,8 @@ struct ImageState {
     config: ImageConfig,
     /// The manifest's layers; `None` while a layer is compressed in the background.
     layers: Vec<Option<Descriptor>>,
-    /// Extracted layer dirs, base first.
+    /// Where the layers' extracted dirs are, base first. A dir is extracted when a step mounts the layers
+    /// ([`ImageState::lower_dirs`]): a rebuild that runs no step extracts nothing.
     dirs: Vec<PathBuf>,
     /// Cache chain key of everything so far.
     key: Digest,
@@ -97,8 +99,20 @@ impl ImageState {
         }
     }
 
-    fn top_first(&self) -> Vec<PathBuf> {
-        self.dirs.iter().rev().cloned().collect()
+    /// The layers' extracted dirs, top layer first (overlayfs lowerdir order), extracting those that are
+    /// not there (trimmed, or a cached step's): what a RUN mounts and a COPY resolves its destination in.
+    fn lower_dirs(&self, ws: &Workspace) -> Result<Vec<PathBuf>, BuildError> {
+        for ((dir, layer), diff_id) in self.dirs.iter().zip(&self.layers).zip(&self.config.rootfs.diff_ids) {
+            match layer {
+                Some(layer) => {
+                    ws.ensure_layer_dir(layer, diff_id)?;
+                }
+                // Built by this run (its blob may still be compressing): its dir was adopted then.
+                None if dir.is_dir() => {}
+                None => return Err(BuildError::Input(format!("layer dir {} of {diff_id} is gone", dir.display()))),
+            }
+        }
+        Ok(self.dirs.iter().rev().cloned().collect())
     }
 
     fn workdir(&self) -> String {
@@ -132,7 +146,10 @@ pub fn build_image(
             }
         }
         finish_config(&mut state, opts);
-        let handoff = req.in_run.map(|r| r.publish(req.tag, &state.config, state.dirs.clone())).transpose()?;
+        let handoff = req
+            .in_run
+            .map(|r| r.publish(req.tag, &state.config, state.dirs.clone(), state.layers.clone()))
+            .transpose()?;
         let written = write_image(ws, req, &mut state, bg);
         if let Some(h) = handoff {
             h.complete(written.as_ref().map(Written::clone).map_err(|e| e.to_string()));
@@ -300,6 +317,7 @@ impl<'a> Steps<'a> {
                 let tmp = ws.temp_dir("squash-")?;
                 let root = tmp.path().join("root");
                 fs::create_dir(&root).map_err(|e| BuildError::io(&root, "create directory", e))?;
+                st.lower_dirs(ws)?;
                 let parent: Vec<PathBuf> = st.dirs[..base_layers].iter().rev().cloned().collect();
                 super::squash::merge_layers(&st.dirs[base_layers..], &RootView::new(&parent), &root)?;
                 let tree = TreeOptions {
@@ -383,7 +401,7 @@ fn from_image(
             key: from_key(&h.config, opts),
             newest: created_of(&h.config),
             config: h.config.clone(),
-            layers: vec![None; h.dirs.len()],
+            layers: h.layers.clone(),
             dirs: h.dirs.clone(),
             stage: 0,
             inherited: Some((name.to_owned(), Arc::clone(&h))),
@@ -405,13 +423,7 @@ fn from_image(
             reason: format!("{} layers but {} diff_ids in its config", image.manifest.layers.len(), diff_ids.len()),
         });
     }
-    let dirs = image
-        .manifest
-        .layers
-        .iter()
-        .zip(diff_ids)
-        .map(|(layer, diff_id)| ws.ensure_layer_dir(layer, diff_id))
-        .collect::<Result<Vec<_>, _>>()?;
+    let dirs: Vec<PathBuf> = diff_ids.iter().map(|d| ws.layer_dir(d)).collect();
     let state = ImageState {
         key: from_key(&image.config, opts),
         newest: created_of(&image.config),
@@ -526,6 +538,7 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
             .cache
             .get(&key)
             .filter(|h| h.layer.as_ref().is_none_or(|l| store.has_blob(&l.descriptor.digest)));
+        let from_elsewhere = local.is_none();
         let hit = match local {
             Some(hit) => hit,
             None => match (self.remote_hit(&key)?, &self.steps.opts.cache_wait) {
@@ -539,7 +552,13 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
         };
         let result = match hit.layer {
             Some(l) if store.has_blob(&l.descriptor.digest) => {
-                let dir = self.steps.ws.ensure_layer_dir(&l.descriptor, &l.diff_id)?;
+                // A local hit's dir is extracted when a step mounts it; one from the remote cache or an owner
+                // now, which checks the fetched blob against the diff_id the entry claims.
+                let dir = if from_elsewhere {
+                    self.steps.ws.ensure_layer_dir(&l.descriptor, &l.diff_id)?
+                } else {
+                    self.steps.ws.layer_dir(&l.diff_id)
+                };
                 self.push_layer(st, ins, Some(l.descriptor), l.diff_id, dir, hit.created.unwrap_or(0));
                 StepResult::Layer { from_cache: true }
             }
@@ -671,7 +690,8 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
             let _scratch = scratch;
             let at = |e: BuildError| BuildError::At { path: path.to_path_buf(), line, error: Box::new(e) };
             let mut w = ws.store().blob_writer().map_err(|e| at(e.into()))?;
-            let info = layers::write_layer(&source, &tree, opts.compression, &mut w)
+            let mut skeleton = ws.skeleton_file().map_err(at)?;
+            let info = layers::write_layer_split(&source, &tree, opts.compression, &mut w, &mut skeleton)
                 .map_err(|e| at(BuildError::Layer { what: what.clone(), error: e }))?;
             if info.diff_id != diff.diff_id {
                 return Err(at(BuildError::Input(format!(
@@ -682,6 +702,7 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
                 ))));
             }
             w.commit(Some(&info.digest)).map_err(|e| at(e.into()))?;
+            keep_split(ws, skeleton, &info, opts.compression);
             let layer = record_layer(steps, &key, &info, &platform, time).map_err(at)?;
             Ok(Compressed { stage, index, layer })
         };
@@ -698,22 +719,22 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
         Ok(StepResult::Layer { from_cache: false })
     }
 
-    /// Store the layer `info` just written to `w` together with its tree `dir` (COPY of one source in one
-    /// pass: compression ran alongside the copy, so nothing is left for the background).
+    /// Store the layer just written (`info`, its blob `w` and `skeleton`) together with its tree `dir` (COPY of
+    /// one source in one pass: compression ran alongside the copy, so nothing is left for the background).
     fn commit_written(
         &mut self,
         st: &mut ImageState,
         ins: &Instruction,
         key: Digest,
         dir: &Path,
-        info: LayerInfo,
-        w: BlobWriter,
+        (info, w, skeleton): (LayerInfo, BlobWriter, SkeletonFile),
     ) -> Result<StepResult, BuildError> {
         if info.entries == 0 {
             return self.no_change(st, ins, key);
         }
         st.key = key;
         w.commit(Some(&info.digest))?;
+        keep_split(self.steps.ws, skeleton, &info, self.steps.opts.compression);
         let adopted = self.steps.ws.adopt_layer_dir(dir, &info.diff_id)?;
         let time = self.steps.opts.layer_time();
         let descriptor = record_layer(self.steps, &key, &info, &st.config.platform(), time)?;
@@ -761,7 +782,7 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
         if let Some(r) = self.cached(st, ins, key)? {
             return Ok(r);
         }
-        let lowers = st.top_first();
+        let lowers = st.lower_dirs(self.steps.ws)?;
         let view = RootView::new(&lowers);
         let owner = spec.chown.as_deref().map(|o| view.resolve_owner(o)).transpose()?;
         let tmp = self.steps.ws.temp_dir("stage-")?;
@@ -773,10 +794,11 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
         if let Some(pass) = OnePass::plan(&view, &root, single, &dest, &stage_opts)? {
             let opts = self.steps.opts;
             let mut w = self.steps.ws.store().blob_writer()?;
+            let mut skeleton = self.steps.ws.skeleton_file()?;
             let tree =
                 TreeOptions { source_date_epoch: opts.source_date_epoch, threads: opts.threads, ..Default::default() };
-            let info = pass.run(&tree, opts.compression, &mut w)?;
-            return self.commit_written(st, ins, key, &root, info, w);
+            let info = pass.run(&tree, opts.compression, &mut w, &mut skeleton)?;
+            return self.commit_written(st, ins, key, &root, (info, w, skeleton));
         }
         if !sources.is_empty() {
             context::stage(&view, &root, &sources, &dest, &stage_opts)?;
@@ -850,7 +872,7 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
             }
         }
         let run = sandbox::RunSpec {
-            lowerdirs: st.top_first(),
+            lowerdirs: st.lower_dirs(self.steps.ws)?,
             upperdir: upper.clone(),
             workdir: work,
             argv,
@@ -869,6 +891,14 @@ impl<'a: 'scope, 'scope> Step<'a, '_, 'scope, '_> {
             return Err(BuildError::RunFailed { command: ins.original.clone(), code, tail: tail.lines() });
         }
         self.commit_dir(st, ins, key, &upper, true, tmp)
+    }
+}
+
+/// Keep the skeleton recorded while layer `info` was written from its dir (see `footprint`). A failure only
+/// means the layer's blob cannot be dropped later: a warning.
+fn keep_split(ws: &Workspace, skeleton: SkeletonFile, info: &LayerInfo, compression: Compression) {
+    if let Err(e) = ws.keep_split(skeleton, info, compression) {
+        tracing::warn!(layer = %info.diff_id, "keeping the layer's skeleton failed (its blob stays): {e}");
     }
 }
 

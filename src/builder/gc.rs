@@ -1,12 +1,15 @@
 //! Garbage collection of a state dir: the store's unreachable blobs and orphaned referrers
-//! ([`Store::gc_plan`](crate::store::Store::gc_plan)) and the extracted layer dirs that no reachable
-//! image lists.
+//! ([`Store::gc_plan`](crate::store::Store::gc_plan)), the extracted layer dirs and layer skeletons that no
+//! reachable image lists; then each remaining layer kept once ([`Workspace::trim`]), the layer dirs capped
+//! at `--max-extracted`.
 //!
 //! Safety with builds on the same state dir: every process that uses it holds `gc.lock` shared
 //! ([`Workspace::open`]); gc first turns its hold exclusive, so it waits for running builds and runs to
 //! finish and new ones wait for it. A build therefore never loses a layer dir it has mounted or a blob
-//! it has written but not tagged yet. The grace period (only what is older is removed) covers writers
-//! that do not go through a workspace — `kolla-oci pull`, or another tool writing into the layout.
+//! it has written but not tagged yet; `kolla-oci pull` holds the state dir the same way. The grace period
+//! (only what is older is removed) covers writers that do not go through a workspace — another tool
+//! writing into the layout, or a program using [`crate::registry::pull`] on a bare store, which marks the
+//! blobs it reuses as it finds them present.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -16,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use layers::Digest;
 
+use super::footprint::{TrimOptions, TrimReport, disk_usage};
 use super::{BuildError, Workspace};
 use crate::store::GcReport;
 
@@ -26,6 +30,9 @@ pub struct GcOptions {
     pub grace: Duration,
     /// Plan only: report what would be removed, change nothing.
     pub dry_run: bool,
+    /// At most this many bytes of extracted layer dirs: beyond it, the least recently used are removed
+    /// (their blobs written back first). `Some(0)` leaves a plain OCI layout, every blob in `oci/blobs/`.
+    pub max_extracted: Option<u64>,
 }
 
 /// What [`Workspace::gc`] removed (or, dry, would remove).
@@ -37,26 +44,21 @@ pub struct GcOutcome {
     pub layer_dirs: Vec<(PathBuf, u64)>,
     /// Unreachable layer dirs kept because they are younger than the grace period.
     pub kept_recent_dirs: usize,
+    /// Skeletons and blob records of layers no longer reachable, removed.
+    pub split_files: usize,
+    /// What keeping each reachable layer once did.
+    pub trim: TrimReport,
 }
 
 impl GcOutcome {
-    /// Bytes freed: blobs plus layer dirs.
+    /// Bytes freed: blobs, layer dirs, blobs kept as their layer dirs only, layer dirs trimmed (blobs
+    /// written back are not subtracted).
     pub fn bytes(&self) -> u64 {
-        self.store.bytes + self.layer_dirs.iter().map(|(_, n)| n).sum::<u64>()
+        self.store.bytes
+            + self.layer_dirs.iter().map(|(_, n)| n).sum::<u64>()
+            + self.trim.dropped_blobs.iter().map(|(_, n)| n).sum::<u64>()
+            + self.trim.removed_dirs.iter().map(|(_, n)| n).sum::<u64>()
     }
-}
-
-/// Disk space under `dir` (allocated blocks, each inode once), as `du` counts it.
-fn disk_usage(dir: &Path) -> u64 {
-    let mut seen = BTreeSet::new();
-    walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| seen.insert((m.dev(), m.ino())))
-        .map(|m| m.blocks() * 512)
-        .sum()
 }
 
 /// Seconds since `meta` last changed: the newer of mtime and ctime, since a layer dir is put in place
@@ -74,9 +76,32 @@ impl Workspace {
         let store = self.store();
         let lock = store.lock()?;
         let plan = store.gc_plan(&lock, opts.grace)?;
+        let mut outcome = GcOutcome::default();
+        (outcome.layer_dirs, outcome.kept_recent_dirs) = self.unused_layer_dirs(&plan.live_diff_ids, opts.grace)?;
+        if !opts.dry_run {
+            store.gc_sweep(&lock, &plan)?;
+            drop(lock);
+            for (path, _) in &outcome.layer_dirs {
+                self.remove_layer_dir(path)?;
+            }
+            outcome.split_files = self.remove_stale_splits(&plan.live_diff_ids)?;
+        }
+        outcome.store = plan;
+        let trim = TrimOptions { max_extracted: opts.max_extracted, dry_run: opts.dry_run, measure: true };
+        outcome.trim = self.trim(&trim)?;
+        Ok(outcome)
+    }
+
+    /// The layer dirs no reachable image lists (not in `live`) and older than `grace`, with their sizes,
+    /// in path order; and how many younger ones there are.
+    pub(crate) fn unused_layer_dirs(
+        &self,
+        live: &BTreeSet<Digest>,
+        grace: Duration,
+    ) -> Result<(Vec<(PathBuf, u64)>, usize), BuildError> {
         let now = SystemTime::now();
         let root = self.layers_root();
-        let mut outcome = GcOutcome::default();
+        let (mut old, mut recent) = (Vec::new(), 0);
         let entries = fs::read_dir(&root).map_err(|e| BuildError::io(&root, "list", e))?;
         for entry in entries {
             let entry = entry.map_err(|e| BuildError::io(&root, "list", e))?;
@@ -84,34 +109,55 @@ impl Workspace {
             let Some(diff_id) = name.to_str().and_then(|n| format!("sha256:{n}").parse::<Digest>().ok()) else {
                 continue; // not a layer dir of ours
             };
-            if plan.live_diff_ids.contains(&diff_id) {
+            if live.contains(&diff_id) {
                 continue;
             }
             let path = entry.path();
             let meta = fs::symlink_metadata(&path).map_err(|e| BuildError::io(&path, "stat", e))?;
-            if age(&meta, now) < opts.grace {
-                outcome.kept_recent_dirs += 1;
+            if age(&meta, now) < grace {
+                recent += 1;
                 continue;
             }
             let size = disk_usage(&path);
-            outcome.layer_dirs.push((path, size));
+            old.push((path, size));
         }
-        outcome.layer_dirs.sort();
-        if !opts.dry_run {
-            store.gc_sweep(&lock, &plan)?;
-            drop(lock);
-            for (path, _) in &outcome.layer_dirs {
-                self.remove_layer_dir(path)?;
+        old.sort();
+        Ok((old, recent))
+    }
+
+    /// Remove the skeletons of layers no reachable image has and whose directory is gone, and the
+    /// records of blobs whose layer is one of those.
+    fn remove_stale_splits(&self, live: &BTreeSet<Digest>) -> Result<usize, BuildError> {
+        let dir = self.dir().join("split");
+        let entries = fs::read_dir(&dir).map_err(|e| BuildError::io(&dir, "list", e))?;
+        let fp = self.footprint();
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let layer = match name.split_once('.') {
+                Some((hex, "skel")) => format!("sha256:{hex}").parse::<Digest>().ok(),
+                Some((hex, "json")) => {
+                    format!("sha256:{hex}").parse::<Digest>().ok().and_then(|b| fp.record(&b)).map(|r| r.diff_id)
+                }
+                _ => None,
+            };
+            if let Some(d) = layer
+                && !live.contains(&d)
+                && !self.layer_dir(&d).exists()
+            {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(|e| BuildError::io(&path, "remove", e))?;
+                removed += 1;
             }
         }
-        outcome.store = plan;
-        Ok(outcome)
+        Ok(removed)
     }
 
     /// Remove an extracted layer dir: first renamed into a private dir under `tmp/` (atomic, so the
     /// layer is either there whole or gone), then deleted; a killed gc leaves only that private dir,
     /// which the next [`Workspace::open`] removes.
-    fn remove_layer_dir(&self, path: &Path) -> Result<(), BuildError> {
+    pub(crate) fn remove_layer_dir(&self, path: &Path) -> Result<(), BuildError> {
         let scratch = self.temp_dir("gc-")?;
         let doomed = scratch.path().join("layer");
         fs::rename(path, &doomed).map_err(|e| BuildError::io(path, "move out of layers/", e))?;

@@ -26,8 +26,11 @@ pub struct InRun<'a> {
 pub(crate) struct Handoff {
     /// The config as the store will hold it.
     pub config: ImageConfig,
-    /// Its extracted layer dirs, base first.
+    /// Where its extracted layer dirs are, base first.
     pub dirs: Vec<PathBuf>,
+    /// Its layers' descriptors where they are known at hand-off (not those still being compressed, whose
+    /// dirs are there): a child extracts a missing dir from them.
+    pub layers: Vec<Option<Descriptor>>,
     done: Mutex<Option<Result<Written, String>>>,
     cond: Condvar,
 }
@@ -55,13 +58,19 @@ impl<'a> InRun<'a> {
     }
 
     /// Hands off image `tag`: its config (round-tripped through JSON, so a child sees exactly what it
-    /// would read from the store) and its layer dirs. The caller completes it through the returned
+    /// would read from the store), its layer dirs and the layer descriptors known so far. The caller completes it through the returned
     /// [`Parent`].
-    pub(crate) fn publish(&self, tag: &str, config: &ImageConfig, dirs: Vec<PathBuf>) -> Result<Parent, BuildError> {
+    pub(crate) fn publish(
+        &self,
+        tag: &str,
+        config: &ImageConfig,
+        dirs: Vec<PathBuf>,
+        layers: Vec<Option<Descriptor>>,
+    ) -> Result<Parent, BuildError> {
         let json = serde_json::to_vec(config).map_err(|e| BuildError::Input(format!("image config of {tag}: {e}")))?;
         let config =
             serde_json::from_slice(&json).map_err(|e| BuildError::Input(format!("image config of {tag}: {e}")))?;
-        let handoff = Arc::new(Handoff { config, dirs, done: Mutex::new(None), cond: Condvar::new() });
+        let handoff = Arc::new(Handoff { config, dirs, layers, done: Mutex::new(None), cond: Condvar::new() });
         self.images.lock().unwrap_or_else(|e| e.into_inner()).insert(tag.to_owned(), Arc::clone(&handoff));
         (self.notify)(tag);
         Ok(Parent { handoff, tag: tag.to_owned() })
@@ -124,7 +133,8 @@ mod tests {
         let told = Mutex::new(Vec::new());
         let notify = |tag: &str| told.lock().unwrap().push(tag.to_owned());
         let run = InRun::new(&notify);
-        let parent = run.publish("kolla/base:1", &ImageConfig::default(), vec![PathBuf::from("/l/1")]).unwrap();
+        let parent =
+            run.publish("kolla/base:1", &ImageConfig::default(), vec![PathBuf::from("/l/1")], vec![None]).unwrap();
         assert_eq!(*told.lock().unwrap(), vec!["kolla/base:1".to_owned()]);
         let child = run.get("kolla/base:1").expect("published");
         assert!(run.get("kolla/other:1").is_none());
@@ -140,7 +150,7 @@ mod tests {
     fn a_parent_that_stops_without_a_result_fails_its_children() {
         let notify = |_: &str| {};
         let run = InRun::new(&notify);
-        drop(run.publish("kolla/base:1", &ImageConfig::default(), vec![]).unwrap());
+        drop(run.publish("kolla/base:1", &ImageConfig::default(), vec![], vec![]).unwrap());
         let child = run.get("kolla/base:1").unwrap();
         assert_eq!(child.wait().err().unwrap(), "the build of kolla/base:1 stopped");
     }

@@ -99,10 +99,19 @@ impl<'a> OnePass<'a> {
 
     /// Stages the source and writes the layer of the staged tree to `out`, compressed as
     /// `compression` with `tree`'s threads and `SOURCE_DATE_EPOCH` (its `overlay_upper` is not
-    /// used: a stage is no overlay upper dir).
-    pub fn run(self, tree: &TreeOptions, compression: Compression, out: impl Write) -> Result<LayerInfo, BuildError> {
+    /// used: a stage is no overlay upper dir), and its tar-split skeleton to `skeleton`.
+    pub fn run(
+        self,
+        tree: &TreeOptions,
+        compression: Compression,
+        out: impl Write,
+        skeleton: impl Write,
+    ) -> Result<LayerInfo, BuildError> {
         let layer_err = |e| BuildError::Layer { what: format!("layer of {}", self.src.display()), error: e };
-        let layer = LayerBuilder::new(compression, tree.threads, tree.source_date_epoch, out).map_err(layer_err)?;
+        let layer = LayerBuilder::new(compression, tree.threads, tree.source_date_epoch, out)
+            .map_err(layer_err)?
+            .recording(skeleton)
+            .map_err(|e| layer_err(layers::LayerError::Output(e)))?;
         let me = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
         let mut pass = Pass {
             layer,
@@ -163,8 +172,8 @@ impl<'a> OnePass<'a> {
 }
 
 /// The state of one pass.
-struct Pass<'a, W: Write> {
-    layer: LayerBuilder<W>,
+struct Pass<'a, W: Write, S: Write> {
+    layer: LayerBuilder<W, S>,
     stage: &'a Path,
     src_root: &'a Path,
     /// `--chown` (root by default) for every copied entry.
@@ -184,7 +193,7 @@ struct Pass<'a, W: Write> {
     base: usize,
 }
 
-impl<W: Write> Pass<'_, W> {
+impl<W: Write, S: Write> Pass<'_, W, S> {
     /// Copies the entries of the source directory `src` into the staged directory `dst`, whose
     /// group is `dst_gid`, in name order.
     fn copy_entries(&mut self, src: OwnedFd, dst: BorrowedFd, dst_gid: u32) -> Result<(), BuildError> {
@@ -549,8 +558,12 @@ mod tests {
             }
         }
         let pass = OnePass::plan(&view, &one, &sources, dest, &opts).unwrap().expect("one pass applies");
-        let written = pass.run(&tree, compression, io::sink()).unwrap();
+        let mut skeleton = Vec::new();
+        let written = pass.run(&tree, compression, io::sink(), &mut skeleton).unwrap();
         let walked = layers::write_layer(&one, &tree, compression, io::sink()).unwrap();
+        // The skeleton recorded on the way and the staged tree give the layer back (it is kept so).
+        let again = layers::regenerate(&skeleton[..], &one, compression, Some(2), io::sink()).unwrap();
+        assert_eq!((again.digest, again.diff_id), (written.digest, written.diff_id), "{dest}");
         context::stage(&view, &two, &sources, dest, &opts).unwrap();
         let staged = layers::write_layer(&two, &tree, compression, io::sink()).unwrap();
         [written, walked, staged]

@@ -5,6 +5,8 @@
 //! <state>/oci/                  the OCI image layout (the only thing worth backing up)
 //! <state>/layers/<diff_id hex>/ one directory per layer, overlayfs lowerdir format
 //! <state>/cache/<key hex>.json  step cache: which layer (if any) a step produced
+//! <state>/split/                layer skeletons and blob records: how a blob kept only as its layer
+//!                               directory is written again (see `footprint`)
 //! <state>/sources/              kolla sources: downloads, git mirrors and archives
 //! <state>/tmp/                  run and staging dirs; removed when done
 //! <state>/gc.lock               held shared by every process using the state dir, exclusive by gc
@@ -19,10 +21,12 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use layers::{ApplyOptions, Digest, WhiteoutMode};
 
 use super::BuildError;
+use super::footprint::Footprint;
 use crate::store::{Descriptor, Image, Store};
 
 /// A private directory under `<state>/tmp` (see [`Workspace::temp_dir`]).
@@ -80,6 +84,9 @@ pub struct Workspace {
     dir: PathBuf,
     /// `<state>/gc.lock`, locked shared while this process uses the state dir (see [`Workspace::open`]).
     in_use: Arc<fs::File>,
+    /// Whether this process added a layer directory (built or extracted) and so marked the state dir as
+    /// to be trimmed (see [`Workspace::mark_changed`]).
+    changed: Arc<AtomicBool>,
 }
 
 impl Workspace {
@@ -91,7 +98,7 @@ impl Workspace {
         // Private, as containers/storage keeps its overlay dirs: extracted layers, RUN upper dirs and
         // unpacked sources hold the images' setuid-root binaries and device nodes, which no other host
         // user may reach. (`oci/` holds only compressed blobs and JSON, readable by tools like skopeo.)
-        for sub in ["layers", "cache", "tmp", "sources"] {
+        for sub in ["layers", "cache", "tmp", "sources", "split"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(|e| BuildError::io(&p, "create directory", e))?;
             private(&p)?;
@@ -112,8 +119,44 @@ impl Workspace {
             Err(fs::TryLockError::Error(e)) => return Err(BuildError::io(&lock_path, "lock", e)),
         }
         remove_unlocked(&dir.join("tmp"), |e| e.file_type().is_ok_and(|t| t.is_dir()));
-        remove_unlocked(&dir.join("cache"), |e| e.file_name().as_encoded_bytes().starts_with(b".tmp"));
-        Ok(Workspace { store, dir: dir.to_path_buf(), in_use: Arc::new(in_use) })
+        for sub in ["cache", "split"] {
+            remove_unlocked(&dir.join(sub), |e| e.file_name().as_encoded_bytes().starts_with(b".tmp"));
+        }
+        let in_use = Arc::new(in_use);
+        let store = store.with_source(Arc::new(Footprint::new(dir, Arc::clone(&in_use))));
+        Ok(Workspace { store, dir: dir.to_path_buf(), in_use, changed: Arc::new(AtomicBool::new(false)) })
+    }
+
+    /// The OCI store of the state dir `dir` for a command that only reads and writes images (push, save,
+    /// fsck, …): like a workspace, it holds `gc.lock` shared while it lives, and gives back the blobs kept
+    /// only as layer directories.
+    pub fn open_store(dir: &Path) -> Result<Store, BuildError> {
+        Ok(Workspace::open(dir)?.store)
+    }
+
+    /// The state directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// This process's hold on `gc.lock`.
+    pub(crate) fn in_use(&self) -> Arc<fs::File> {
+        Arc::clone(&self.in_use)
+    }
+
+    /// `<state>/split/untrimmed`: present while some layer was added since the state dir was last trimmed.
+    pub(crate) fn untrimmed_marker(&self) -> PathBuf {
+        self.dir.join("split").join("untrimmed")
+    }
+
+    /// Note that a layer directory was added: the state dir is to be trimmed by whichever build finishes
+    /// last (this one may not: see `Workspace::trim_after_build`).
+    fn mark_changed(&self) {
+        if !self.changed.swap(true, Ordering::Relaxed)
+            && let Err(e) = fs::File::create(self.untrimmed_marker())
+        {
+            tracing::warn!("{}: {e}", self.untrimmed_marker().display());
+        }
     }
 
     /// Turn this process's hold on `gc.lock` exclusive, waiting for every other process using the state
@@ -198,7 +241,10 @@ impl Workspace {
         let dest = self.layer_dir(diff_id);
         if !dest.exists() {
             match fs::rename(dir, &dest) {
-                Ok(()) => return Ok(dest),
+                Ok(()) => {
+                    self.mark_changed();
+                    return Ok(dest);
+                }
                 Err(e) if dest.exists() => tracing::debug!("layer dir raced: {e}"),
                 Err(e) => return Err(BuildError::io(&dest, "rename layer dir", e)),
             }
@@ -213,6 +259,7 @@ impl Workspace {
     pub fn ensure_layer_dir(&self, layer: &Descriptor, diff_id: &Digest) -> Result<PathBuf, BuildError> {
         let dest = self.layer_dir(diff_id);
         if dest.exists() {
+            self.footprint().mark_used(diff_id);
             return Ok(dest);
         }
         self.extract_layer(layer, diff_id)

@@ -48,9 +48,13 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     }
     let graph = Graph::from_rendered(&tree, &cfg).context("building the image graph")?;
 
-    let store = if cfg.skip_existing { Some(ctx.open_store()?) } else { None };
-    let exists = |canonical: &str| store.as_ref().is_some_and(|s| matches!(s.resolve(canonical), Ok(Some(_))));
-    let selection = graph::select(&graph, &cfg, &exists).context("selecting images")?;
+    // The store is let go before the build opens the state dir for itself (one hold per process, so that
+    // its end can tell whether another process still uses it).
+    let selection = {
+        let store = if cfg.skip_existing { Some(ctx.open_store()?) } else { None };
+        let exists = |canonical: &str| store.as_ref().is_some_and(|s| matches!(s.resolve(canonical), Ok(Some(_))));
+        graph::select(&graph, &cfg, &exists).context("selecting images")?
+    };
 
     if cfg.template_only {
         let unmatched: Vec<&str> = (0..graph.nodes.len())
@@ -173,5 +177,6 @@ fn build(
         summary.layers_built,
         summary.layers_cached
     );
+    ws.trim_after_build();
     Ok(if run.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -109,6 +109,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
             )
         })?;
     }
+    ws.trim_after_build();
     println!("{}", out.manifest.digest);
     Ok(ExitCode::SUCCESS)
 }

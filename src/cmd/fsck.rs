@@ -1,4 +1,5 @@
-//! `kolla-oci fsck`: verify every blob and every reference; exit status 1 on any inconsistency.
+//! `kolla-oci fsck`: verify every blob (those kept only as their layer dirs written again) and every
+//! reference; exit status 1 on any inconsistency.
 
 use std::process::ExitCode;
 
@@ -9,10 +10,12 @@ pub fn run(ctx: &super::Context) -> anyhow::Result<ExitCode> {
     let store = ctx.open_store()?;
     let report = store.fsck().with_context(|| format!("checking {}", store.root().display()))?;
     println!(
-        "{}: {} blobs ({} bytes) hashed, {} tags, {} reachable, {} unreferenced",
+        "{}: {} blobs ({} bytes) hashed ({} of them kept as their layer dirs, written again), {} tags, {} reachable, \
+         {} unreferenced",
         store.root().display(),
         report.blobs,
         report.bytes,
+        report.kept_as_layers,
         report.tags,
         report.reachable,
         report.unreferenced.len()

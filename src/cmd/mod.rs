@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod build_file;
+pub mod df;
 pub mod fsck;
 pub mod gc;
 pub mod history;
@@ -26,15 +27,11 @@ pub struct Context {
 }
 
 impl Context {
-    /// The OCI image layout inside the state directory.
-    pub fn layout_dir(&self) -> PathBuf {
-        self.store_dir.join("oci")
-    }
-
-    /// Open (creating if needed) the OCI image layout.
+    /// Open (creating if needed) the OCI image layout, holding the state dir in use (a `gc` waits) and able
+    /// to give back the blobs kept only as extracted layers.
     pub fn open_store(&self) -> anyhow::Result<kolla_oci::store::Store> {
         use anyhow::Context as _;
-        kolla_oci::store::Store::open(&self.layout_dir()).with_context(|| self.store_named())
+        kolla_oci::builder::Workspace::open_store(&self.store_dir).with_context(|| self.store_named())
     }
 
     /// Open (creating if needed) the whole state directory: the store and what builds derive from it.
@@ -148,19 +145,13 @@ pub fn init_logging(filter: &str, quiet: bool) {
     tracing_subscriber::registry().with(filter).with(tracing_subscriber::Layer::with_filter(console, per_image)).init();
 }
 
-/// `--compression gzip|gzip:LEVEL|zstd|zstd:LEVEL|none`.
+/// `--compression gzip|gzip:LEVEL|zstd|zstd:LEVEL|none` (gzip's level defaults to
+/// [`layers::DEFAULT_GZIP_LEVEL`], zstd's to 3).
 pub fn parse_compression(s: &str) -> Result<layers::Compression, String> {
-    let (kind, level) = match s.split_once(':') {
-        Some((k, l)) => (k, Some(l.parse::<i32>().map_err(|_| format!("bad compression level in {s:?}"))?)),
-        None => (s, None),
-    };
-    match kind {
-        "gzip" => {
-            Ok(layers::Compression::Gzip { level: level.map_or(layers::DEFAULT_GZIP_LEVEL, |l| l.clamp(0, 12) as u32) })
-        }
-        "zstd" => Ok(layers::Compression::Zstd { level: level.unwrap_or(3) }),
-        "none" => Ok(layers::Compression::None),
-        _ => Err(format!("unknown compression {s:?}: expected gzip, zstd or none")),
+    match s {
+        "gzip" => Ok(layers::Compression::Gzip { level: layers::DEFAULT_GZIP_LEVEL }),
+        "zstd" => Ok(layers::Compression::Zstd { level: 3 }),
+        _ => s.parse(),
     }
 }
 

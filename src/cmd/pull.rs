@@ -1,8 +1,11 @@
-//! `kolla-oci pull`: fetch an image from a registry into the store.
+//! `kolla-oci pull`: fetch an image from a registry into the store. Like a build, a pull holds the state
+//! dir in use while it runs, so a `kolla-oci gc` waits for it rather than removing a blob it reuses or has
+//! fetched before the image is tagged.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use kolla_oci::builder::Workspace;
 use kolla_oci::registry::{self, Reference};
 
 /// Options of `kolla-oci pull`.
@@ -22,12 +25,12 @@ pub struct Args {
 
 /// Run the subcommand.
 pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
-    let store = ctx.open_store()?;
+    let ws = Workspace::open(&ctx.store_dir).with_context(|| format!("opening {}", ctx.store_dir.display()))?;
     let reference = Reference::parse(&args.reference)?;
     let platform = args.platform.as_deref().map(registry::parse_platform).transpose()?;
     let opts = args.connection.options(args.threads)?;
-    let desc =
-        registry::pull(&store, &reference, platform.as_ref(), &opts).with_context(|| format!("pulling {reference}"))?;
+    let desc = registry::pull(ws.store(), &reference, platform.as_ref(), &opts)
+        .with_context(|| format!("pulling {reference}"))?;
     println!("{reference} {}", desc.digest);
     Ok(ExitCode::SUCCESS)
 }

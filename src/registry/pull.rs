@@ -1,8 +1,10 @@
-//! Pull: manifest (choosing a platform from an index), then config and layers streamed into the store with
-//! their digests verified, each layer's uncompressed digest checked against the config's diff_id, then the
-//! manifest bytes verbatim, then the tag.
+//! Pull: manifest (choosing a platform from an index), then the config, then the layers streamed into the
+//! store with both digests checked in the same read — the blob's as it is written, the uncompressed
+//! stream's (decompressed on the way) against the diff_id the config claims — then the manifest bytes
+//! verbatim, then the tag. A layer already in the store is read once to check its claim instead.
 
-use std::io::{Read, Write};
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
 
 use layers::Digest;
 use tracing::{debug, info, warn};
@@ -92,21 +94,17 @@ pub fn pull_as(
             reason: format!("unsupported manifest media type {media_type:?}"),
         });
     }
-    let blobs: Vec<&Descriptor> = std::iter::once(&manifest.config).chain(manifest.layers.iter()).collect();
-    // A stored manifest was written only after its blobs were fetched and checked.
-    let stored = store.has_blob(&digest) && blobs.iter().all(|b| store.has_blob(&b.digest));
-    let fetched = if stored { 0 } else { fetch_blobs(store, &client, repo, &blobs, opts.threads.max(1))? };
+    let threads = opts.threads.max(1);
+    let fetched = usize::from(get_blob(store, &client, repo, &manifest.config, &[])?);
     let config = store.read_config(&manifest.config)?;
-    if !stored {
-        check_diff_ids(store, reference, &manifest, &config.rootfs.diff_ids, opts.threads.max(1))?;
-        store.put_blob(&bytes[..], Some(&digest)).map_err(RegistryError::Store)?;
-    }
+    let fetched = fetched + get_layers(store, &client, reference, &manifest, &config.rootfs.diff_ids, threads)?;
+    store.put_blob(&bytes[..], Some(&digest)).map_err(RegistryError::Store)?;
     let mut desc = Descriptor::new(media_type, digest, bytes.len() as u64);
     if !config.os.is_empty() && !config.architecture.is_empty() {
         desc.platform = Some(config.platform());
     }
     store.set_tag(tag, &desc)?;
-    info!(%reference, %digest, blobs = blobs.len(), fetched, "pulled");
+    info!(%reference, %digest, blobs = manifest.layers.len() + 1, fetched, "pulled");
     Ok(desc)
 }
 
@@ -189,63 +187,100 @@ fn select_platform<'a>(index: &'a Index, want: &Platform) -> Option<&'a Descript
     exact.or_else(loose).or_else(single).copied()
 }
 
-/// Fetch the blobs not yet in the store, `threads` at a time; returns how many were fetched.
-fn fetch_blobs(
+/// Fetch the layers not yet in the store, `threads` at a time, each checked against the diff_ids the config
+/// claims for it while it streams in; check the claims on those already there by reading them once. Extracted
+/// layers are shared by diff_id across all images of the store, so an image that lies about one must never get
+/// a name. Returns how many blobs were fetched.
+fn get_layers(
     store: &Store,
     client: &Client,
-    repo: &str,
-    blobs: &[&Descriptor],
-    threads: usize,
-) -> Result<usize, RegistryError> {
-    let mut todo: Vec<&Descriptor> = blobs.iter().copied().filter(|d| !store.has_blob(&d.digest)).collect();
-    todo.sort_by_key(|d| d.digest);
-    todo.dedup_by_key(|d| d.digest);
-    super::parallel(threads, &todo, |desc| fetch_blob(store, client, repo, desc))?;
-    Ok(todo.len())
-}
-
-/// Check that every layer decompresses to the diff_id the config claims, before the image is tagged.
-/// Extracted layers are shared by diff_id across all images of the store, so an image that lies about one
-/// must never get a name. (A layer whose blob is absent — non-distributable — is checked when extracted.)
-fn check_diff_ids(
-    store: &Store,
     reference: &Reference,
     manifest: &Manifest,
     diff_ids: &[Digest],
     threads: usize,
-) -> Result<(), RegistryError> {
+) -> Result<usize, RegistryError> {
     if diff_ids.len() != manifest.layers.len() {
         return Err(RegistryError::Protocol {
             what: format!("config {} of {reference}", manifest.config.digest),
             reason: format!("{} rootfs.diff_ids for {} layers", diff_ids.len(), manifest.layers.len()),
         });
     }
-    let pairs: Vec<(&Descriptor, &Digest)> =
-        manifest.layers.iter().zip(diff_ids).filter(|(l, _)| store.has_blob(&l.digest)).collect();
-    super::parallel(threads, &pairs, |&(layer, claimed)| {
-        let what = format!("layer {} of {reference}", layer.digest);
-        let blob = store.open_blob(&layer.digest).map_err(RegistryError::Store)?;
-        let (actual, _) = layers::uncompressed_digest(std::io::BufReader::with_capacity(1 << 20, blob))
-            .map_err(|e| RegistryError::Io { what: format!("decompressing {what}"), source: e })?;
-        if actual != *claimed {
-            return Err(RegistryError::DigestMismatch {
-                what: format!("uncompressed {what} (its diff_id)"),
-                expected: claimed.to_string(),
-                actual: actual.to_string(),
-            });
+    // One check per blob, of every claim made about it (a manifest may list a blob twice).
+    let mut claims: BTreeMap<Digest, (&Descriptor, Vec<Digest>)> = BTreeMap::new();
+    for (layer, diff_id) in manifest.layers.iter().zip(diff_ids) {
+        claims.entry(layer.digest).or_insert_with(|| (layer, Vec::new())).1.push(*diff_id);
+    }
+    let todo: Vec<(&Descriptor, Vec<Digest>)> = claims.into_values().collect();
+    let fetched = std::sync::atomic::AtomicUsize::new(0);
+    super::parallel(threads, &todo, |(layer, claimed)| {
+        if get_blob(store, client, reference.repository(), layer, claimed)? {
+            fetched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
-    })
+    })?;
+    Ok(fetched.into_inner())
+}
+
+/// Make blob `desc` present: fetched (see [`fetch_checked`]) if the store lacks it, else marked as used (so
+/// that a `gc` with a grace period keeps it until the image is tagged) and, for a layer, read once to check
+/// the diff_ids claimed for it. Returns whether it was fetched.
+fn get_blob(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    desc: &Descriptor,
+    diff_ids: &[Digest],
+) -> Result<bool, RegistryError> {
+    if !store.reuse_blob(&desc.digest) {
+        fetch_checked(store, client, repo, desc, diff_ids)?;
+        return Ok(true);
+    }
+    if let Some(claimed) = diff_ids.first() {
+        let what = format!("layer {} from {}/{repo}", desc.digest, client.registry());
+        let blob = store.open_blob(&desc.digest).map_err(RegistryError::Store)?;
+        let actual = layers::uncompressed_digest(io::BufReader::with_capacity(1 << 20, blob))
+            .map(|(d, _)| d)
+            .map_err(|e| RegistryError::Io { what: format!("decompressing {what}"), source: e });
+        check_claims(&what, actual, diff_ids)?;
+        debug!(layer = %desc.digest, %claimed, "layer already in the store, diff_id checked");
+    }
+    Ok(false)
+}
+
+/// Whether the uncompressed digest `actual` of a layer meets every diff_id claimed for it.
+fn check_claims(what: &str, actual: Result<Digest, RegistryError>, claimed: &[Digest]) -> Result<(), RegistryError> {
+    let actual = actual?;
+    match claimed.iter().find(|c| **c != actual) {
+        Some(c) => Err(RegistryError::DigestMismatch {
+            what: format!("uncompressed {what} (its diff_id)"),
+            expected: c.to_string(),
+            actual: actual.to_string(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Stream one blob into a store temp file; `commit` verifies the digest (nothing becomes visible on a
 /// mismatch). A transfer that fails to start (connection error, 5xx, 429 with its `Retry-After`), breaks
 /// off or stalls is restarted, at most `retries` times, as uploads are; its temp file goes with it.
 pub(crate) fn fetch_blob(store: &Store, client: &Client, repo: &str, desc: &Descriptor) -> Result<(), RegistryError> {
+    fetch_checked(store, client, repo, desc, &[])
+}
+
+/// [`fetch_blob`], also decompressing the stream on its way to the store and checking that it hashes to
+/// every diff_id in `diff_ids` (none: no check) — one read of the download for both checks. The blob is
+/// stored (it is what its digest names) even when a claim fails; the caller then refuses the image.
+fn fetch_checked(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    desc: &Descriptor,
+    diff_ids: &[Digest],
+) -> Result<(), RegistryError> {
     let what = format!("blob {} from {}/{repo}", desc.digest, client.registry());
     let mut attempt = 0;
     loop {
-        match download(store, client, repo, desc, &what) {
+        match download(store, client, repo, desc, diff_ids, &what) {
             Err(e) if e.is_transient() && attempt < client.retries() => {
                 let wait = e.retry_after().unwrap_or_else(|| client.backoff(attempt));
                 warn!(what, error = %e, attempt = attempt + 1, of = client.retries(), ?wait, "retrying download");
@@ -257,39 +292,83 @@ pub(crate) fn fetch_blob(store: &Store, client: &Client, repo: &str, desc: &Desc
     }
 }
 
-/// One attempt of [`fetch_blob`].
-fn download(store: &Store, client: &Client, repo: &str, desc: &Descriptor, what: &str) -> Result<(), RegistryError> {
-    let mut resp = client.get_blob(repo, &desc.digest)?;
-    let mut writer = store.blob_writer()?;
-    let mut buf = vec![0u8; 256 << 10];
-    let mut got = 0u64;
-    loop {
-        let n = match resp.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let reason = if is_timeout(&e) {
-                    format!(
-                        "no data for {} s after {got} of {} bytes (stalled transfer)",
-                        client.stall_timeout().as_secs_f32(),
-                        desc.size
-                    )
-                } else {
-                    format!("transfer broke off after {got} of {} bytes: {e}", desc.size)
-                };
-                return Err(RegistryError::Transfer { what: what.to_string(), reason });
+/// The body of a blob download on its way into a store temp file: every byte read through it is written
+/// to the blob, and the first failure (transport, size, disk) is kept to be reported as such, rather than
+/// as whatever the decompressor reading through it makes of it.
+struct Incoming<'a, R> {
+    body: R,
+    blob: &'a mut store::BlobWriter,
+    desc: &'a Descriptor,
+    got: u64,
+    failure: Option<RegistryError>,
+    stall: std::time::Duration,
+    what: &'a str,
+}
+
+impl<R: Read> Read for Incoming<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.failure.is_some() {
+            return Err(io::Error::other("download failed"));
+        }
+        let n = loop {
+            match self.body.read(buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let (got, size) = (self.got, self.desc.size);
+                    let reason = if is_timeout(&e) {
+                        format!(
+                            "no data for {} s after {got} of {size} bytes (stalled transfer)",
+                            self.stall.as_secs_f32()
+                        )
+                    } else {
+                        format!("transfer broke off after {got} of {size} bytes: {e}")
+                    };
+                    return Err(self.fail(RegistryError::Transfer { what: self.what.to_string(), reason }));
+                }
             }
         };
-        got += n as u64;
-        if got > desc.size {
-            return Err(RegistryError::Protocol {
-                what: what.to_string(),
-                reason: format!("registry sent more than the descriptor's {} bytes", desc.size),
-            });
+        self.got += n as u64;
+        if self.got > self.desc.size {
+            let reason = format!("registry sent more than the descriptor's {} bytes", self.desc.size);
+            return Err(self.fail(RegistryError::Protocol { what: self.what.to_string(), reason }));
         }
-        writer.write_all(&buf[..n]).map_err(|e| RegistryError::Io { what: format!("storing {what}"), source: e })?;
+        if let Err(e) = self.blob.write_all(&buf[..n]) {
+            return Err(self.fail(RegistryError::Io { what: format!("storing {}", self.what), source: e }));
+        }
+        Ok(n)
     }
+}
+
+impl<R> Incoming<'_, R> {
+    fn fail(&mut self, e: RegistryError) -> io::Error {
+        let err = io::Error::other(e.to_string());
+        self.failure = Some(e);
+        err
+    }
+}
+
+/// One attempt of [`fetch_checked`].
+fn download(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    desc: &Descriptor,
+    diff_ids: &[Digest],
+    what: &str,
+) -> Result<(), RegistryError> {
+    let resp = client.get_blob(repo, &desc.digest)?;
+    let mut writer = store.blob_writer()?;
+    let mut incoming =
+        Incoming { body: resp, blob: &mut writer, desc, got: 0, failure: None, stall: client.stall_timeout(), what };
+    let uncompressed = (!diff_ids.is_empty()).then(|| layers::uncompressed_digest(&mut incoming));
+    // What the decompressor left unread (all of it when there is no claim to check) still goes to the blob.
+    let rest = io::copy(&mut incoming, &mut io::sink());
+    let (got, failure) = (incoming.got, incoming.failure.take());
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    rest.map_err(|e| RegistryError::Io { what: format!("storing {what}"), source: e })?;
     if got != desc.size {
         return Err(RegistryError::Protocol {
             what: what.to_string(),
@@ -305,7 +384,14 @@ fn download(store: &Store, client: &Client, repo: &str, desc: &Descriptor, what:
         },
         other => RegistryError::Store(other),
     })?;
-    debug!(%digest, size, "blob fetched");
+    if let Some(actual) = uncompressed {
+        let actual = actual.map(|(d, _)| d).map_err(|e| RegistryError::Protocol {
+            what: what.to_string(),
+            reason: format!("not a layer this tool can read (decompressing it failed: {e})"),
+        });
+        check_claims(what, actual, diff_ids)?;
+    }
+    debug!(%digest, size, checked = !diff_ids.is_empty(), "blob fetched");
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use layers::{Digest, HashingWriter};
+use layers::{Digest, HashingWriter, LayerInfo};
 use serde::Serialize;
 
 use super::{Result, Store, StoreError, io_err, not_regular, sync_dir, try_canonical_json};
@@ -62,6 +62,19 @@ impl BlobWriter {
     }
 }
 
+/// Where blobs that `blobs/` does not hold can come back from: a layer kept only as its extracted directory
+/// and tar-split skeleton (`builder::footprint`). The store asks it for what it lacks, and checks what it
+/// writes against the digest.
+pub trait BlobSource: Send + Sync + std::fmt::Debug {
+    /// The size of blob `digest`, if this source can write it.
+    fn size(&self, digest: &Digest) -> Option<u64>;
+    /// Write blob `digest` to `out`; returns the digests and sizes of what was written (the compressed
+    /// and the uncompressed stream), which the caller compares with what it expects.
+    fn write(&self, digest: &Digest, out: &mut dyn Write) -> Result<LayerInfo>;
+    /// Every blob this source can write, with its size.
+    fn list(&self) -> Vec<(Digest, u64)>;
+}
+
 /// Mark an existing blob as recently used, so that [`Store::gc`]'s grace period protects it while the
 /// caller goes on to reference it. Best effort: a read-only store still works.
 pub(super) fn touch(path: &Path) {
@@ -71,8 +84,62 @@ pub(super) fn touch(path: &Path) {
 }
 
 impl Store {
-    /// Whether the blob is present (as a regular file: a symlink in its place does not count).
+    /// Whether the blob is present (as a regular file: a symlink in its place does not count), or can be
+    /// written again by the store's [`BlobSource`].
     pub fn has_blob(&self, d: &Digest) -> bool {
+        fs::symlink_metadata(self.blob_path(d)).is_ok_and(|m| m.is_file()) || self.source_size(d).is_some()
+    }
+
+    /// The size of `d` if the store's [`BlobSource`] can write it.
+    pub(super) fn source_size(&self, d: &Digest) -> Option<u64> {
+        self.source.as_ref().and_then(|s| s.size(d))
+    }
+
+    /// Every blob the store's [`BlobSource`] can write, with its size (those may be in `blobs/` too).
+    pub fn source_blobs(&self) -> Vec<(Digest, u64)> {
+        self.source.as_ref().map(|s| s.list()).unwrap_or_default()
+    }
+
+    /// Write blob `d` through the store's [`BlobSource`] to `out` (nothing is stored); the digests of what
+    /// was written. `fsck` checks such blobs this way.
+    pub fn source_write(&self, d: &Digest, out: &mut dyn Write) -> Result<LayerInfo> {
+        match &self.source {
+            Some(s) => s.write(d, out),
+            None => Err(StoreError::BlobNotFound { digest: *d, path: self.blob_path(d) }),
+        }
+    }
+
+    /// Put blob `d` back into `blobs/` from the store's [`BlobSource`], verified against its digest.
+    fn restore(&self, d: &Digest) -> Result<()> {
+        let mut w = self.blob_writer()?;
+        let info = self.source_write(d, &mut w)?;
+        if info.digest != *d {
+            return Err(StoreError::Regenerate {
+                digest: *d,
+                reason: format!(
+                    "written again, it is {} ({} uncompressed): its layer directory or the compressor changed",
+                    info.digest, info.diff_id
+                ),
+            });
+        }
+        w.commit(Some(d))?;
+        tracing::info!(digest = %d, "blob written again from its extracted layer");
+        Ok(())
+    }
+
+    /// Whether the blob is present, marking it as used when it is (see [`touch`]): what a writer about to
+    /// reference a blob it did not write calls, so that `gc`'s grace period keeps the blob until the writer
+    /// has tagged what references it.
+    pub fn reuse_blob(&self, d: &Digest) -> bool {
+        let present = self.has_blob(d);
+        if present {
+            touch(&self.blob_path(d));
+        }
+        present
+    }
+
+    /// Whether blob `d` is a file in `blobs/` (not only writable by the store's [`BlobSource`]).
+    pub fn holds_blob_file(&self, d: &Digest) -> bool {
         fs::symlink_metadata(self.blob_path(d)).is_ok_and(|m| m.is_file())
     }
 
@@ -90,6 +157,10 @@ impl Store {
         let opened = File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&path);
         let file = match opened {
             Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.source_size(d).is_some() => {
+                self.restore(d)?;
+                return self.open_blob(d);
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::BlobNotFound { digest: *d, path }),
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_regular(path, None)),
             Err(e) => return Err(StoreError::Io { path, source: e }),
@@ -101,13 +172,16 @@ impl Store {
         }
     }
 
-    /// Size of a blob in bytes (of the name itself: a symlink is not a blob).
+    /// Size of a blob in bytes (of the name itself: a symlink is not a blob; or as the store's [`BlobSource`]
+    /// would write it).
     pub fn blob_size(&self, d: &Digest) -> Result<u64> {
         let path = self.blob_path(d);
         match fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() => Ok(m.len()),
             Ok(m) => Err(not_regular(path, Some(&m))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound { digest: *d, path }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.source_size(d).ok_or(StoreError::BlobNotFound { digest: *d, path })
+            }
             Err(e) => Err(StoreError::Io { path, source: e }),
         }
     }

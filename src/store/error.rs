@@ -115,6 +115,14 @@ pub enum StoreError {
         /// What is there instead.
         what: &'static str,
     },
+    /// A blob kept only as its extracted layer (see [`super::BlobSource`]) could not be written again.
+    #[error("blob {digest} (kept as its extracted layer): {reason}")]
+    Regenerate {
+        /// The blob.
+        digest: Digest,
+        /// Why it could not be written again.
+        reason: String,
+    },
     /// The arguments describe an inconsistent image.
     #[error("invalid image: {0}")]
     InvalidImage(String),

@@ -1,11 +1,12 @@
-//! Consistency check and garbage collection of the layout.
+//! Consistency check of the layout.
 //!
-//! fsck has two passes: (1) hash every file under `blobs/sha256/` (in parallel) and compare with its name,
-//! flagging anything that is not a `<64 hex>` regular file; (2) walk every descriptor reachable from
-//! `index.json` (indexes → manifests → config + layers), checking presence and size, parsing the JSON
-//! documents and comparing each manifest's layer count with its config's `rootfs.diff_ids`; (3) decompress
-//! every reachable layer (in parallel) and compare its sha256 with the diff_id each config claims for it —
-//! extracted layers are shared by diff_id, so a lying config would otherwise name another image's layer.
+//! fsck (1) lists `blobs/sha256/`, flagging anything that is not a `<64 hex>` regular file; (2) walks every
+//! descriptor reachable from `index.json` (indexes → manifests → config + layers), checking presence and
+//! size, parsing the JSON documents (each read verified against its digest) and comparing each manifest's
+//! layer count with its config's `rootfs.diff_ids`; (3) reads every blob once, in parallel: its sha256 is
+//! compared with its name and, for a layer some config claims a diff_id for, the same read is decompressed
+//! and its sha256 compared with every claim — extracted layers are shared by diff_id, so a lying config
+//! would otherwise name another image's layer.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -119,6 +120,8 @@ pub struct FsckReport {
     pub reachable: usize,
     /// Inconsistencies.
     pub problems: Vec<FsckProblem>,
+    /// Blobs not in `blobs/` but kept as their extracted layer, written again and checked.
+    pub kept_as_layers: usize,
     /// Blobs present but reachable from no tag (removable by [`Store::gc`]), with their sizes.
     pub unreferenced: Vec<(Digest, u64)>,
     /// Informational remarks (e.g. an absent non-distributable layer, an unverified digest algorithm).
@@ -177,20 +180,20 @@ struct Walk<'a> {
     store: &'a Store,
     /// Present blobs and their sizes.
     present: &'a BTreeMap<Digest, u64>,
-    /// Blobs known not to match their name (not parsed again).
-    corrupt: &'a BTreeSet<Digest>,
     reachable: BTreeSet<Digest>,
     /// `rootfs.diff_ids` of every reachable image config.
     diff_ids: BTreeSet<Digest>,
     /// (layer blob, claimed diff_id) → the first manifest pairing them, for layers present and intact.
     claims: BTreeMap<(Digest, Digest), Digest>,
     parsed: BTreeSet<Digest>,
+    /// Reachable documents whose content does not hash to their name, with what it hashes to.
+    corrupt_docs: BTreeMap<Digest, Digest>,
     problems: Vec<FsckProblem>,
     notes: Vec<String>,
 }
 
 impl Walk<'_> {
-    /// Check one reference; returns whether the blob is present with the right size and uncorrupted.
+    /// Check one reference; returns whether the blob is present with the right size.
     fn check(&mut self, desc: &Descriptor, from: &str) -> bool {
         self.reachable.insert(desc.digest);
         match self.present.get(&desc.digest) {
@@ -215,11 +218,17 @@ impl Walk<'_> {
                 });
                 false
             }
-            Some(_) => !self.corrupt.contains(&desc.digest),
+            Some(_) => true,
         }
     }
 
+    /// A document that could not be read: corrupt (its content hashes to another digest, which the blob
+    /// pass reports), or unreadable or unparsable.
     fn bad_doc(&mut self, desc: &Descriptor, from: &str, e: StoreError) {
+        if let StoreError::DigestMismatch { actual, .. } = e {
+            self.corrupt_docs.insert(desc.digest, actual);
+            return;
+        }
         self.problems.push(FsckProblem::BadDocument {
             digest: desc.digest,
             referenced_by: from.to_owned(),
@@ -293,8 +302,10 @@ pub(super) struct Walked {
     pub(super) reachable: BTreeSet<Digest>,
     /// `rootfs.diff_ids` of every image config reached.
     pub(super) diff_ids: BTreeSet<Digest>,
-    /// (layer blob, claimed diff_id) → a manifest making the claim, for every intact layer reached.
+    /// (layer blob, claimed diff_id) → a manifest making the claim, for every layer reached and present.
     pub(super) claims: BTreeMap<(Digest, Digest), Digest>,
+    /// Reachable documents whose content does not hash to their name → what it hashes to.
+    pub(super) corrupt_docs: BTreeMap<Digest, Digest>,
 }
 
 /// Walk from `index.json`; fills `report.reachable`, `tags`, problems and notes.
@@ -302,7 +313,6 @@ pub(super) fn walk(
     store: &Store,
     index: Result<Index, StoreError>,
     present: &BTreeMap<Digest, u64>,
-    corrupt: &BTreeSet<Digest>,
     report: &mut FsckReport,
 ) -> Walked {
     let layout = store.root().join("oci-layout");
@@ -318,17 +328,22 @@ pub(super) fn walk(
         Ok(index) => index,
         Err(e) => {
             report.problems.push(FsckProblem::BadLayout { path: store.index_path(), reason: e.to_string() });
-            return Walked { reachable: BTreeSet::new(), diff_ids: BTreeSet::new(), claims: BTreeMap::new() };
+            return Walked {
+                reachable: BTreeSet::new(),
+                diff_ids: BTreeSet::new(),
+                claims: BTreeMap::new(),
+                corrupt_docs: BTreeMap::new(),
+            };
         }
     };
     let mut w = Walk {
         store,
         present,
-        corrupt,
         reachable: BTreeSet::new(),
         diff_ids: BTreeSet::new(),
         claims: BTreeMap::new(),
         parsed: BTreeSet::new(),
+        corrupt_docs: BTreeMap::new(),
         problems: Vec::new(),
         notes: Vec::new(),
     };
@@ -345,7 +360,7 @@ pub(super) fn walk(
     report.problems.append(&mut w.problems);
     report.notes.append(&mut w.notes);
     report.reachable = w.reachable.len();
-    Walked { reachable: w.reachable, diff_ids: w.diff_ids, claims: w.claims }
+    Walked { reachable: w.reachable, diff_ids: w.diff_ids, claims: w.claims, corrupt_docs: w.corrupt_docs }
 }
 
 /// [`Store::fsck`].
@@ -355,54 +370,83 @@ pub(super) fn fsck(store: &Store) -> Result<FsckReport, StoreError> {
     // and only `gc` (under the lock) deletes blobs, so everything this index names is already listed.
     let index = store.index();
     let files = list_blobs(store, &mut report)?;
-    let hashed: Vec<(Digest, io::Result<(Digest, u64)>)> =
-        files.par_iter().map(|b| (b.digest, File::open(&b.path).and_then(layers::digest_reader))).collect();
-    let mut corrupt = BTreeSet::new();
-    for (digest, result) in hashed {
-        match result {
-            Ok((actual, size)) => {
-                report.blobs += 1;
-                report.bytes += size;
-                if actual != digest {
-                    corrupt.insert(digest);
-                    report.problems.push(FsckProblem::CorruptBlob { digest, actual });
-                }
-            }
+    let present = present_blobs(store, &files);
+    let walked = walk(store, index, &present, &mut report);
+    // Each layer blob with the diff_ids claimed for it (and a manifest making each claim).
+    let mut claims: BTreeMap<Digest, Vec<(Digest, Digest)>> = BTreeMap::new();
+    for (&(layer, diff_id), &manifest) in &walked.claims {
+        claims.entry(layer).or_default().push((diff_id, manifest));
+    }
+    // Blobs kept only as their extracted layer are written again (to nowhere) and checked the same way.
+    let in_files: BTreeSet<Digest> = files.iter().map(|b| b.digest).collect();
+    let kept: Vec<Digest> = present.keys().filter(|d| !in_files.contains(d)).copied().collect();
+    report.kept_as_layers = kept.len();
+    let read: Vec<(Digest, io::Result<Read>)> = files
+        .par_iter()
+        .map(|b| (b.digest, read_blob(&b.path, claims.contains_key(&b.digest))))
+        .chain(kept.par_iter().map(|d| (*d, regenerate_blob(store, d))))
+        .collect();
+    for (digest, result) in read {
+        let (actual, size, uncompressed) = match result {
+            Ok(Read { digest, size, uncompressed }) => (digest, size, uncompressed),
             Err(e) => {
-                corrupt.insert(digest);
                 report.problems.push(FsckProblem::Unreadable { digest, reason: e.to_string() });
+                continue;
             }
+        };
+        report.blobs += 1;
+        report.bytes += size;
+        if actual != digest {
+            report.problems.push(FsckProblem::CorruptBlob { digest, actual });
+            continue;
+        }
+        let Some(claimed) = claims.get(&digest) else { continue };
+        match uncompressed {
+            Some(Ok(actual)) => {
+                report.problems.extend(claimed.iter().filter(|(d, _)| *d != actual).map(|&(claimed, manifest)| {
+                    FsckProblem::DiffIdMismatch { layer: digest, manifest, claimed, actual }
+                }))
+            }
+            Some(Err(e)) => {
+                report.problems.push(FsckProblem::Unreadable { digest, reason: format!("decompressing: {e}") })
+            }
+            None => {}
         }
     }
-    let present: BTreeMap<Digest, u64> = files.iter().map(|b| (b.digest, b.size)).collect();
-    let walked = walk(store, index, &present, &corrupt, &mut report);
-    report.problems.extend(check_claims(store, &walked.claims));
     let reachable = walked.reachable;
     report.unreferenced = files.iter().filter(|b| !reachable.contains(&b.digest)).map(|b| (b.digest, b.size)).collect();
     Ok(report)
 }
 
-/// Decompress each claimed layer once (in parallel) and report the claims its content does not meet.
-fn check_claims(store: &Store, claims: &BTreeMap<(Digest, Digest), Digest>) -> Vec<FsckProblem> {
-    let layers: BTreeSet<Digest> = claims.keys().map(|(layer, _)| *layer).collect();
-    let layers: Vec<Digest> = layers.into_iter().collect();
-    let actual: BTreeMap<Digest, io::Result<Digest>> = layers
-        .par_iter()
-        .map(|layer| {
-            let digest = store
-                .open_blob(layer)
-                .map_err(io::Error::other)
-                .and_then(|f| layers::uncompressed_digest(io::BufReader::with_capacity(1 << 20, f)).map(|(d, _)| d));
-            (*layer, digest)
-        })
-        .collect();
-    let mut problems = Vec::new();
-    for (&(layer, claimed), &manifest) in claims {
-        match &actual[&layer] {
-            Ok(d) if *d == claimed => {}
-            Ok(d) => problems.push(FsckProblem::DiffIdMismatch { layer, manifest, claimed, actual: *d }),
-            Err(e) => problems.push(FsckProblem::Unreadable { digest: layer, reason: format!("decompressing: {e}") }),
-        }
-    }
-    problems
+/// What one read of a blob found.
+struct Read {
+    /// sha256 of the file.
+    digest: Digest,
+    /// Its length.
+    size: u64,
+    /// For a layer: the sha256 of its uncompressed stream, or why it could not be decompressed.
+    uncompressed: Option<io::Result<Digest>>,
+}
+
+/// Write blob `d` again through the store's blob source, hashing both streams.
+fn regenerate_blob(store: &Store, d: &Digest) -> io::Result<Read> {
+    let info = store.source_write(d, &mut io::sink()).map_err(io::Error::other)?;
+    Ok(Read { digest: info.digest, size: info.size, uncompressed: Some(Ok(info.diff_id)) })
+}
+
+/// The blobs present: the files of `blobs/`, and those the store's blob source can write.
+pub(super) fn present_blobs(store: &Store, files: &[BlobFile]) -> BTreeMap<Digest, u64> {
+    let mut present: BTreeMap<Digest, u64> = store.source_blobs().into_iter().collect();
+    present.extend(files.iter().map(|b| (b.digest, b.size)));
+    present
+}
+
+/// Hash the blob at `path`; for a `layer`, also decompress the same read and hash what comes out.
+fn read_blob(path: &std::path::Path, layer: bool) -> io::Result<Read> {
+    let mut file = layers::HashingReader::new(io::BufReader::with_capacity(1 << 20, File::open(path)?));
+    let uncompressed = layer.then(|| layers::uncompressed_digest(&mut file).map(|(d, _)| d));
+    // The rest of the file, if the decompressor stopped short of its end (or failed), is still hashed.
+    io::copy(&mut file, &mut io::sink())?;
+    let (digest, size) = file.finish();
+    Ok(Read { digest, size, uncompressed })
 }

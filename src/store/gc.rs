@@ -6,7 +6,7 @@
 //! Planning and sweeping are separate so that `gc --dry-run` prints exactly what a `gc` under the same
 //! lock removes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::time::{Duration, SystemTime};
@@ -35,7 +35,7 @@ pub struct GcReport {
 pub(super) fn plan(store: &Store, min_age: Duration) -> Result<GcReport, StoreError> {
     let mut scratch = FsckReport::default();
     let files = fsck::list_blobs(store, &mut scratch)?;
-    let present: BTreeMap<Digest, u64> = files.iter().map(|b| (b.digest, b.size)).collect();
+    let present = fsck::present_blobs(store, &files);
     // Unknown reachability → refuse, naming the cause.
     let index = store
         .index()
@@ -47,7 +47,7 @@ pub(super) fn plan(store: &Store, min_age: Duration) -> Result<GcReport, StoreEr
         fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|t| now.duration_since(t).unwrap_or_default() < min_age)
     };
     let mut kept = roots;
-    let mut walked = fsck::walk(store, Ok(index_of(&kept)), &present, &BTreeSet::new(), &mut scratch);
+    let mut walked = fsck::walk(store, Ok(index_of(&kept)), &present, &mut scratch);
     // A referrer stays while its subject is reachable, or while its subject is younger than the grace
     // period (a writer may store an image's documents before tagging it); so do referrers of kept
     // referrers (a signature of an SBOM): repeat until nothing changes.
@@ -62,12 +62,16 @@ pub(super) fn plan(store: &Store, min_age: Duration) -> Result<GcReport, StoreEr
         }
         kept.extend(live);
         scratch = FsckReport::default();
-        walked = fsck::walk(store, Ok(index_of(&kept)), &present, &BTreeSet::new(), &mut scratch);
+        walked = fsck::walk(store, Ok(index_of(&kept)), &present, &mut scratch);
     }
     if let Some(p) =
         scratch.problems.iter().find(|p| matches!(p, FsckProblem::BadLayout { .. } | FsckProblem::BadDocument { .. }))
     {
         return Err(StoreError::Layout { path: store.root().to_path_buf(), reason: format!("gc refused: {p}") });
+    }
+    if let Some((digest, actual)) = walked.corrupt_docs.iter().next() {
+        let reason = format!("gc refused: reachable document {digest} is corrupt (its content is {actual})");
+        return Err(StoreError::Layout { path: store.root().to_path_buf(), reason });
     }
     let mut report = GcReport { dropped_referrers: referrers, live_diff_ids: walked.diff_ids, ..GcReport::default() };
     for blob in files.iter().filter(|b| !walked.reachable.contains(&b.digest)) {

@@ -17,6 +17,11 @@
 //!   see the old or the new index, never a torn one.
 //! - Whoever takes the lock first removes stale temp files (unlocked ones) from `.tmp/`.
 //!
+//! A blob may be absent from `blobs/` when a [`BlobSource`] can write it again (a layer the state dir keeps
+//! only as its extracted directory, see `builder::footprint`): the store then counts it as present, and
+//! [`Store::open_blob`] writes it back into `blobs/`, verified against its digest, before opening it. Other
+//! tools reading the layout need every blob in `blobs/`: `kolla-oci gc --max-extracted 0` puts them back.
+//!
 //! Every JSON document the store writes goes through [`canonical_json`] (sorted keys, compact), so equal
 //! content has an equal digest.
 //!
@@ -42,7 +47,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub use archive::{ArchiveStats, write_docker_archive};
-pub use blob::BlobWriter;
+pub use blob::{BlobSource, BlobWriter};
 pub use error::StoreError;
 use error::{Result, io_err, not_regular};
 pub use fsck::{FsckProblem, FsckReport};
@@ -70,13 +75,15 @@ fn sync_dir(dir: &Path) -> Result<()> {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Where the blobs that `blobs/` does not hold can come back from (see [`BlobSource`]).
+    source: Option<std::sync::Arc<dyn BlobSource>>,
 }
 
 impl Store {
     /// Open the layout at `root`, creating the directories, `oci-layout` and an empty `index.json` if they
     /// are missing. An existing `oci-layout` must declare `imageLayoutVersion` 1.0.x.
     pub fn open(root: &Path) -> Result<Store> {
-        let store = Store { root: root.to_path_buf() };
+        let store = Store { root: root.to_path_buf(), source: None };
         for dir in [store.blobs_dir(), store.tmp_dir()] {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
@@ -96,6 +103,11 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// The same store, giving back the blobs `source` can write when `blobs/` does not hold them.
+    pub fn with_source(self, source: std::sync::Arc<dyn BlobSource>) -> Store {
+        Store { source: Some(source), ..self }
     }
 
     /// The layout directory.
