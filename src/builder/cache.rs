@@ -8,7 +8,8 @@
 //!
 //! | input | key |
 //! |---|---|
-//! | how layers are written: tar encoding, gzip/zstd implementation | [`KEY_FORMAT`] (bumped when they change) |
+//! | how layers are written: tar encoding | [`KEY_FORMAT`] (bumped when it changes) |
+//! | the compressor and its version (`Compression::engine`: libdeflate 1.26, zstd 1.5.x) | [`chain_start`] |
 //! | the base image's layers (diff_ids), or none (`FROM scratch`); the platform | [`chain_start`] |
 //! | `--compression` algorithm and level (the blob's bytes) | [`chain_start`] |
 //! | `SOURCE_DATE_EPOCH` (clamps mtimes) | [`chain_start`] |
@@ -37,7 +38,9 @@ use crate::store::Descriptor;
 /// inputs, or when the encoding below changes: every key then changes, and old entries are never hit.
 /// v3: layers are compressed with libdeflate as independent gzip members (`layers/src/gzip.rs`).
 /// v4: compression and `SOURCE_DATE_EPOCH` in [`chain_start`]; full modes of context files.
-const KEY_FORMAT: &[u8] = b"kolla-oci step key v4";
+/// v5: the compressor's name and version in [`chain_start`] (libdeflate 1.14 → 1.26 changed some members'
+/// bytes at the same level; a newer compressor now changes the keys by itself).
+const KEY_FORMAT: &[u8] = b"kolla-oci step key v5";
 
 /// The build-wide inputs that shape every layer of a chain.
 pub(crate) struct LayerShaping {
@@ -57,6 +60,7 @@ pub(crate) fn chain_start(base_diff_ids: Option<&[String]>, platform: &str, shap
     let epoch = shaping.source_date_epoch.map(|e| e.to_string()).unwrap_or_default();
     key.field("platform", platform)
         .field("compression", shaping.compression.to_string())
+        .field("compressor", shaping.compression.engine())
         .field("source-date-epoch", epoch)
         .finish()
 }
@@ -266,8 +270,8 @@ mod tests {
         assert_eq!(run.hex(), RUN_PIN);
     }
 
-    const FROM_PIN: &str = "f66f5806d992633902b2fa54d4fb7a461bc5b5ccdb5a100f58dd6a91a868a6d9";
-    const RUN_PIN: &str = "744dc670b062893c82da3a6e4cb36c8431bbb7f3fd8dcd2d5d350c2c1395b5fe";
+    const FROM_PIN: &str = "1f429188c62c0939d09bab64090c78af9f1fd97a7ffac0ee36247fd4540ab123";
+    const RUN_PIN: &str = "741fbaa55d5c2a6eef584578e72a9616e81853dbc83dbd6d03679e639bfb12d9";
 
     #[test]
     fn fields_do_not_run_into_each_other() {
