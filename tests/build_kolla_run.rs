@@ -79,7 +79,7 @@ fn failed(summary: &Value) -> BTreeMap<String, String> {
 
 /// `skopeo copy` of `tag` of `state`'s store to `docker://{dest}` (plain http).
 fn copy_to_registry(bench: &Bench, state: &str, tag: &str, dest: &str) {
-    let src = format!("oci:{}:{tag}", bench.state(state).join("oci").display());
+    let src = format!("oci:{}:{tag}", bench.plain_layout(state).display());
     tool("skopeo", &["copy", "--quiet", "--dest-tls-verify=false", &src, &format!("docker://{dest}")]);
 }
 
@@ -289,7 +289,7 @@ fn squash_merges_an_images_own_layers_into_one() {
     assert_eq!(sq.len(), base.len() + 1, "the parent's layers and one more");
     assert_eq!(&sq[..base.len()], &base[..], "the parent's layers are kept as they are");
     let bundle = bench.dir.join("unpack-squash");
-    let image = format!("{}:kolla/svc-sq:{KOLLA_TAG}", bench.state("squash").join("oci").display());
+    let image = format!("{}:kolla/svc-sq:{KOLLA_TAG}", bench.plain_layout("squash").display());
     tool("umoci", &["unpack", "--rootless", "--image", &image, bundle.to_str().unwrap()]);
     let root: PathBuf = bundle.join("rootfs");
     assert_eq!(fs::read_to_string(root.join("two")).unwrap(), "two\n");

@@ -59,8 +59,8 @@ fn hundred_thousand_continuation_lines() {
     text.push_str("  continued > /out.txt\n");
     let run = build(&bench, "Df.comments", &text).ok();
     let digest = run.stdout.trim().to_owned();
-    let layout = bench.state("seed").join("oci");
     let bundle = bench.dir.join("bundle-comments");
+    let layout = bench.plain_layout("seed");
     tool("umoci", &["unpack", "--image", &format!("{}:hostile:1", layout.display()), bundle.to_str().unwrap()]);
     assert_eq!(fs::read_to_string(bundle.join("rootfs/out.txt")).unwrap(), "continued\n", "{digest}");
 
@@ -291,7 +291,6 @@ fn add_archives_that_try_to_escape_are_refused_or_confined() {
         ("hard-dotdot", vec![E::Hard("h", &up_passwd)]),
         ("hard-to-sym", vec![E::Sym("s", &via), E::Hard("h", "s"), E::File("h", "ESCAPED\n")]),
     ];
-    let layout = bench.state("seed").join("oci");
     for (name, entries) in &cases {
         let archive = format!("{name}.tar");
         fs::write(bench.ctx().join(&archive), raw_tar(entries)).unwrap();
@@ -300,6 +299,7 @@ fn add_archives_that_try_to_escape_are_refused_or_confined() {
         if run.status.success() {
             // Confined: every escaping byte landed inside the image, under the ADD destination.
             let bundle = bench.dir.join(format!("bundle-{name}"));
+            let layout = bench.plain_layout("seed");
             tool("umoci", &["unpack", "--image", &format!("{}:hostile:1", layout.display()), bundle.to_str().unwrap()]);
             for f in files_containing(&bundle.join("rootfs"), "ESCAPED", &[]) {
                 assert!(f.starts_with(bundle.join("rootfs/opt/x")), "{name}: {} is outside /opt/x", f.display());
@@ -333,6 +333,7 @@ fn add_archives_that_try_to_escape_are_refused_or_confined() {
     build(&bench, "Df.destlink", &text).ok();
     assert!(fs::read_dir(&victim).unwrap().next().is_none(), "a destination symlink wrote into {}", victim.display());
     let bundle = bench.dir.join("bundle-destlink");
+    let layout = bench.plain_layout("seed");
     tool("umoci", &["unpack", "--image", &format!("{}:hostile:1", layout.display()), bundle.to_str().unwrap()]);
     let inside = bundle.join("rootfs").join(v.trim_start_matches('/'));
     for f in ["plain.txt", "in-archive.txt", "sub/deeper/x"] {
@@ -386,7 +387,7 @@ fn symlink_loops_in_the_context_are_clear_errors() {
     // Copying the directory copies the links as links: the image holds the same loops, nothing followed.
     build(&bench, "Df.dir", "FROM bb-base:1\nCOPY loops /loops/\n").ok();
     let bundle = bench.dir.join("bundle-loops");
-    let layout = bench.state("seed").join("oci");
+    let layout = bench.plain_layout("seed");
     tool("umoci", &["unpack", "--image", &format!("{}:hostile:1", layout.display()), bundle.to_str().unwrap()]);
     let root = bundle.join("rootfs/loops");
     for (link, target) in [("self", "self"), ("a", "b"), ("b", "a"), ("up", "..")] {

@@ -166,8 +166,12 @@ fn a_poisoned_entry_is_refused_even_when_its_diff_id_is_extracted_here() {
         std::fs::remove_file(entry.unwrap().path()).unwrap();
     }
     let store = Store::open(&b.join("oci")).unwrap();
-    let honest = store.load_image("app:1").unwrap().config.rootfs.diff_ids[1];
-    let honest_dir = b.join("layers").join(honest.hex());
+    let image = store.load_image("app:1").unwrap();
+    let honest = image.config.rootfs.diff_ids[1];
+    // The build kept app's own layers as blobs only; extract it as a `run` of it would.
+    let ws = kolla_oci::builder::Workspace::open(&b).unwrap();
+    let honest_dir = ws.ensure_layer_dir(&image.manifest.layers[1], &honest).unwrap();
+    drop(ws);
     let honest_files = std::fs::read_to_string(honest_dir.join("one")).unwrap();
 
     // Someone with push rights replaces the first RUN's entry: an evil blob under the honest diff_id.

@@ -238,7 +238,8 @@ fn setup_errors_name_the_step() {
     spec.argv = vec!["no-such-command".into()];
     let err = sandbox::run(&spec, &mut Vec::new()).unwrap_err();
     assert!(
-        matches!(&err, SandboxError::Setup(m) if m.contains("exec \"no-such-command\"") && m.contains("not found")),
+        matches!(&err, SandboxError::Exec { code: 127, message: m }
+            if m.contains("exec \"no-such-command\"") && m.contains("not found")),
         "{err}"
     );
 

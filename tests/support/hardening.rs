@@ -431,6 +431,15 @@ impl Bench {
         self.tree_digests(state)
     }
 
+    /// `state`'s OCI layout with every blob in `blobs/` (`gc --max-extracted 0`), as tools that read layer
+    /// blobs from a layout (`skopeo copy oci:`, `umoci unpack`) need it: a build keeps the layers other images
+    /// build on as extracted directories only.
+    pub fn plain_layout(&self, state: &str) -> PathBuf {
+        let run = run_bounded(&mut self.kolla(state, &["gc", "--max-extracted", "0"]), Duration::from_secs(120));
+        assert!(run.status.success(), "gc --max-extracted 0 of {state} failed:\n{}", run.stderr);
+        self.state(state).join("oci")
+    }
+
     /// `kolla-oci fsck` on `state` must pass; returns its report.
     pub fn fsck_ok(&self, state: &str) -> String {
         let run = run_bounded(&mut self.kolla(state, &["fsck"]), Duration::from_secs(60));
