@@ -21,7 +21,7 @@ use super::workspace::ScratchDir;
 use super::{BuildError, BuildOptions, Workspace};
 use crate::dockerfile::{self, CopySpec, Expander, Instruction, Kind, RunScript};
 use crate::sandbox;
-use crate::store::{BlobWriter, Descriptor, History, ImageConfig, Platform};
+use crate::store::{BlobWriter, Descriptor, History, Image, ImageConfig, Platform};
 
 /// Docker's default shell for shell-form RUN/CMD/ENTRYPOINT.
 /// How much of a RUN's output is kept for the error message.
@@ -120,6 +120,8 @@ pub fn build_image(
         tracing::warn!("{w}");
     }
     let ctx = BuildContext::new(req.context, req.dockerfile)?;
+    // Never an image of the host's platform by mistake: RUN of another platform's binaries needs qemu-user.
+    crate::platform::check_runnable(&opts.platform)?;
     let cache = StepCache::new(ws.cache_dir(), opts.cache);
     std::thread::scope(|scope| {
         let mut bg = Background::new(scope);
@@ -362,13 +364,18 @@ fn from_image(
     in_run: Option<&InRun>,
 ) -> Result<(ImageState, Base), BuildError> {
     if name == "scratch" {
-        let platform = Platform::host();
-        let config = ImageConfig { architecture: platform.architecture, os: platform.os, ..Default::default() };
+        let platform = &opts.platform;
+        let config = ImageConfig {
+            architecture: platform.architecture.clone(),
+            os: platform.os.clone(),
+            variant: platform.variant.clone(),
+            ..Default::default()
+        };
         let state = ImageState {
             config,
             layers: vec![],
             dirs: vec![],
-            key: cache::chain_start(None, &Platform::host().to_string(), &shaping(opts)),
+            key: cache::chain_start(None, &platform.to_string(), &shaping(opts)),
             stage: 0,
             inherited: None,
             rules: RuleState::default(),
@@ -392,12 +399,14 @@ fn from_image(
         };
         return Ok((state, Base::InRun(h)));
     }
-    let store = ws.store();
-    let present = store.resolve(name)?.is_some();
+    let present = stored_for(ws, name, &opts.platform)?.is_some();
     if !present || opts.pull {
         bootstrap::fetch_base(ws, name, opts, present)?;
     }
-    let image = store.load_image(name)?;
+    let image = stored_for(ws, name, &opts.platform)?.ok_or_else(|| BuildError::BaseImage {
+        image: name.into(),
+        reason: format!("the store has no {} image of it", opts.platform),
+    })?;
     let diff_ids = &image.config.rootfs.diff_ids;
     if diff_ids.len() != image.manifest.layers.len() {
         return Err(BuildError::BaseImage {
@@ -424,6 +433,16 @@ fn from_image(
         rules: RuleState::default(),
     };
     Ok((state, Base::Stored(image.manifest_digest)))
+}
+
+/// Image `name` of the store for `platform` (from an index, the manifest for it), if the store has one.
+pub(crate) fn stored_for(ws: &Workspace, name: &str, platform: &Platform) -> Result<Option<Image>, BuildError> {
+    let Some(desc) = ws.store().resolve(name)? else { return Ok(None) };
+    let image = match ws.store().load_image_from(&desc, platform) {
+        Err(crate::store::StoreError::NoPlatform { .. }) => return Ok(None),
+        image => image?,
+    };
+    Ok(platform.matches(&image.config.platform()).then_some(image))
 }
 
 /// The `created` time of a base image's config, in seconds (0 when it has none).

@@ -108,6 +108,8 @@ fn build(
     registry: &kolla_oci::registry::RegistryOptions,
 ) -> anyhow::Result<ExitCode> {
     use kolla_oci::builder::kolla;
+    // One clear error before anything is built, rather than one per image.
+    kolla_oci::platform::check_runnable(&cfg.platform)?;
     let ws = ctx.open_workspace()?;
     let matched = selection.names_with(graph, Status::Matched);
     if matched.is_empty() && selection.names_with(graph, Status::Skipped).is_empty() {

@@ -131,6 +131,8 @@ pub struct KollaConfig {
     pub debian_arch: String,
     /// Debian arch derived from `base_arch` (what templates see as `debian_arch`).
     pub template_debian_arch: String,
+    /// The platform images are built for (`--platform`, else `--base-arch`'s).
+    pub platform: crate::store::Platform,
     /// `deb` or `rpm`.
     pub base_package_type: String,
     /// `apt` or `dnf`.
