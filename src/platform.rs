@@ -121,7 +121,8 @@ fn check_runnable_in(p: &Platform, dir: &Path) -> Result<(), PlatformError> {
         return Ok(());
     }
     let qemu = row(p).map_or("<arch>", |a| a.4);
-    let fail = |reason: String| PlatformError::NoEmulation { platform: p.to_string(), host: host().to_string(), qemu, reason };
+    let fail =
+        |reason: String| PlatformError::NoEmulation { platform: p.to_string(), host: host().to_string(), qemu, reason };
     let read = |path: PathBuf| std::fs::read_to_string(&path).map_err(|e| (path, e));
     match read(dir.join("status")) {
         Ok(s) if s.trim() == "enabled" => {}

@@ -1,0 +1,120 @@
+//! Cross-builds through qemu-user (`tests/setup.sh` installs `qemu-user-static binfmt-support` and
+//! enables their binfmt_misc registrations): the bundled `memcached` built as kolla-build builds it for
+//! arm64 (`--platform linux/arm64 --base-arch aarch64`) is a real arm64 image — its config says so, its
+//! `/usr/bin/memcached` is an aarch64 ELF — and `kolla-oci run` runs it through the same emulation.
+//!
+//! One test function: everything checks the one (emulated, slow) build.
+
+use std::fs;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use kolla_oci::store::{Image, Store};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kolla-oci");
+const IMAGE: &str = "kolla/memcached:2026.2-debian-trixie";
+/// ELF `e_machine` of AArch64.
+const EM_AARCH64: u16 = 0xB7;
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Env {
+    fn kolla(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("KOLLA_OCI_STORE", self.dir.join("state"))
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .unwrap()
+    }
+
+    fn image(&self) -> (Store, Image) {
+        let store = Store::open(&self.dir.join("state/oci")).unwrap();
+        let image = store.load_image(IMAGE).unwrap();
+        (store, image)
+    }
+}
+
+/// The first bytes of `path` (no leading `/`) in the image's layers, topmost layer first.
+fn file_head(store: &Store, image: &Image, path: &str, len: usize) -> Option<Vec<u8>> {
+    for layer in image.manifest.layers.iter().rev() {
+        let blob = store.open_blob(&layer.digest).unwrap();
+        let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(blob));
+        for entry in tar.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().to_string_lossy().trim_start_matches("./").to_owned();
+            if name == path && entry.header().entry_type().is_file() {
+                let mut head = vec![0; len];
+                entry.read_exact(&mut head).unwrap();
+                return Some(head);
+            }
+        }
+    }
+    None
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn memcached_for_arm64_through_qemu_user() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Env { dir: tmp.path().to_path_buf(), _tmp: tmp };
+    let summary = env.dir.join("summary.json");
+    let logs = env.dir.join("logs");
+    let started = Instant::now();
+    let out = env.kolla(&[
+        "build",
+        "--platform",
+        "linux/arm64",
+        "--base-arch",
+        "aarch64",
+        "--threads",
+        "2",
+        "--summary-json-file",
+        summary.to_str().unwrap(),
+        "--logs-dir",
+        logs.to_str().unwrap(),
+        "^memcached$",
+    ]);
+    eprintln!("arm64 build of base + memcached: {:.0} s", started.elapsed().as_secs_f64());
+    assert!(out.status.success(), "arm64 build failed: {}", text(&out));
+    let sum: Value = serde_json::from_str(&fs::read_to_string(&summary).unwrap()).unwrap();
+    let built: Vec<&str> = sum["built"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(built, ["base", "memcached"]);
+
+    // The image is arm64's: config, the store's index entry, and the binary itself.
+    let (store, image) = env.image();
+    assert_eq!((image.config.os.as_str(), image.config.architecture.as_str()), ("linux", "arm64"));
+    assert_eq!(image.config.variant.as_deref(), Some("v8"));
+    let tagged = store.resolve(IMAGE).unwrap().unwrap();
+    assert_eq!(tagged.platform.unwrap().to_string(), "linux/arm64/v8");
+    let elf = file_head(&store, &image, "usr/bin/memcached", 20).expect("/usr/bin/memcached in the layers");
+    assert_eq!(&elf[..4], b"\x7fELF");
+    assert_eq!(u16::from_le_bytes([elf[18], elf[19]]), EM_AARCH64, "e_machine of /usr/bin/memcached");
+
+    // It runs, through the same qemu-user registration.
+    let out = env.kolla(&["run", IMAGE, "--", "memcached", "-V"]);
+    assert!(out.status.success(), "memcached -V: {}", text(&out));
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(version.starts_with("memcached 1."), "{version}");
+    let out = env.kolla(&["run", IMAGE, "--", "uname", "-m"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "aarch64", "{}", text(&out));
+
+    // `run --platform` of another platform than the image's says so.
+    let out = env.kolla(&["run", "--platform", "linux/amd64", IMAGE, "--", "true"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("is a linux/arm64/v8 image, not linux/amd64"), "{}", text(&out));
+
+    // A platform and an architecture that disagree are refused before anything is built.
+    let out = env.kolla(&["build", "--platform", "linux/arm64", "--base-arch", "x86_64", "^memcached$"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--base-arch x86_64 builds for linux/amd64"), "{}", text(&out));
+}
