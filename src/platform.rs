@@ -63,6 +63,9 @@ fn row(
 /// as Docker records it).
 pub fn parse(given: &str) -> Result<Platform, PlatformError> {
     let bad = |reason: String| PlatformError::Invalid { given: given.to_owned(), reason };
+    if given.contains(',') {
+        return Err(bad("one platform per run: build each platform with its own --platform".into()));
+    }
     let p = crate::registry::parse_platform(given.trim()).map_err(|_| bad("expected os/arch[/variant]".into()))?;
     if p.os != "linux" {
         return Err(bad(format!("only linux images are built, not {}", p.os)));
@@ -156,6 +159,7 @@ mod tests {
         assert_eq!(parse("linux/arm64").unwrap().to_string(), "linux/arm64/v8");
         assert_eq!(parse("linux/arm64/v8").unwrap().to_string(), "linux/arm64/v8");
         assert_eq!(parse("linux/amd64").unwrap().to_string(), "linux/amd64");
+        assert!(parse("linux/amd64,linux/arm64").unwrap_err().to_string().contains("one platform per run"));
         for bad in ["linux", "windows/amd64", "linux/sparc", "linux/arm64/v7", "linux/amd64/v2", ""] {
             assert!(parse(bad).is_err(), "{bad}");
         }
