@@ -454,6 +454,21 @@ mod tests {
     }
 
     #[test]
+    fn platform_and_base_arch_name_one_architecture() {
+        let platform = |args: &[&str]| resolve(args, "").map(|c| (c.platform.to_string(), c.base_arch));
+        let arm = ("linux/arm64/v8".to_string(), "aarch64".to_string());
+        assert_eq!(platform(&["--base-arch", "aarch64"]).unwrap(), arm);
+        assert_eq!(platform(&["--platform", "linux/arm64"]).unwrap(), arm);
+        assert_eq!(platform(&["--platform", "linux/arm64", "--base-arch", "aarch64"]).unwrap(), arm);
+        assert_eq!(platform(&["--base-arch", "x86_64"]).unwrap(), ("linux/amd64".to_string(), "x86_64".to_string()));
+        assert_eq!(resolve(&["--platform", "linux/arm64"], "").unwrap().template_debian_arch, "arm64");
+        let e = platform(&["--platform", "linux/arm64", "--base-arch", "x86_64"]).unwrap_err().to_string();
+        assert!(e.contains("--base-arch x86_64 builds for linux/amd64"), "{e}");
+        let e = platform(&["--platform", "linux/amd64,linux/arm64"]).unwrap_err().to_string();
+        assert!(e.contains("one platform per run"), "{e}");
+    }
+
+    #[test]
     fn run_network_is_private_unless_the_command_line_or_a_file_says_otherwise() {
         use crate::sandbox::NetworkMode;
         // kolla-build's `network_mode` maps onto it when given; its default ("host") does not.
