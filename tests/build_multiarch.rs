@@ -113,6 +113,20 @@ fn memcached_for_arm64_through_qemu_user() {
     assert!(!out.status.success());
     assert!(text(&out).contains("is a linux/arm64/v8 image, not linux/amd64"), "{}", text(&out));
 
+    // A rebuild with nothing changed takes every step from the cache (keys of the arm64 chain).
+    let out = env.kolla(&[
+        "build",
+        "--platform",
+        "linux/arm64",
+        "--summary-json-file",
+        summary.to_str().unwrap(),
+        "^memcached$",
+    ]);
+    assert!(out.status.success(), "arm64 rebuild failed: {}", text(&out));
+    let sum: Value = serde_json::from_str(&fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(sum["layers_built"], 0, "{sum}");
+    assert_eq!(env.image().1.manifest_digest, image.manifest_digest);
+
     // A platform and an architecture that disagree are refused before anything is built.
     let out = env.kolla(&["build", "--platform", "linux/arm64", "--base-arch", "x86_64", "^memcached$"]);
     assert!(!out.status.success());
