@@ -3,7 +3,13 @@
 //! arm64 (`--platform linux/arm64 --base-arch aarch64`) is a real arm64 image — its config says so, its
 //! `/usr/bin/memcached` is an aarch64 ELF — and `kolla-oci run` runs it through the same emulation.
 //!
-//! One test function: everything checks the one (emulated, slow) build.
+//! One test function checks the one (emulated, slow) build; another pushes a tag holding one image per
+//! platform (an image index) to a real registry, where skopeo picks either platform.
+
+#[path = "support/registry.rs"]
+mod registry;
+#[path = "support/store.rs"]
+mod store_support;
 
 use std::fs;
 use std::io::Read;
@@ -11,6 +17,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Instant;
 
+use kolla_oci::registry::{Reference, RegistryOptions};
 use kolla_oci::store::{Image, Store};
 use serde_json::Value;
 
@@ -131,4 +138,54 @@ fn memcached_for_arm64_through_qemu_user() {
     let out = env.kolla(&["build", "--platform", "linux/arm64", "--base-arch", "x86_64", "^memcached$"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("--base-arch x86_64 builds for linux/amd64"), "{}", text(&out));
+}
+
+/// A tag holding one image per platform is pushed as an index after its images (blobs once), and skopeo
+/// finds both platforms in it and copies the one asked for.
+#[test]
+fn an_index_of_two_platforms_is_pushed_with_its_images() {
+    const TAG: &str = "kolla/multi:1";
+    let reg = registry::TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (store, amd64, diff_ids) = store_support::busybox_store(dir.path(), TAG);
+    let layers = store.read_manifest(&amd64).unwrap().layers;
+    let mut config = store_support::config_for(&diff_ids);
+    (config.architecture, config.variant) = ("arm64".into(), Some("v8".into()));
+    let arm64 = store.write_image(&config, &layers).unwrap();
+    let index = store.set_platform_tag(TAG, &arm64).unwrap();
+
+    let target = format!("{}/kolla/multi:1", reg.addr());
+    let pushes = [(TAG.to_string(), Reference::parse(&target).unwrap())];
+    let report = kolla_oci::registry::push(&store, &pushes, &RegistryOptions::default()).unwrap();
+    assert_eq!(report.manifests, 3, "two images and their index");
+    assert_eq!(report.uploaded_blobs, 1 + 2, "the shared layer once, two configs: {report:?}");
+
+    let raw = store_support::run_ok(
+        Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{target}")),
+    );
+    assert_eq!(layers::Digest::of_bytes(raw.as_bytes()), index.digest, "the stored index, byte for byte");
+    let raw: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(raw["mediaType"], "application/vnd.oci.image.index.v1+json");
+    let platforms: Vec<String> = raw["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!("{}/{}", m["platform"]["os"].as_str().unwrap(), m["platform"]["architecture"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+
+    for (arch, want) in [("arm64", &arm64), ("amd64", &amd64)] {
+        let layout = dir.path().join(format!("copy-{arch}"));
+        store_support::run_ok(
+            Command::new("skopeo")
+                .args(["copy", "--override-arch", arch, "--src-tls-verify=false"])
+                .arg(format!("docker://{target}"))
+                .arg(format!("oci:{}:x", layout.display())),
+        );
+        let copied = Store::open(&layout).unwrap().load_image("x").unwrap();
+        assert_eq!(copied.config.architecture, arch);
+        assert_eq!(copied.manifest_digest, want.digest, "skopeo copied the very manifest pushed for {arch}");
+    }
 }
