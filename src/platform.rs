@@ -63,9 +63,6 @@ fn row(
 /// as Docker records it).
 pub fn parse(given: &str) -> Result<Platform, PlatformError> {
     let bad = |reason: String| PlatformError::Invalid { given: given.to_owned(), reason };
-    if given.contains(',') {
-        return Err(bad("one platform per run: build each platform with its own --platform".into()));
-    }
     let p = crate::registry::parse_platform(given.trim()).map_err(|_| bad("expected os/arch[/variant]".into()))?;
     if p.os != "linux" {
         return Err(bad(format!("only linux images are built, not {}", p.os)));
@@ -78,6 +75,19 @@ pub fn parse(given: &str) -> Result<Platform, PlatformError> {
         return Err(bad(format!("{} has no variant {}", p.architecture, p.variant.as_deref().unwrap_or_default())));
     }
     Ok(Platform { variant: variant.map(str::to_owned), ..p })
+}
+
+/// Parse `--platform`: one platform, or several separated by commas (each [`parse`]d, none twice).
+pub fn parse_list(given: &str) -> Result<Vec<Platform>, PlatformError> {
+    let mut platforms: Vec<Platform> = Vec::new();
+    for one in given.split(',') {
+        let p = parse(one)?;
+        if platforms.contains(&p) {
+            return Err(PlatformError::Invalid { given: given.to_owned(), reason: format!("{p} is named twice") });
+        }
+        platforms.push(p);
+    }
+    Ok(platforms)
 }
 
 /// The platform of kolla's `base_arch` (`aarch64` → `linux/arm64/v8`), if it is one kolla-oci knows.
@@ -159,7 +169,10 @@ mod tests {
         assert_eq!(parse("linux/arm64").unwrap().to_string(), "linux/arm64/v8");
         assert_eq!(parse("linux/arm64/v8").unwrap().to_string(), "linux/arm64/v8");
         assert_eq!(parse("linux/amd64").unwrap().to_string(), "linux/amd64");
-        assert!(parse("linux/amd64,linux/arm64").unwrap_err().to_string().contains("one platform per run"));
+        let both = parse_list("linux/amd64, linux/arm64").unwrap();
+        assert_eq!(both.iter().map(ToString::to_string).collect::<Vec<_>>(), ["linux/amd64", "linux/arm64/v8"]);
+        assert!(parse_list("linux/arm64,linux/arm64/v8").unwrap_err().to_string().contains("twice"));
+        assert!(parse_list("linux/amd64,").is_err());
         for bad in ["linux", "windows/amd64", "linux/sparc", "linux/arm64/v7", "linux/amd64/v2", ""] {
             assert!(parse(bad).is_err(), "{bad}");
         }

@@ -189,3 +189,81 @@ fn an_index_of_two_platforms_is_pushed_with_its_images() {
         assert_eq!(copied.manifest_digest, want.digest, "skopeo copied the very manifest pushed for {arch}");
     }
 }
+
+/// `--platform linux/amd64,linux/arm64` builds the tree once per platform, each rendered for its
+/// architecture, and records one image index per image under its tag; `--push` pushes it whole (each
+/// platform's SBOM and provenance beside its own manifest), and a rebuild builds nothing.
+#[test]
+fn several_platforms_make_one_index_per_image_pushed_whole() {
+    let reg = registry::TestRegistry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = Env { dir: tmp.path().to_path_buf(), _tmp: tmp };
+    let tree = env.dir.join("tree");
+    fs::create_dir_all(tree.join("base")).unwrap();
+    fs::write(
+        tree.join("base/Dockerfile.j2"),
+        "FROM scratch\nCOPY arch /arch\nLABEL arch=\"{{ base_arch }} {{ debian_arch }}\"\n",
+    )
+    .unwrap();
+    fs::write(tree.join("base/arch"), "x\n").unwrap();
+    let registry = reg.addr();
+    let build = || {
+        let out = env.kolla(&[
+            "build",
+            "--all",
+            "--template-tree",
+            tree.to_str().unwrap(),
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--push",
+            "--registry",
+            &registry,
+        ]);
+        assert!(out.status.success(), "two-platform build failed: {}", text(&out));
+        text(&out)
+    };
+    build();
+
+    let store = Store::open(&env.dir.join("state/oci")).unwrap();
+    let (tag, tagged) =
+        store.tags().unwrap().into_iter().find(|(t, _)| t.ends_with("/kolla/base:2026.2-debian-trixie")).unwrap();
+    let index = store.read_index(&tagged).unwrap();
+    let platform = |p: &str| kolla_oci::platform::parse(p).unwrap();
+    for (p, arch) in [("linux/amd64", "x86_64 amd64"), ("linux/arm64", "aarch64 arm64")] {
+        let image = store.load_image_from(&tagged, &platform(p)).unwrap();
+        assert_eq!(image.config.config.labels["arch"], arch, "{p} rendered for its architecture");
+        assert!(index.manifests.iter().any(|m| m.digest == image.manifest_digest));
+    }
+
+    let target = format!("{registry}/kolla/base:2026.2-debian-trixie");
+    assert_eq!(tag, target);
+    let raw = store_support::run_ok(
+        Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{target}")),
+    );
+    assert_eq!(layers::Digest::of_bytes(raw.as_bytes()), tagged.digest, "the stored index was pushed");
+    let arm64 = store.load_image_from(&tagged, &platform("linux/arm64")).unwrap().manifest_digest;
+    let layout = env.dir.join("copy-arm64");
+    store_support::run_ok(
+        Command::new("skopeo")
+            .args(["copy", "--override-arch", "arm64", "--src-tls-verify=false"])
+            .arg(format!("docker://{target}"))
+            .arg(format!("oci:{}:x", layout.display())),
+    );
+    assert_eq!(Store::open(&layout).unwrap().load_image("x").unwrap().manifest_digest, arm64);
+    // The arm64 image's SBOM and provenance went with it (docker-registry 2.8: as its referrers tag).
+    let referrers_tag = format!("{registry}/kolla/base:sha256-{}", arm64.hex());
+    let referrers = store_support::run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{referrers_tag}")),
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&referrers).unwrap()["manifests"].as_array().unwrap().len(),
+        2,
+        "{referrers}"
+    );
+
+    let again = build();
+    assert_eq!(again.matches("layers built 0, from cache").count(), 2, "{again}");
+    assert_eq!(store.resolve(&tag).unwrap().unwrap().digest, tagged.digest);
+}

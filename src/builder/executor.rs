@@ -135,7 +135,7 @@ pub fn build_image(
         }
         finish_config(&mut state, opts);
         let handoff = req.in_run.map(|r| r.publish(req.tag, &state.config, state.dirs.clone())).transpose()?;
-        let written = write_image(ws, req, &mut state, bg);
+        let written = write_image(ws, req, &mut state, bg, opts.keep_platforms);
         if let Some(h) = handoff {
             h.complete(written.as_ref().map(Written::clone).map_err(|e| e.to_string()));
         }
@@ -162,12 +162,14 @@ pub fn build_image(
 }
 
 /// Waits for the image's layers (compressed in the background here, or by the image of this run it
-/// starts from), then writes its manifest and tags it.
+/// starts from), then writes its manifest and tags it (beside the tag's images of other platforms, with
+/// `keep_platforms`).
 fn write_image(
     ws: &Workspace,
     req: &BuildRequest,
     state: &mut ImageState,
     bg: Background<'_, '_, Compressed>,
+    keep_platforms: bool,
 ) -> Result<Written, BuildError> {
     let finished = bg.finish()?;
     for done in finished.results {
@@ -189,7 +191,10 @@ fn write_image(
     let layers: Vec<Descriptor> = state.layers.iter().map(|l| l.clone().expect("every layer was written")).collect();
     let store = ws.store();
     let descriptor = store.write_image(&state.config, &layers)?;
-    store.set_tag(req.tag, &descriptor)?;
+    match keep_platforms {
+        true => store.set_platform_tag(req.tag, &descriptor).map(drop)?,
+        false => store.set_tag(req.tag, &descriptor)?,
+    }
     Ok(Written { descriptor, layers })
 }
 

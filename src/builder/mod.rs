@@ -83,6 +83,9 @@ pub struct BuildOptions {
     /// The platform built for (`--platform`): root images are pulled or bootstrapped for it, and RUN
     /// executes its binaries (through qemu-user when it is not this machine's).
     pub platform: crate::store::Platform,
+    /// Tag each image beside the tag's images of other platforms (an image index, one image per
+    /// platform) instead of replacing it: a build for several platforms, one platform at a time.
+    pub keep_platforms: bool,
 }
 
 /// The value of a build-time label: text, or the image's creation time in one of two spellings.
@@ -115,6 +118,7 @@ impl Default for BuildOptions {
             labels: BTreeMap::new(),
             squash: false,
             platform: crate::platform::host(),
+            keep_platforms: false,
         }
     }
 }

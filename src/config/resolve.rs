@@ -336,7 +336,7 @@ impl KollaConfig {
         let base = r.choice("base", &BASES.iter().map(|b| b.0).collect::<Vec<_>>())?;
         let base_arch = r.choice("base_arch", &["x86_64", "aarch64"])?;
         let debian_arch = r.choice("debian_arch", &["amd64", "arm64"])?;
-        let platform = Self::resolve_platform(r, &base_arch)?;
+        let platforms = Self::resolve_platforms(r, &base_arch)?;
         let base_tag = r.string("base_tag")?;
         let base_row = BASES.iter().find(|b| b.0 == base).expect("checked by choice");
         let (mut base_package_type, mut distro_package_manager) =
@@ -486,21 +486,25 @@ impl KollaConfig {
             base_tag,
             base_arch,
             debian_arch,
-            platform,
+            platform: platforms[0].clone(),
+            platforms,
         })
     }
 
-    /// The platform to build for: `--platform` (one `os/arch[/variant]`), else `--base-arch`'s
-    /// (kolla's `aarch64` is `linux/arm64/v8`). Both given must name the same architecture: the tree
-    /// rendered for one and built for the other would be neither.
-    fn resolve_platform(r: &Resolver<'_>, base_arch: &str) -> Result<crate::store::Platform, ConfigError> {
+    /// The platforms to build for: `--platform` (`os/arch[/variant]`, or several separated by commas),
+    /// else `--base-arch`'s (kolla's `aarch64` is `linux/arm64/v8`). One platform and `--base-arch` must
+    /// name the same architecture: the tree rendered for one and built for the other would be neither.
+    /// With several, each is rendered for its own architecture (see [`KollaConfig::for_platform`]).
+    fn resolve_platforms(r: &Resolver<'_>, base_arch: &str) -> Result<Vec<crate::store::Platform>, ConfigError> {
         let of_arch = crate::platform::of_base_arch(base_arch).ok_or_else(|| {
             r.err("DEFAULT", "base_arch", base_arch, "kolla-oci knows no platform for this architecture")
         })?;
-        let Some(given) = r.opt_string("platform")? else { return Ok(of_arch) };
-        let platform =
-            crate::platform::parse(&given).map_err(|e| r.err("DEFAULT", "platform", &given, e.to_string()))?;
-        if platform != of_arch {
+        let Some(given) = r.opt_string("platform")? else { return Ok(vec![of_arch]) };
+        let platforms =
+            crate::platform::parse_list(&given).map_err(|e| r.err("DEFAULT", "platform", &given, e.to_string()))?;
+        if let [platform] = platforms.as_slice()
+            && *platform != of_arch
+        {
             return Err(r.err(
                 "DEFAULT",
                 "platform",
@@ -508,7 +512,7 @@ impl KollaConfig {
                 format!("--base-arch {base_arch} builds for {of_arch}; give both for the same architecture"),
             ));
         }
-        Ok(platform)
+        Ok(platforms)
     }
 
     /// kolla's users, with `[<name>-user]` sections overriding or adding uid, gid and group.

@@ -181,8 +181,8 @@ pub fn push_referrers(
     run(store, &jobs, opts, None)
 }
 
-/// Push every referrer the store keeps for each local tag's image (its SBOM, its provenance) into the
-/// target's repository, in one run, as [`push_referrers`] does for one image. Push the images first.
+/// Push every referrer the store keeps for each local tag's image (its SBOM, its provenance; for an
+/// image index, those of each image it lists) into the target's repository, in one run, as [`push_referrers`] does for one image. Push the images first.
 /// Tags whose image has no referrers are skipped; with none at all nothing is contacted.
 pub fn push_referrers_of(
     store: &Store,
@@ -192,8 +192,15 @@ pub fn push_referrers_of(
     let mut jobs = Vec::new();
     for (tag, target) in images {
         let desc = store.resolve(tag)?.ok_or_else(|| RegistryError::NotInStore(tag.to_string()))?;
-        for a in store.referrers(&desc.digest, None)? {
-            jobs.push(referrer_job(store, target, &a)?);
+        // An index has none itself: each image it lists has its own.
+        let subjects = match store::is_index(&desc.media_type) {
+            true => store.read_index(&desc)?.manifests,
+            false => vec![desc],
+        };
+        for subject in subjects {
+            for a in store.referrers(&subject.digest, None)? {
+                jobs.push(referrer_job(store, target, &a)?);
+            }
         }
     }
     if jobs.is_empty() {
