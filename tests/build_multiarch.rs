@@ -263,6 +263,19 @@ fn several_platforms_make_one_index_per_image_pushed_whole() {
         "{referrers}"
     );
 
+    // `save --platform` and `run --platform` pick one.
+    for arch in ["arm64", "amd64"] {
+        let tar = env.dir.join(format!("{arch}.tar"));
+        let out = env.kolla(&["save", "--platform", &format!("linux/{arch}"), &tag, "-o", tar.to_str().unwrap()]);
+        assert!(out.status.success(), "save: {}", text(&out));
+        let inspect = store_support::run_ok(
+            Command::new("skopeo").arg("inspect").arg(format!("docker-archive:{}", tar.display())),
+        );
+        assert_eq!(serde_json::from_str::<Value>(&inspect).unwrap()["Architecture"], arch, "{inspect}");
+    }
+    let out = env.kolla(&["run", "--platform", "linux/arm64", &tag, "--", "/nothing"]);
+    assert!(!text(&out).contains("is a linux/amd64 image"), "{}", text(&out));
+
     let again = build();
     assert_eq!(again.matches("layers built 0, from cache").count(), 2, "{again}");
     assert_eq!(store.resolve(&tag).unwrap().unwrap().digest, tagged.digest);

@@ -93,7 +93,9 @@ fn save_writes_a_docker_archive_that_skopeo_reads() {
 
     let lib_tar = dir.path().join("lib.tar");
     let names = vec![TAG.to_owned(), APP.to_owned()];
-    let stats = store::write_docker_archive(&store, &names, std::fs::File::create(&lib_tar).unwrap()).unwrap();
+    let stats =
+        store::write_docker_archive(&store, &names, &Platform::host(), std::fs::File::create(&lib_tar).unwrap())
+            .unwrap();
     // 2 manifests + 2 configs + 2 distinct layers: the shared base layer is written once.
     assert_eq!((stats.images, stats.blobs), (2, 6), "{stats:?}");
 
