@@ -40,6 +40,6 @@ if [[ ! -e /proc/sys/fs/binfmt_misc/status ]]; then
     $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
 fi
 if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]] || ! grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64; then
-    $SUDO update-binfmts --enable
+    $SUDO update-binfmts --enable qemu-aarch64
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
