@@ -10,6 +10,7 @@ pub mod config;
 pub mod dockerfile;
 pub mod graph;
 pub mod http;
+pub mod platform;
 pub mod redact;
 pub mod registry;
 pub mod sandbox;

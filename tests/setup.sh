@@ -16,22 +16,29 @@ packages=(
     python3 python3-venv  # kolla-build for the template conformance test; spdx-tools for the SBOM test
     podman            # loads `kolla-oci save` archives in the save test
     git               # git sources (kolla-build.conf type = git) in the sources tests
+    qemu-user-static binfmt-support arch-test  # foreign-arch images (--platform linux/arm64): RUN through binfmt_misc, mmdebstrap --arch
     ca-certificates
 )
+SUDO=""
+[[ $(id -u) == 0 ]] || SUDO=sudo
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
-    SUDO=""
-    [[ $(id -u) == 0 ]] || SUDO=sudo
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 # slirp4netns opens /dev/net/tun in the user namespace: udev makes it 0666, some minimal machines leave it 0600.
 if [[ -c /dev/net/tun && $(stat -c %a /dev/net/tun) != 666 ]]; then
-    SUDO=""
-    [[ $(id -u) == 0 ]] || SUDO=sudo
     $SUDO chmod 0666 /dev/net/tun
+fi
+# Foreign-arch builds run through qemu-user registered in binfmt_misc (with the F flag, which
+# qemu-user-static's registrations carry): mount it if the machine has not, and enable the registrations.
+if [[ ! -e /proc/sys/fs/binfmt_misc/status ]]; then
+    $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]] || ! grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64; then
+    $SUDO update-binfmts --enable qemu-aarch64
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true

@@ -93,7 +93,9 @@ fn save_writes_a_docker_archive_that_skopeo_reads() {
 
     let lib_tar = dir.path().join("lib.tar");
     let names = vec![TAG.to_owned(), APP.to_owned()];
-    let stats = store::write_docker_archive(&store, &names, std::fs::File::create(&lib_tar).unwrap()).unwrap();
+    let stats =
+        store::write_docker_archive(&store, &names, &Platform::host(), std::fs::File::create(&lib_tar).unwrap())
+            .unwrap();
     // 2 manifests + 2 configs + 2 distinct layers: the shared base layer is written once.
     assert_eq!((stats.images, stats.blobs), (2, 6), "{stats:?}");
 
@@ -285,4 +287,41 @@ fn images_command_lists_tags() {
     assert_eq!(cols[3], "1");
     assert_eq!(cols[4..].join(" "), "2024-01-02 03:04:05");
     assert_eq!(image.manifest.layers.len(), 1);
+}
+
+/// `set_platform_tag`: one image per platform under a tag, as an index once there are two; the same
+/// platform again replaces its entry; `load_image_from` picks each.
+#[test]
+fn platform_tags_keep_one_image_per_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, host_image, diff_ids) = busybox_store(dir.path(), TAG);
+    let layer = store.read_manifest(&host_image).unwrap().layers;
+    let arm64 = Platform {
+        architecture: "arm64".into(),
+        os: "linux".into(),
+        variant: Some("v8".into()),
+        ..Platform::default()
+    };
+    let arm_image = |created: &str| {
+        let mut config = config_for(&diff_ids);
+        (config.architecture, config.variant) = (arm64.architecture.clone(), arm64.variant.clone());
+        config.created = Some(created.into());
+        store.write_image(&config, &layer).unwrap()
+    };
+    let first_arm = arm_image("2025-01-01T00:00:00Z");
+    let tagged = store.set_platform_tag(TAG, &first_arm).unwrap();
+    let index = store.read_index(&tagged).unwrap();
+    let platforms: Vec<String> = index.manifests.iter().map(|d| d.platform.as_ref().unwrap().to_string()).collect();
+    assert_eq!(platforms, [Platform::host().to_string(), arm64.to_string()]);
+    assert!(index.manifests.iter().all(|d| d.ref_name().is_none()));
+    assert_eq!(store.load_image_from(&tagged, &arm64).unwrap().manifest_digest, first_arm.digest);
+    assert_eq!(store.load_image(TAG).unwrap().manifest_digest, host_image.digest);
+
+    let second_arm = arm_image("2025-02-01T00:00:00Z");
+    let tagged = store.set_platform_tag(TAG, &second_arm).unwrap();
+    let index = store.read_index(&tagged).unwrap();
+    assert_eq!(index.manifests.len(), 2, "the arm64 entry was replaced");
+    assert_eq!(store.load_image_from(&tagged, &arm64).unwrap().manifest_digest, second_arm.digest);
+    // Alone under a tag, an image is tagged as itself.
+    assert_eq!(store.set_platform_tag("kolla/arm-only:1", &second_arm).unwrap().digest, second_arm.digest);
 }

@@ -23,14 +23,14 @@ pub(crate) fn fetch_base(ws: &Workspace, name: &str, opts: &BuildOptions, presen
     let suite = debian_suite(name);
     // What a registry may have a newer one of: an image pulled before, and `debian:<suite>` (bootstrapped
     // while no registry served it) unless `--bootstrap`; not one made here (`build-file -t`).
-    let from_registry = pulled_before(ws, name)?;
+    let from_registry = pulled_before(ws, name, &opts.platform)?;
     if present && !from_registry && (suite.is_none() || opts.bootstrap) {
         return Ok(());
     }
-    let platform = Platform::host();
+    let platform = &opts.platform;
     let remote = opts.cache_repo.as_ref().filter(|_| suite.is_some() && !present);
     if let Some(remote) = remote {
-        let fetch = || match remote.fetch_root(ws.store(), name, &platform) {
+        let fetch = || match remote.fetch_root(ws.store(), name, platform) {
             Ok(true) => Ok(Some(())),
             Ok(false) => Ok(None),
             Err(e) => {
@@ -94,17 +94,18 @@ pub(crate) fn fetch_base(ws: &Workspace, name: &str, opts: &BuildOptions, presen
         }
     }
     if let Some(remote) = remote
-        && let Err(e) = remote.publish_root(ws.store(), name, &platform)
+        && let Err(e) = remote.publish_root(ws.store(), name, platform)
     {
         tracing::warn!(cache = remote.name(), "sharing root image {name} through the cache: {e}");
     }
     Ok(())
 }
 
-/// Whether image `name` of the store came from a registry (a pull tags it under its full name too).
-fn pulled_before(ws: &Workspace, name: &str) -> Result<bool, BuildError> {
+/// Whether image `name` of the store for `platform` came from a registry (a pull tags it under its
+/// full name too).
+fn pulled_before(ws: &Workspace, name: &str, platform: &Platform) -> Result<bool, BuildError> {
     let Ok(reference) = Reference::parse(name) else { return Ok(false) };
-    Ok(ws.store().resolve(&reference.to_string())?.is_some())
+    Ok(super::executor::stored_for(ws, &reference.to_string(), platform)?.is_some())
 }
 
 /// Pull `name` from the first of its sources (registries.conf mirrors, then its own registry) that has
@@ -122,13 +123,13 @@ fn pull(ws: &Workspace, name: &str, opts: &BuildOptions) -> Result<(), Vec<Strin
         if source.insecure {
             ropts.insecure_registries.push(source.reference.registry().to_string());
         }
-        match registry::pull_as(ws.store(), &source.reference, &reference.to_string(), None, &ropts) {
+        match registry::pull_as(ws.store(), &source.reference, &reference.to_string(), Some(&opts.platform), &ropts) {
             Ok(desc) => {
                 if source.reference != reference {
                     tracing::info!("{name}: pulled from the mirror {}", source.reference);
                 }
                 // Also under the name the Dockerfile used, so the next build finds it without a lookup.
-                ws.store().set_tag(name, &desc).map_err(|e| vec![e.to_string()])?;
+                ws.store().set_platform_tag(name, &desc).map_err(|e| vec![e.to_string()])?;
                 return Ok(());
             }
             Err(e) => failures.push(format!("{}: {}", source.reference, crate::with_causes(&e))),
@@ -162,8 +163,13 @@ pub(crate) fn bootstrap_debian(
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .map_err(|e| BuildError::io(&hook, "chmod", e))?;
     tracing::info!("bootstrapping {from} from the Debian archive with mmdebstrap");
+    let arch = crate::platform::debian_arch(&opts.platform).ok_or_else(|| BuildError::BaseImage {
+        image: from.into(),
+        reason: format!("no Debian architecture for {}", opts.platform),
+    })?;
     let mut cmd = Command::new("mmdebstrap");
     cmd.args(["--variant=minbase", "--format=tar", "--quiet"])
+        .arg(format!("--architectures={arch}"))
         .arg(format!("--customize-hook={}", hook.display()))
         .arg(suite)
         .arg(&tar);
@@ -198,11 +204,12 @@ pub(crate) fn bootstrap_debian(
         tracing::warn!("keeping the skeleton of the {from} rootfs failed (its blob stays): {e}");
     }
     let layer = Descriptor::new(info.media_type, info.digest, info.size);
-    let platform = Platform::host();
+    let platform = opts.platform.clone();
     let created = opts.created(opts.layer_time());
     let config = ImageConfig {
         architecture: platform.architecture,
         os: platform.os,
+        variant: platform.variant,
         created: Some(created.clone()),
         config: ContainerConfig {
             env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
@@ -219,7 +226,7 @@ pub(crate) fn bootstrap_debian(
         ..Default::default()
     };
     let manifest = store.write_image(&config, &[layer])?;
-    store.set_tag(from, &manifest)?;
+    store.set_platform_tag(from, &manifest)?;
     Ok(manifest)
 }
 

@@ -28,6 +28,10 @@ pub struct ContainerOptions {
     pub interactive: bool,
     /// Give the command a terminal (`-t`).
     pub tty: bool,
+    /// The platform to run (`run --platform`): of an image index, its manifest for that platform; a
+    /// single image must be of it. `None`: a single image whatever its platform, of an index this
+    /// machine's. A foreign platform runs through qemu-user (see [`crate::platform::check_runnable`]).
+    pub platform: Option<crate::store::Platform>,
 }
 
 /// Run `image` (a tag in the store) and return the command's exit code; its output goes to `output`.
@@ -37,7 +41,13 @@ pub fn run_container(
     opts: &ContainerOptions,
     output: &mut dyn Write,
 ) -> Result<i32, BuildError> {
-    let img = ws.store().load_image(image)?;
+    let desc = ws.store().resolve(image)?.ok_or_else(|| BuildError::Input(format!("no image {image} in the store")))?;
+    let img = ws.store().load_image_from(&desc, opts.platform.as_ref().unwrap_or(&crate::platform::host()))?;
+    let platform = img.config.platform();
+    if let Some(want) = opts.platform.as_ref().filter(|want| !want.matches(&platform)) {
+        return Err(BuildError::Input(format!("{image} is a {platform} image, not {want}")));
+    }
+    crate::platform::check_runnable(&platform)?;
     let lowerdirs = ws.lower_dirs(&img)?;
     let c = &img.config.config;
     let mut argv = opts.entrypoint.clone().or_else(|| c.entrypoint.clone()).unwrap_or_default();

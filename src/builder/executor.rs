@@ -22,7 +22,7 @@ use super::workspace::ScratchDir;
 use super::{BuildError, BuildOptions, Workspace};
 use crate::dockerfile::{self, CopySpec, Expander, Instruction, Kind, RunScript};
 use crate::sandbox;
-use crate::store::{BlobWriter, Descriptor, History, ImageConfig, Platform};
+use crate::store::{BlobWriter, Descriptor, History, Image, ImageConfig, Platform};
 
 /// Docker's default shell for shell-form RUN/CMD/ENTRYPOINT.
 /// How much of a RUN's output is kept for the error message.
@@ -134,6 +134,8 @@ pub fn build_image(
         tracing::warn!("{w}");
     }
     let ctx = BuildContext::new(req.context, req.dockerfile)?;
+    // Never an image of the host's platform by mistake: RUN of another platform's binaries needs qemu-user.
+    crate::platform::check_runnable(&opts.platform)?;
     let cache = StepCache::new(ws.cache_dir(), opts.cache);
     std::thread::scope(|scope| {
         let mut bg = Background::new(scope);
@@ -150,7 +152,7 @@ pub fn build_image(
             .in_run
             .map(|r| r.publish(req.tag, &state.config, state.dirs.clone(), state.layers.clone()))
             .transpose()?;
-        let written = write_image(ws, req, &mut state, bg);
+        let written = write_image(ws, req, &mut state, bg, opts.keep_platforms);
         if let Some(h) = handoff {
             h.complete(written.as_ref().map(Written::clone).map_err(|e| e.to_string()));
         }
@@ -177,12 +179,14 @@ pub fn build_image(
 }
 
 /// Waits for the image's layers (compressed in the background here, or by the image of this run it
-/// starts from), then writes its manifest and tags it.
+/// starts from), then writes its manifest and tags it (beside the tag's images of other platforms, with
+/// `keep_platforms`).
 fn write_image(
     ws: &Workspace,
     req: &BuildRequest,
     state: &mut ImageState,
     bg: Background<'_, '_, Compressed>,
+    keep_platforms: bool,
 ) -> Result<Written, BuildError> {
     let finished = bg.finish()?;
     for done in finished.results {
@@ -204,7 +208,10 @@ fn write_image(
     let layers: Vec<Descriptor> = state.layers.iter().map(|l| l.clone().expect("every layer was written")).collect();
     let store = ws.store();
     let descriptor = store.write_image(&state.config, &layers)?;
-    store.set_tag(req.tag, &descriptor)?;
+    match keep_platforms {
+        true => store.set_platform_tag(req.tag, &descriptor).map(drop)?,
+        false => store.set_tag(req.tag, &descriptor)?,
+    }
     Ok(Written { descriptor, layers })
 }
 
@@ -380,13 +387,18 @@ fn from_image(
     in_run: Option<&InRun>,
 ) -> Result<(ImageState, Base), BuildError> {
     if name == "scratch" {
-        let platform = Platform::host();
-        let config = ImageConfig { architecture: platform.architecture, os: platform.os, ..Default::default() };
+        let platform = &opts.platform;
+        let config = ImageConfig {
+            architecture: platform.architecture.clone(),
+            os: platform.os.clone(),
+            variant: platform.variant.clone(),
+            ..Default::default()
+        };
         let state = ImageState {
             config,
             layers: vec![],
             dirs: vec![],
-            key: cache::chain_start(None, &Platform::host().to_string(), &shaping(opts)),
+            key: cache::chain_start(None, &platform.to_string(), &shaping(opts)),
             stage: 0,
             inherited: None,
             rules: RuleState::default(),
@@ -410,12 +422,14 @@ fn from_image(
         };
         return Ok((state, Base::InRun(h)));
     }
-    let store = ws.store();
-    let present = store.resolve(name)?.is_some();
+    let present = stored_for(ws, name, &opts.platform)?.is_some();
     if !present || opts.pull {
         bootstrap::fetch_base(ws, name, opts, present)?;
     }
-    let image = store.load_image(name)?;
+    let image = stored_for(ws, name, &opts.platform)?.ok_or_else(|| BuildError::BaseImage {
+        image: name.into(),
+        reason: format!("the store has no {} image of it", opts.platform),
+    })?;
     let diff_ids = &image.config.rootfs.diff_ids;
     if diff_ids.len() != image.manifest.layers.len() {
         return Err(BuildError::BaseImage {
@@ -436,6 +450,16 @@ fn from_image(
         rules: RuleState::default(),
     };
     Ok((state, Base::Stored(image.manifest_digest)))
+}
+
+/// Image `name` of the store for `platform` (from an index, the manifest for it), if the store has one.
+pub(crate) fn stored_for(ws: &Workspace, name: &str, platform: &Platform) -> Result<Option<Image>, BuildError> {
+    let Some(desc) = ws.store().resolve(name)? else { return Ok(None) };
+    let image = match ws.store().load_image_from(&desc, platform) {
+        Err(crate::store::StoreError::NoPlatform { .. }) => return Ok(None),
+        image => image?,
+    };
+    Ok(platform.matches(&image.config.platform()).then_some(image))
 }
 
 /// The `created` time of a base image's config, in seconds (0 when it has none).

@@ -258,10 +258,18 @@ struct Live {
 fn live_layers(store: &Store) -> Result<Live, BuildError> {
     let mut images: Vec<(Vec<Digest>, Vec<Descriptor>)> = Vec::new();
     for (_, desc) in store.tags()? {
-        // Artifacts and other platforms' images are no images a build or `run` mounts here.
-        let Ok(image) = store.load_image_from(&desc, &Platform::host()) else { continue };
-        if image.config.rootfs.diff_ids.len() == image.manifest.layers.len() {
-            images.push((image.config.rootfs.diff_ids, image.manifest.layers));
+        // Each platform's image of a multi-platform tag is mounted by the builds for that platform.
+        let manifests = if crate::store::is_index(&desc.media_type) {
+            store.read_index(&desc).map(|index| index.manifests).unwrap_or_default()
+        } else {
+            vec![desc]
+        };
+        for m in manifests {
+            // Artifacts are no images a build or `run` mounts.
+            let Ok(image) = store.load_image_from(&m, &Platform::host()) else { continue };
+            if image.config.rootfs.diff_ids.len() == image.manifest.layers.len() {
+                images.push((image.config.rootfs.diff_ids, image.manifest.layers));
+            }
         }
     }
     let prefixes: HashSet<&[Digest]> =

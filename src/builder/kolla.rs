@@ -36,6 +36,8 @@ pub fn build_options(cfg: &KollaConfig, registry: &RegistryOptions) -> BuildOpti
         squash: cfg.squash,
         registry: registry_options(cfg, registry),
         network: cfg.network,
+        platform: cfg.platform.clone(),
+        keep_platforms: cfg.platforms.len() > 1,
         ..BuildOptions::default()
     }
 }

@@ -82,6 +82,12 @@ pub struct BuildOptions {
     pub labels: BTreeMap<String, Label>,
     /// `--squash`: the image's own layers (those on top of its first `FROM`) become one.
     pub squash: bool,
+    /// The platform built for (`--platform`): root images are pulled or bootstrapped for it, and RUN
+    /// executes its binaries (through qemu-user when it is not this machine's).
+    pub platform: crate::store::Platform,
+    /// Tag each image beside the tag's images of other platforms (an image index, one image per
+    /// platform) instead of replacing it: a build for several platforms, one platform at a time.
+    pub keep_platforms: bool,
 }
 
 /// The value of a build-time label: text, or the image's creation time in one of two spellings.
@@ -113,6 +119,8 @@ impl Default for BuildOptions {
             cache_wait: None,
             labels: BTreeMap::new(),
             squash: false,
+            platform: crate::platform::host(),
+            keep_platforms: false,
         }
     }
 }
@@ -251,6 +259,9 @@ pub enum BuildError {
     /// Pulling the `FROM` image failed.
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    /// The target platform cannot run here (no qemu-user registration for it).
+    #[error(transparent)]
+    Platform(#[from] crate::platform::PlatformError),
     /// Giving a file its owner failed; when the ids are not mapped in our user namespace, the message says
     /// what to check, as podman's does.
     #[error("chown {} to {}:{}: {error}{}", path.display(), owner.0, owner.1, subuid_hint(error))]

@@ -180,7 +180,7 @@ impl RemoteCache {
         }
         let reference = Reference::parse(&format!("{}:{tag}", self.name))?;
         let desc = registry::pull(store, &reference, Some(platform), &self.opts)?;
-        store.set_tag(name, &desc)?;
+        store.set_platform_tag(name, &desc)?;
         info!(image = name, cache = %self.name, "root image taken from the remote step cache");
         Ok(true)
     }
@@ -191,16 +191,17 @@ impl RemoteCache {
         if self.manifest(&tag)?.is_some() {
             return Ok(());
         }
-        let desc = store.resolve(name)?.ok_or_else(|| RegistryError::Protocol {
+        let tagged = store.resolve(name)?.ok_or_else(|| RegistryError::Protocol {
             what: format!("root image {name}"),
             reason: "not in the store".into(),
         })?;
-        let manifest = store.read_manifest(&desc)?;
-        for blob in manifest.layers.iter().chain([&manifest.config]) {
+        let image = store.load_image_from(&tagged, platform)?;
+        for blob in image.manifest.layers.iter().chain([&image.manifest.config]) {
             self.upload(store, blob)?;
         }
-        let bytes = store.read_blob_bytes(&desc.digest, MAX_MANIFEST_SIZE)?;
-        self.client.put_manifest(&self.repo, &tag, &desc.media_type, &bytes, &desc.digest)?;
+        let bytes = store.read_blob_bytes(&image.manifest_digest, MAX_MANIFEST_SIZE)?;
+        let media_type = image.manifest.media_type.as_deref().unwrap_or(MEDIA_OCI_MANIFEST);
+        self.client.put_manifest(&self.repo, &tag, media_type, &bytes, &image.manifest_digest)?;
         info!(image = name, cache = %self.name, "root image shared through the remote step cache");
         Ok(())
     }

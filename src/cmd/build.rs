@@ -41,20 +41,7 @@ pub struct Args {
 /// Run the subcommand.
 pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     let cfg = KollaConfig::from_args(&args.kolla).context("reading kolla-build options")?;
-    let mut tree = template::render(&cfg).context("rendering the template tree")?;
-    // kolla-build's work dir holds the whole tree; a temporary one gets only what the build reads (below).
-    if cfg.work_dir.is_some() || cfg.template_only {
-        tree.write_work_dir(None).context("writing the work dir")?;
-    }
-    let graph = Graph::from_rendered(&tree, &cfg).context("building the image graph")?;
-
-    // The store is let go before the build opens the state dir for itself (one hold per process, so that
-    // its end can tell whether another process still uses it).
-    let selection = {
-        let store = if cfg.skip_existing { Some(ctx.open_store()?) } else { None };
-        let exists = |canonical: &str| store.as_ref().is_some_and(|s| matches!(s.resolve(canonical), Ok(Some(_))));
-        graph::select(&graph, &cfg, &exists).context("selecting images")?
-    };
+    let (mut tree, graph, selection) = prepare(ctx, &cfg)?;
 
     if cfg.template_only {
         let unmatched: Vec<&str> = (0..graph.nodes.len())
@@ -97,7 +84,47 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         kolla_oci::builder::kolla::ShardRun { shard: s, owner, wait: seconds(args.shard_wait), takeover }
     });
     let registry = args.access.options()?;
-    build(ctx, &cfg, &graph, &selection, &tree, shard.as_ref(), &registry)
+    // One clear error before anything is built, rather than one per image.
+    for platform in &cfg.platforms {
+        kolla_oci::platform::check_runnable(platform)?;
+    }
+    if let [_] = cfg.platforms.as_slice() {
+        return build(ctx, &cfg, &graph, &selection, &tree, shard.as_ref(), &registry);
+    }
+    anyhow::ensure!(shard.is_none(), "--shard builds for one platform: give --platform one platform");
+    // Each platform in turn, rendered for its architecture; every image's tag collects one image per
+    // platform (an image index), which `--push` pushes whole.
+    let mut code = ExitCode::SUCCESS;
+    for platform in &cfg.platforms {
+        tracing::info!("building for {platform}");
+        let cfg = cfg.for_platform(platform);
+        let (tree, graph, selection) = prepare(ctx, &cfg)?;
+        let done = build(ctx, &cfg, &graph, &selection, &tree, None, &registry)?;
+        if done != ExitCode::SUCCESS {
+            code = done;
+        }
+    }
+    Ok(code)
+}
+
+/// The tree rendered for `cfg` (written to kolla-build's work dir when one is asked for), its image
+/// graph and the selection (`--skip-existing` looks in the store).
+fn prepare(
+    ctx: &super::Context,
+    cfg: &KollaConfig,
+) -> anyhow::Result<(template::RenderedTree, Graph, graph::Selection)> {
+    let tree = template::render(cfg).context("rendering the template tree")?;
+    // kolla-build's work dir holds the whole tree; a temporary one gets only what the build reads (below).
+    if cfg.work_dir.is_some() || cfg.template_only {
+        tree.write_work_dir(None).context("writing the work dir")?;
+    }
+    let graph = Graph::from_rendered(&tree, cfg).context("building the image graph")?;
+    // The store is let go before the build opens the state dir for itself (one hold per process, so that
+    // its end can tell whether another process still uses it).
+    let store = if cfg.skip_existing { Some(ctx.open_store()?) } else { None };
+    let exists = |canonical: &str| store.as_ref().is_some_and(|s| matches!(s.resolve(canonical), Ok(Some(_))));
+    let selection = graph::select(&graph, cfg, &exists).context("selecting images")?;
+    Ok((tree, graph, selection))
 }
 
 /// Build the selection (pushing each image built, if asked), write kolla's summary; non-zero exit if

@@ -51,6 +51,10 @@ pub struct Args {
     /// A registry repository (REGISTRY/REPO) shared as the step cache of several machines.
     #[arg(long, value_name = "REGISTRY/REPO")]
     pub cache_repo: Option<String>,
+    /// The platform to build for, `os/arch[/variant]` (default: this machine's): `FROM` images are
+    /// pulled or bootstrapped for it, and on another architecture RUN executes through qemu-user.
+    #[arg(long, value_name = "OS/ARCH", value_parser = |s: &str| kolla_oci::platform::parse(s))]
+    pub platform: Option<kolla_oci::store::Platform>,
 }
 
 /// Build the image and print its manifest digest.
@@ -75,6 +79,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         registry,
         network: args.network,
         cache_repo,
+        platform: args.platform.unwrap_or_else(kolla_oci::platform::host),
         ..BuildOptions::default()
     };
     let dockerfile = args.file.unwrap_or_else(|| args.context.join("Dockerfile"));

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use kolla_oci::builder::{BuildError, ContainerOptions, run_container};
 use kolla_oci::registry::{self, Reference};
 use kolla_oci::sandbox::{Bind, NetworkMode, SandboxError};
+use kolla_oci::store::Platform;
 
 /// When `run` pulls its image (podman's `--pull`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -57,6 +58,10 @@ pub struct Args {
     /// Give the command a terminal (with `-i`: an interactive shell, `kolla-oci run -it IMAGE bash`).
     #[arg(short = 't', long)]
     pub tty: bool,
+    /// The platform to run, `os/arch[/variant]`: picks it from an image index (default: this machine's),
+    /// pulls it from a registry's. Another architecture runs through qemu-user (binfmt_misc).
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
     /// How the image is pulled.
     #[command(flatten)]
     pub connection: super::RegistryArgs,
@@ -107,7 +112,7 @@ fn entrypoint(e: &str) -> anyhow::Result<Vec<String>> {
 
 /// The store tag to run: the image if the store has it (and `--pull always` was not asked), else pulled
 /// as podman pulls it (a name without registry is Docker Hub's; without tag, `:latest`).
-fn image_to_run(ctx: &super::Context, args: &Args) -> anyhow::Result<String> {
+fn image_to_run(ctx: &super::Context, args: &Args, platform: Option<&Platform>) -> anyhow::Result<String> {
     let store = ctx.open_store()?;
     if args.pull != PullPolicy::Always
         && let Some(found) = super::find_image(&store, &args.image)?
@@ -120,14 +125,15 @@ fn image_to_run(ctx: &super::Context, args: &Args) -> anyhow::Result<String> {
     let reference = Reference::parse(&args.image)?;
     let opts = args.connection.options(4)?;
     tracing::info!("pulling {reference}");
-    registry::pull(&store, &reference, None, &opts).with_context(|| format!("pulling {reference}"))?;
+    registry::pull(&store, &reference, platform, &opts).with_context(|| format!("pulling {reference}"))?;
     Ok(reference.to_string())
 }
 
 /// Run the image and exit with its command's exit code.
 pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     let binds = args.volumes.iter().map(|v| parse_volume(v)).collect::<anyhow::Result<Vec<_>>>()?;
-    let image = image_to_run(ctx, &args)?;
+    let platform = args.platform.as_deref().map(kolla_oci::platform::parse).transpose()?;
+    let image = image_to_run(ctx, &args, platform.as_ref())?;
     let ws = ctx.open_workspace()?;
     let opts = ContainerOptions {
         env: environment(&args.env, |k| std::env::var(k).ok()),
@@ -139,6 +145,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         network: args.network,
         interactive: args.interactive,
         tty: args.tty,
+        platform,
     };
     let mut out = std::io::stdout().lock();
     let code = match run_container(&ws, &image, &opts, &mut out) {

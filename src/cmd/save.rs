@@ -17,16 +17,21 @@ pub struct Args {
     /// Output tar file (`-` for stdout). Written to a temp file beside it and renamed when complete.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Of a tag holding one image per platform (an image index), the image to export
+    /// (`os/arch[/variant]`; default: this machine's).
+    #[arg(long, value_name = "OS/ARCH", value_parser = |s: &str| kolla_oci::platform::parse(s))]
+    pub platform: Option<kolla_oci::store::Platform>,
 }
 
 /// Run the subcommand.
 pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     let store = ctx.open_store()?;
+    let platform = args.platform.unwrap_or_else(kolla_oci::platform::host);
     let images =
         args.images.iter().map(|i| super::require_image(ctx, &store, i)).collect::<anyhow::Result<Vec<_>>>()?;
     let stats = if args.output.as_os_str() == "-" {
         let stdout = std::io::stdout().lock();
-        let stats = kolla_oci::store::write_docker_archive(&store, &images, std::io::BufWriter::new(stdout))
+        let stats = kolla_oci::store::write_docker_archive(&store, &images, &platform, std::io::BufWriter::new(stdout))
             .context("writing archive to stdout")?;
         std::io::stdout().flush().context("flushing stdout")?;
         stats
@@ -41,7 +46,7 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
             .tempfile_in(dir)
             .with_context(|| format!("creating a temp file in {}", dir.display()))?;
         let mut writer = std::io::BufWriter::with_capacity(1 << 20, temp);
-        let stats = kolla_oci::store::write_docker_archive(&store, &images, &mut writer)
+        let stats = kolla_oci::store::write_docker_archive(&store, &images, &platform, &mut writer)
             .with_context(|| format!("writing {}", out.display()))?;
         let temp =
             writer.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", out.display()))?;

@@ -131,6 +131,10 @@ pub struct KollaConfig {
     pub debian_arch: String,
     /// Debian arch derived from `base_arch` (what templates see as `debian_arch`).
     pub template_debian_arch: String,
+    /// The platform images are built for (`--platform`, else `--base-arch`'s; the first of several).
+    pub platform: crate::store::Platform,
+    /// Every platform `--platform` names (one or more): a build for several builds each in turn.
+    pub platforms: Vec<crate::store::Platform>,
     /// `deb` or `rpm`.
     pub base_package_type: String,
     /// `apt` or `dnf`.
@@ -361,6 +365,20 @@ pub struct ConsoleSettings {
 }
 
 impl KollaConfig {
+    /// This configuration for one of its platforms: the tree rendered for that architecture (kolla's
+    /// `base_arch`, `debian_arch`), images built for that platform.
+    pub fn for_platform(&self, platform: &crate::store::Platform) -> KollaConfig {
+        let base_arch = crate::platform::base_arch(platform).map_or_else(|| self.base_arch.clone(), str::to_owned);
+        let debian_arch = debian_arch_of(&base_arch).to_owned();
+        KollaConfig {
+            template_debian_arch: debian_arch.clone(),
+            debian_arch,
+            base_arch,
+            platform: platform.clone(),
+            ..self.clone()
+        }
+    }
+
     /// Resolve `args` with the config files oslo.config would read for it
     /// ([`config_files_of`]) and the defaults.
     pub fn from_args(args: &BuildArgs) -> Result<KollaConfig, ConfigError> {
@@ -449,6 +467,24 @@ mod tests {
         assert_eq!(c.namespace, "r:5000/kolla");
         assert_eq!(c.template_debian_arch, "arm64");
         assert!(!c.cache);
+    }
+
+    #[test]
+    fn platform_and_base_arch_name_one_architecture() {
+        let platform = |args: &[&str]| resolve(args, "").map(|c| (c.platform.to_string(), c.base_arch));
+        let arm = ("linux/arm64/v8".to_string(), "aarch64".to_string());
+        assert_eq!(platform(&["--base-arch", "aarch64"]).unwrap(), arm);
+        assert_eq!(platform(&["--platform", "linux/arm64"]).unwrap(), arm);
+        assert_eq!(platform(&["--platform", "linux/arm64", "--base-arch", "aarch64"]).unwrap(), arm);
+        assert_eq!(platform(&["--base-arch", "x86_64"]).unwrap(), ("linux/amd64".to_string(), "x86_64".to_string()));
+        assert_eq!(resolve(&["--platform", "linux/arm64"], "").unwrap().template_debian_arch, "arm64");
+        let e = platform(&["--platform", "linux/arm64", "--base-arch", "x86_64"]).unwrap_err().to_string();
+        assert!(e.contains("--base-arch x86_64 builds for linux/amd64"), "{e}");
+        let c = resolve(&["--platform", "linux/amd64,linux/arm64"], "").unwrap();
+        assert_eq!(c.platforms.len(), 2);
+        let arm = c.for_platform(&c.platforms[1]);
+        assert_eq!((arm.base_arch.as_str(), arm.template_debian_arch.as_str()), ("aarch64", "arm64"));
+        assert_eq!(arm.platform.to_string(), "linux/arm64/v8");
     }
 
     #[test]

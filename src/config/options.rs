@@ -182,7 +182,7 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
     opt("base_image", Str, None, "Base image name [default: from --base]")
         .does("As kolla-build. The `FROM` of `base` is pulled from its registry (through registries.conf mirrors); `debian:<suite>` is bootstrapped with mmdebstrap when no registry serves it (see `--pull`, `--bootstrap`)."),
     opt("base_arch", Str, None, "Base architecture, x86_64 or aarch64 [default: the host's]")
-        .does("As kolla-build (the host's by default). kolla-oci builds for the host's architecture only."),
+        .does("As kolla-build (the host's by default, or `--platform`'s when only that is given): the tree is rendered for it, and images are built for its platform (`aarch64` is `linux/arm64/v8`), on another architecture through qemu-user (see `--platform`)."),
     opt("debian_arch", Str, None, "Debian architecture for downloaded binaries [default: from --base-arch]"),
     opt("use_dumb_init", Bool, Some("true"), "Use dumb-init as the entrypoint of `base` [default: true]")
         .does("As kolla-build; `--nouse-dumb-init` turns it off."),
@@ -225,8 +225,8 @@ pub(crate) const OPTIONS: &[OptionDef] = &[
         .flags(BoolFlags::TwinsShown("Do not use the layer cache"))
         .does("As kolla-build: kolla-oci's step cache (content-addressed, ignores mtimes); `--nocache` builds every step again and downloads sources again."),
     opt("patches_path", Path, None, "Directory of per-image patches (`<dir>/<image>/series` + patches)"),
-    opt("platform", Str, None, "Target platform (engine option, accepted)")
-        .does("Accepted, no effect: kolla-oci builds for the host's platform only."),
+    opt("platform", Str, None, "Target platform(s), os/arch[/variant][,…] [default: --base-arch's]")
+        .does("Builds real images for that platform (`linux/amd64`, `linux/arm64`, …; must agree with `--base-arch`): the root image bootstrapped or pulled for it, and on another architecture every RUN executed through qemu-user registered in binfmt_misc with the F flag (`apt-get install qemu-user-static binfmt-support`; without it the build fails, naming the interpreter). Config, manifest and index carry its `architecture` and `variant`; step cache keys take it. Several, comma-separated (`linux/amd64,linux/arm64`), build the selection once per platform, each rendered for its architecture, and tag each image as one OCI image index (one image per platform) that `--push` pushes whole, each platform's SBOM and provenance beside its own manifest; no `--push` needed."),
     opt("profile", Multi, None, "Build a predefined set of images (see `[profiles]`); repeatable").short('p')
         .does("As kolla-build (`[profiles]` of the config files; an unknown or empty profile is an error)."),
     opt("push", Bool, Some("false"), "Push images after building").flags(BoolFlags::TwinsShown("Do not push"))

@@ -115,7 +115,14 @@ impl<'a> Resolver<'a> {
         let v = match name {
             "base_tag" => base_row(&get("base")?).map(|b| b.2.to_string()),
             "base_image" => base_row(&get("base")?).map(|b| b.1.to_string()),
-            "base_arch" => Some(host_arch().to_string()),
+            // kolla's default is the host's; kolla-oci's follows `--platform` when that is given alone.
+            "base_arch" => Some(
+                crate::platform::parse(&get("platform")?)
+                    .ok()
+                    .and_then(|p| crate::platform::base_arch(&p))
+                    .unwrap_or_else(host_arch)
+                    .to_string(),
+            ),
             "debian_arch" => Some(debian_arch_of(&get("base_arch")?).to_string()),
             "tag" => Some(format!("{}-{}-{}", get("openstack_release")?, get("base")?, get("base_tag")?)),
             "openstack_branch" | "openstack_branch_slashed" => {
@@ -306,7 +313,6 @@ const IGNORED: &[(&str, Kind)] = &[
     ("squash_cleanup", Kind::Bool),
     ("squash_tmp_dir", Kind::Str),
     ("keep", Kind::Bool),
-    ("platform", Kind::Str),
 ];
 
 impl KollaConfig {
@@ -330,6 +336,7 @@ impl KollaConfig {
         let base = r.choice("base", &BASES.iter().map(|b| b.0).collect::<Vec<_>>())?;
         let base_arch = r.choice("base_arch", &["x86_64", "aarch64"])?;
         let debian_arch = r.choice("debian_arch", &["amd64", "arm64"])?;
+        let platforms = Self::resolve_platforms(r, &base_arch)?;
         let base_tag = r.string("base_tag")?;
         let base_row = BASES.iter().find(|b| b.0 == base).expect("checked by choice");
         let (mut base_package_type, mut distro_package_manager) =
@@ -479,7 +486,33 @@ impl KollaConfig {
             base_tag,
             base_arch,
             debian_arch,
+            platform: platforms[0].clone(),
+            platforms,
         })
+    }
+
+    /// The platforms to build for: `--platform` (`os/arch[/variant]`, or several separated by commas),
+    /// else `--base-arch`'s (kolla's `aarch64` is `linux/arm64/v8`). One platform and `--base-arch` must
+    /// name the same architecture: the tree rendered for one and built for the other would be neither.
+    /// With several, each is rendered for its own architecture (see [`KollaConfig::for_platform`]).
+    fn resolve_platforms(r: &Resolver<'_>, base_arch: &str) -> Result<Vec<crate::store::Platform>, ConfigError> {
+        let of_arch = crate::platform::of_base_arch(base_arch).ok_or_else(|| {
+            r.err("DEFAULT", "base_arch", base_arch, "kolla-oci knows no platform for this architecture")
+        })?;
+        let Some(given) = r.opt_string("platform")? else { return Ok(vec![of_arch]) };
+        let platforms =
+            crate::platform::parse_list(&given).map_err(|e| r.err("DEFAULT", "platform", &given, e.to_string()))?;
+        if let [platform] = platforms.as_slice()
+            && *platform != of_arch
+        {
+            return Err(r.err(
+                "DEFAULT",
+                "platform",
+                &given,
+                format!("--base-arch {base_arch} builds for {of_arch}; give both for the same architecture"),
+            ));
+        }
+        Ok(platforms)
     }
 
     /// kolla's users, with `[<name>-user]` sections overriding or adding uid, gid and group.

@@ -76,6 +76,8 @@ struct Job {
     blobs: Vec<(Digest, u64)>,
     /// The manifest this one refers to, and how it is listed among that manifest's referrers.
     subject: Option<(Digest, Referrer)>,
+    /// An image index: put after the manifests it lists (pushed by digest in the same run).
+    index: bool,
 }
 
 /// Where a blob stands in this run, per registry.
@@ -106,7 +108,8 @@ struct Run<'a> {
     locations: Option<&'a BlobLocations>,
 }
 
-/// Push each local tag to its target reference: blobs first (see `plan.rs`), then the manifests.
+/// Push each local tag to its target reference: blobs first (see `plan.rs`), then the manifests. A tag
+/// holding an image index (one image per platform) pushes each of its images by digest, then the index.
 ///
 /// Images are read from the store as they are; targets may be on several registries. The target's tag
 /// (or, for a digest-only reference, its digest) names the pushed manifest.
@@ -126,14 +129,42 @@ pub fn push_remembering(
     opts: &RegistryOptions,
     locations: Option<&BlobLocations>,
 ) -> Result<PushReport, RegistryError> {
-    let jobs = images
-        .iter()
-        .map(|(tag, target)| {
-            let desc = store.resolve(tag)?.ok_or_else(|| RegistryError::NotInStore(tag.to_string()))?;
-            load_job(store, tag, &desc, target.clone())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut jobs = Vec::new();
+    for (tag, target) in images {
+        let desc = store.resolve(tag)?.ok_or_else(|| RegistryError::NotInStore(tag.to_string()))?;
+        tag_jobs(store, tag, &desc, target, &mut jobs)?;
+    }
     run(store, &jobs, opts, locations)
+}
+
+/// The pushes of tag `tag` (`desc`) to `target`: its image; for an image index, each image it lists (by
+/// digest, into the same repository), then the index itself under the target's tag.
+fn tag_jobs(
+    store: &Store,
+    tag: &str,
+    desc: &Descriptor,
+    target: &Reference,
+    jobs: &mut Vec<Job>,
+) -> Result<(), RegistryError> {
+    if !store::is_index(&desc.media_type) {
+        jobs.push(load_job(store, tag, desc, target.clone())?);
+        return Ok(());
+    }
+    for m in store.read_index(desc)?.manifests {
+        let by_digest = Reference::parse(&format!("{}/{}@{}", target.registry(), target.repository(), m.digest))?;
+        let platform = m.platform.as_ref().map_or_else(|| "no platform".to_owned(), ToString::to_string);
+        jobs.push(load_job(store, &format!("{tag} ({platform})"), &m, by_digest)?);
+    }
+    jobs.push(Job {
+        target: target.clone(),
+        manifest_bytes: store.read_blob_bytes(&desc.digest, store::MAX_MANIFEST_SIZE)?,
+        media_type: desc.media_type.clone(),
+        digest: desc.digest,
+        blobs: Vec::new(),
+        subject: None,
+        index: true,
+    });
+    Ok(())
 }
 
 /// Push `artifacts` (manifests in the store whose `subject` is the image `image` names, such as an SBOM
@@ -150,8 +181,8 @@ pub fn push_referrers(
     run(store, &jobs, opts, None)
 }
 
-/// Push every referrer the store keeps for each local tag's image (its SBOM, its provenance) into the
-/// target's repository, in one run, as [`push_referrers`] does for one image. Push the images first.
+/// Push every referrer the store keeps for each local tag's image (its SBOM, its provenance; for an
+/// image index, those of each image it lists) into the target's repository, in one run, as [`push_referrers`] does for one image. Push the images first.
 /// Tags whose image has no referrers are skipped; with none at all nothing is contacted.
 pub fn push_referrers_of(
     store: &Store,
@@ -161,8 +192,15 @@ pub fn push_referrers_of(
     let mut jobs = Vec::new();
     for (tag, target) in images {
         let desc = store.resolve(tag)?.ok_or_else(|| RegistryError::NotInStore(tag.to_string()))?;
-        for a in store.referrers(&desc.digest, None)? {
-            jobs.push(referrer_job(store, target, &a)?);
+        // An index has none itself: each image it lists has its own.
+        let subjects = match store::is_index(&desc.media_type) {
+            true => store.read_index(&desc)?.manifests,
+            false => vec![desc],
+        };
+        for subject in subjects {
+            for a in store.referrers(&subject.digest, None)? {
+                jobs.push(referrer_job(store, target, &a)?);
+            }
         }
     }
     if jobs.is_empty() {
@@ -211,7 +249,7 @@ fn load_job(store: &Store, what: &str, desc: &Descriptor, target: Reference) -> 
             Some((s.digest, Referrer::of_manifest(&media_type, &manifest_bytes, &manifest)))
         }
     };
-    Ok(Job { target, manifest_bytes, media_type, digest: desc.digest, blobs, subject })
+    Ok(Job { target, manifest_bytes, media_type, digest: desc.digest, blobs, subject, index: false })
 }
 
 /// Blobs, then manifests (referrers after the rest), then referrers tags where needed.
@@ -274,8 +312,10 @@ impl Run<'_> {
         parallel(threads, tasks, |t| self.blob_task(t))?;
         let (referrers, images): (Vec<usize>, Vec<usize>) =
             (0..self.jobs.len()).partition(|&i| self.jobs[i].subject.is_some());
+        let (indexes, images): (Vec<usize>, Vec<usize>) = images.into_iter().partition(|&i| self.jobs[i].index);
         let untracked = Mutex::new(Vec::new());
-        for group in [images, referrers] {
+        // A registry refuses an index whose manifests it does not have yet.
+        for group in [images, indexes, referrers] {
             parallel(threads, &group, |&i| {
                 let job = &self.jobs[i];
                 let tag = job.target.tag().map_or_else(|| job.digest.to_string(), str::to_string);

@@ -76,10 +76,14 @@ fn file_header(size: u64) -> tar::Header {
     h
 }
 
-/// Write the images tagged `names` (host platform for multi-platform tags) to `out` as a docker-archive /
-/// OCI-layout tar. Memory use does not depend on layer sizes.
-pub fn write_docker_archive<W: Write>(store: &Store, names: &[String], out: W) -> Result<ArchiveStats, StoreError> {
-    let platform = Platform::host();
+/// Write the images tagged `names` (of a multi-platform tag, the image for `platform`) to `out` as a
+/// docker-archive / OCI-layout tar. Memory use does not depend on layer sizes.
+pub fn write_docker_archive<W: Write>(
+    store: &Store,
+    names: &[String],
+    platform: &Platform,
+    out: W,
+) -> Result<ArchiveStats, StoreError> {
     let mut index = Index::default();
     let mut entries: BTreeMap<Digest, (usize, ArchiveEntry)> = BTreeMap::new();
     // Blobs to write, in order, with the size their descriptor promises.
@@ -94,7 +98,7 @@ pub fn write_docker_archive<W: Write>(store: &Store, names: &[String], out: W) -
         let desc = store
             .resolve(name)?
             .ok_or_else(|| StoreError::TagNotFound { name: name.clone(), root: store.root().to_path_buf() })?;
-        let image = store.load_image_from(&desc, &platform)?;
+        let image = store.load_image_from(&desc, platform)?;
         let manifest_size = store.blob_size(&image.manifest_digest)?;
         let media_type = image.manifest.media_type.clone().unwrap_or_else(|| MEDIA_OCI_MANIFEST.to_owned());
         let mut manifest_desc = Descriptor::new(media_type, image.manifest_digest, manifest_size);

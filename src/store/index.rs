@@ -88,6 +88,37 @@ impl Store {
         Ok(())
     }
 
+    /// Tag `name` with `manifest` (whose descriptor names its platform) for that platform only: what the
+    /// tag held for other platforms stays, the tag then pointing to an image index of them all (sorted by
+    /// platform); alone, `manifest` is tagged as itself. Root images of builds for several platforms
+    /// share their `FROM` name this way. A tagged image whose platform is not known is replaced.
+    pub fn set_platform_tag(&self, name: &str, manifest: &Descriptor) -> Result<Descriptor> {
+        let Some(platform) = manifest.platform.clone() else {
+            self.set_tag(name, manifest)?;
+            return Ok(manifest.clone());
+        };
+        let mut entries = match self.resolve(name)? {
+            None => Vec::new(),
+            Some(d) if self.doc_kind(&d)? == super::DocKind::Index => self.read_index(&d)?.manifests,
+            Some(d) => vec![d],
+        };
+        entries.retain(|d| d.platform.as_ref().is_some_and(|p| !p.matches(&platform) && !platform.matches(p)));
+        if entries.is_empty() {
+            self.set_tag(name, manifest)?;
+            return Ok(manifest.clone());
+        }
+        entries.push(manifest.clone());
+        for e in &mut entries {
+            e.annotations.remove(ANNOTATION_REF_NAME);
+        }
+        entries.sort_by_key(|d| d.platform.as_ref().map(ToString::to_string));
+        let index = Index { manifests: entries, ..Index::default() };
+        let (digest, size) = self.put_json(&index)?;
+        let desc = Descriptor::new(super::MEDIA_OCI_INDEX, digest, size);
+        self.set_tag(name, &desc)?;
+        Ok(desc)
+    }
+
     /// Remove tag `name`; returns whether it existed. The blobs stay (see [`Store::gc`]). Takes the lock.
     pub fn untag(&self, name: &str) -> Result<bool> {
         let _lock = self.lock()?;
