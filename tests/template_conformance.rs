@@ -166,3 +166,15 @@ fn options_and_rocky_render_identically() {
     assert!(nova_api.starts_with("FROM 127.0.0.1:4000/myns/pfx-nova-base:t1\nARG PIP_INDEX_URL\n"), "{nova_api}");
     assert!(!ours.join("docker/collectd").exists(), "unbuildable on rocky: removed like kolla-build does");
 }
+
+/// kolla's aarch64 rendering (`base_arch`, `debian_arch`, the per-arch package lists and unbuildable
+/// matrix) with `--base-arch aarch64`, and the same through `--platform linux/arm64` on both tools.
+#[test]
+fn aarch64_renders_identically() {
+    for extra in [&["--base-arch", "aarch64"][..], &["--base-arch", "aarch64", "--platform", "linux/arm64"][..]] {
+        let tmp = tempfile::tempdir().unwrap();
+        compare(tmp.path(), "debian", extra, &format!("kolla 23.0.0 debian {extra:?}"));
+        let base_df = std::fs::read_to_string(tmp.path().join("ours/docker/base/Dockerfile")).unwrap();
+        assert!(base_df.contains("aarch64") || base_df.contains("arm64"), "rendered for arm64: {base_df}");
+    }
+}
