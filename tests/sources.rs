@@ -75,7 +75,7 @@ fn image(tree: &Path, name: &str, body: &str) {
 /// `umoci unpack` of image `name` from `state` into a fresh directory; returns its rootfs.
 fn unpack(bench: &Bench, state: &str, name: &str) -> std::path::PathBuf {
     let bundle = bench.dir.join(format!("unpack-{state}-{name}"));
-    let image = format!("{}:kolla/{name}:{KOLLA_TAG}", bench.state(state).join("oci").display());
+    let image = format!("{}:kolla/{name}:{KOLLA_TAG}", bench.plain_layout(state).display());
     tool("umoci", &["unpack", "--rootless", "--image", &image, bundle.to_str().unwrap()]);
     bundle.join("rootfs")
 }
