@@ -188,6 +188,25 @@ fn an_index_of_two_platforms_is_pushed_with_its_images() {
         assert_eq!(copied.config.architecture, arch);
         assert_eq!(copied.manifest_digest, want.digest, "skopeo copied the very manifest pushed for {arch}");
     }
+
+    // podman (private storage, vfs) pulls each platform by --arch, checking every blob's digest as it does:
+    // its image id is that platform's config digest.
+    let state = dir.path().join("podman");
+    for (arch, want) in [("arm64", &arm64), ("amd64", &amd64)] {
+        let out = store_support::run_ok(
+            Command::new("podman")
+                .arg("--root")
+                .arg(state.join("root"))
+                .arg("--runroot")
+                .arg(state.join("run"))
+                .args(["--storage-driver", "vfs", "--events-backend", "none", "--cgroup-manager", "cgroupfs"])
+                .args(["pull", "-q", "--tls-verify=false", "--arch", arch, &target])
+                .env("CONTAINERS_CONF", "/dev/null")
+                .env("XDG_RUNTIME_DIR", state.join("xdg")),
+        );
+        let config = store.read_manifest(want).unwrap().config.digest;
+        assert_eq!(out.trim(), config.hex(), "podman pull --arch {arch} got that platform's image");
+    }
 }
 
 /// `--platform linux/amd64,linux/arm64` builds the tree once per platform, each rendered for its
