@@ -157,6 +157,14 @@ fn check_runnable_in(p: &Platform, dir: &Path) -> Result<(), PlatformError> {
              inside a container (qemu-user-static registers it with F)"
         )));
     }
+    if !flags.contains('C') {
+        // Without C the kernel runs a setuid binary with the caller's ids: `sudo` (kolla_start's
+        // `sudo -E kolla_set_configs`) refuses, so such images build but their start contract fails.
+        tracing::warn!(
+            "qemu-{qemu} is registered without the C flag (flags {flags:?}): setuid binaries such as sudo in \
+             kolla_start will not work in {p} containers (tests/setup.sh registers it with flags OCPF)"
+        );
+    }
     Ok(())
 }
 

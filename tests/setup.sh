@@ -41,4 +41,15 @@ fi
 if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]] || ! grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64; then
     $SUDO update-binfmts --enable qemu-aarch64
 fi
+# Debian registers qemu-aarch64 with flags PF ("credentials no"): a setuid binary (sudo in kolla_start) then runs
+# with the caller's ids and refuses. Register it again with C (credentials from the binary, as Docker's
+# tonistiigi/binfmt does), keeping Debian's interpreter, magic and mask.
+if ! grep -q '^flags: .*C' /proc/sys/fs/binfmt_misc/qemu-aarch64; then
+    entry=/proc/sys/fs/binfmt_misc/qemu-aarch64
+    interp=$(awk '$1 == "interpreter" { print $2 }' $entry)
+    hexes() { awk -v k="$1" '$1 == k { print $2 }' $entry | sed 's/../\\x&/g'; }
+    rule=":qemu-aarch64:M::$(hexes magic):$(hexes mask):$interp:OCPF"
+    echo -1 | $SUDO tee $entry >/dev/null
+    printf '%s' "$rule" | $SUDO tee /proc/sys/fs/binfmt_misc/register >/dev/null
+fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
