@@ -3,23 +3,30 @@
 //! arm64 (`--platform linux/arm64 --base-arch aarch64`) is a real arm64 image — its config says so, its
 //! `/usr/bin/memcached` is an aarch64 ELF — and `kolla-oci run` runs it through the same emulation.
 //!
-//! One test function checks the one (emulated, slow) build; another pushes a tag holding one image per
-//! platform (an image index) to a real registry, where skopeo picks either platform.
+//! One test function checks that (emulated, slow) build; another builds upstream kolla 23.0.0's `base`
+//! and `memcached` for arm64 the same way (sharing the arm64 root image) and serves memcached under
+//! upstream's `kolla_start`; others push a tag holding one image per platform (an image index) to a
+//! real registry, where skopeo and podman pick either platform.
 
 #[path = "support/registry.rs"]
 mod registry;
 #[path = "support/store.rs"]
 mod store_support;
+#[path = "support/template.rs"]
+mod template;
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::time::Instant;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use kolla_oci::registry::{Reference, RegistryOptions};
 use kolla_oci::store::{Image, Store};
 use serde_json::Value;
+use template::AirGapped;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kolla-oci");
 const IMAGE: &str = "kolla/memcached:2026.2-debian-trixie";
@@ -27,23 +34,52 @@ const IMAGE: &str = "kolla/memcached:2026.2-debian-trixie";
 const EM_AARCH64: u16 = 0xB7;
 
 struct Env {
-    _tmp: tempfile::TempDir,
+    /// This test's own files.
     dir: PathBuf,
+    /// The state dir (`KOLLA_OCI_STORE`) it builds in.
+    state: PathBuf,
+    _tmp: tempfile::TempDir,
+    _shared: Option<Arc<tempfile::TempDir>>,
 }
 
 impl Env {
-    fn kolla(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("KOLLA_OCI_STORE", self.dir.join("state"))
-            .env_remove("SOURCE_DATE_EPOCH")
-            .output()
-            .unwrap()
+    /// A test with a state dir of its own.
+    fn new() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        Env { dir: tmp.path().to_path_buf(), state: tmp.path().join("state"), _tmp: tmp, _shared: None }
     }
 
-    fn image(&self) -> (Store, Image) {
-        let store = Store::open(&self.dir.join("state/oci")).unwrap();
-        let image = store.load_image(IMAGE).unwrap();
+    /// A test building for arm64 in the state dir the arm64 tests share while they run, so that
+    /// `debian:trixie` for arm64 is bootstrapped once (an emulated mmdebstrap takes minutes; the second
+    /// build waits on kolla-oci's root image lock and then finds it in the store).
+    fn arm64() -> Env {
+        static SHARED: Mutex<Weak<tempfile::TempDir>> = Mutex::new(Weak::new());
+        let shared = {
+            let mut held = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+            held.upgrade().unwrap_or_else(|| {
+                let dir = Arc::new(tempfile::tempdir().unwrap());
+                *held = Arc::downgrade(&dir);
+                dir
+            })
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let state = shared.path().join("state");
+        Env { dir: tmp.path().to_path_buf(), state, _tmp: tmp, _shared: Some(shared) }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.env("KOLLA_OCI_STORE", &self.state).env_remove("SOURCE_DATE_EPOCH");
+        cmd
+    }
+
+    fn kolla(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().unwrap()
+    }
+
+    fn image(&self, name: &str) -> (Store, Image) {
+        let store = Store::open(&self.state.join("oci")).unwrap();
+        let image = store.load_image(name).unwrap();
         (store, image)
     }
 }
@@ -72,8 +108,7 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn memcached_for_arm64_through_qemu_user() {
-    let tmp = tempfile::tempdir().unwrap();
-    let env = Env { dir: tmp.path().to_path_buf(), _tmp: tmp };
+    let env = Env::arm64();
     let summary = env.dir.join("summary.json");
     let logs = env.dir.join("logs");
     let started = Instant::now();
@@ -98,7 +133,7 @@ fn memcached_for_arm64_through_qemu_user() {
     assert_eq!(built, ["base", "memcached"]);
 
     // The image is arm64's: config, the store's index entry, and the binary itself.
-    let (store, image) = env.image();
+    let (store, image) = env.image(IMAGE);
     assert_eq!((image.config.os.as_str(), image.config.architecture.as_str()), ("linux", "arm64"));
     assert_eq!(image.config.variant.as_deref(), Some("v8"));
     let tagged = store.resolve(IMAGE).unwrap().unwrap();
@@ -132,7 +167,7 @@ fn memcached_for_arm64_through_qemu_user() {
     assert!(out.status.success(), "arm64 rebuild failed: {}", text(&out));
     let sum: Value = serde_json::from_str(&fs::read_to_string(&summary).unwrap()).unwrap();
     assert_eq!(sum["layers_built"], 0, "{sum}");
-    assert_eq!(env.image().1.manifest_digest, image.manifest_digest);
+    assert_eq!(env.image(IMAGE).1.manifest_digest, image.manifest_digest);
 
     // A platform and an architecture that disagree are refused before anything is built.
     let out = env.kolla(&["build", "--platform", "linux/arm64", "--base-arch", "x86_64", "^memcached$"]);
@@ -215,8 +250,7 @@ fn an_index_of_two_platforms_is_pushed_with_its_images() {
 #[test]
 fn several_platforms_make_one_index_per_image_pushed_whole() {
     let reg = registry::TestRegistry::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let env = Env { dir: tmp.path().to_path_buf(), _tmp: tmp };
+    let env = Env::new();
     let tree = env.dir.join("tree");
     fs::create_dir_all(tree.join("base")).unwrap();
     fs::write(
@@ -243,7 +277,7 @@ fn several_platforms_make_one_index_per_image_pushed_whole() {
     };
     build();
 
-    let store = Store::open(&env.dir.join("state/oci")).unwrap();
+    let store = Store::open(&env.state.join("oci")).unwrap();
     let (tag, tagged) =
         store.tags().unwrap().into_iter().find(|(t, _)| t.ends_with("/kolla/base:2026.2-debian-trixie")).unwrap();
     let index = store.read_index(&tagged).unwrap();
@@ -298,4 +332,110 @@ fn several_platforms_make_one_index_per_image_pushed_whole() {
     let again = build();
     assert_eq!(again.matches("layers built 0, from cache").count(), 2, "{again}");
     assert_eq!(store.resolve(&tag).unwrap().unwrap().digest, tagged.digest);
+}
+
+/// Upstream kolla 23.0.0's `base` and `memcached` for arm64 — its own templates, made buildable on this
+/// network as `upstream_keystone` makes them — and that memcached serving under upstream's `kolla_start`
+/// (`kolla_set_configs` through setuid `sudo`, run by qemu-user) as kolla-ansible starts it: a
+/// `config.json` in `/var/lib/kolla/config_files`, `KOLLA_CONFIG_STRATEGY=COPY_ALWAYS`.
+#[test]
+fn upstream_memcached_for_arm64_serves_under_kolla_start() {
+    const UPSTREAM: &str = "kolla/memcached:2026.2-debian-trixie";
+    let venv = template::kolla_venv();
+    let tree = template::kolla_tree(&venv);
+    let env = Env::arm64();
+    let AirGapped { overlay, registries } = template::air_gapped(&tree, &env.dir);
+    let summary = env.dir.join("summary.json");
+    let started = Instant::now();
+    let out = env
+        .command()
+        .env("HOME", &env.dir)
+        .env("CONTAINERS_REGISTRIES_CONF", &registries)
+        .env_remove("KOLLA_OCI_TEMPLATE_TREE")
+        .args(["build", "--platform", "linux/arm64", "--base-arch", "aarch64", "--base", "debian", "--threads", "2"])
+        .arg("--template-tree")
+        .arg(&tree)
+        .arg("--docker-dir")
+        .arg(&overlay)
+        .arg("--summary-json-file")
+        .arg(&summary)
+        .arg("--logs-dir")
+        .arg(env.dir.join("logs"))
+        .arg("^memcached$")
+        .output()
+        .unwrap();
+    eprintln!("arm64 build of upstream base + memcached: {:.0} s", started.elapsed().as_secs_f64());
+    assert!(out.status.success(), "upstream arm64 build failed: {}", text(&out));
+    let sum: Value = serde_json::from_str(&fs::read_to_string(&summary).unwrap()).unwrap();
+    let built: Vec<&str> = sum["built"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(built, ["base", "memcached"], "{sum}");
+    let (store, image) = env.image(UPSTREAM);
+    assert_eq!(image.config.architecture, "arm64");
+    assert_eq!(image.config.config.user.as_deref(), Some("memcached"));
+    let elf = file_head(&store, &image, "usr/bin/memcached", 20).expect("/usr/bin/memcached in the layers");
+    assert_eq!(u16::from_le_bytes([elf[18], elf[19]]), EM_AARCH64, "e_machine of /usr/bin/memcached");
+
+    // kolla-ansible's memcached config.json, on a free port; the image's own entrypoint and command
+    // (dumb-init, kolla_start).
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = env.dir.join("config");
+    fs::create_dir_all(&config).unwrap();
+    let command = format!("/usr/bin/memcached -vv -l 127.0.0.1 -p {port} -c 500 -U 0");
+    fs::write(config.join("config.json"), serde_json::json!({"command": command, "config_files": []}).to_string())
+        .unwrap();
+    let log = env.dir.join("run.log");
+    let out_file = fs::File::create(&log).unwrap();
+    let mut child = env
+        .command()
+        .args(["run", "-e", "KOLLA_CONFIG_STRATEGY=COPY_ALWAYS", "-v"])
+        .arg(format!("{}:/var/lib/kolla/config_files:ro", config.display()))
+        .arg(UPSTREAM)
+        .stdin(Stdio::null())
+        .stdout(out_file.try_clone().unwrap())
+        .stderr(out_file)
+        .spawn()
+        .unwrap();
+    let answers = memcached_session(port, &mut child);
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = fs::read_to_string(&log).unwrap();
+    let answers = answers.unwrap_or_else(|e| panic!("{e}; the container said:\n{log}"));
+    assert!(answers[0].starts_with("VERSION 1."), "{answers:?}");
+    assert_eq!(answers[1..], ["STORED", "VALUE k 0 5\r\nhello\r\nEND"], "{log}");
+    assert!(log.contains("Loading config file at /var/lib/kolla/config_files/config.json"), "{log}");
+    assert!(log.contains(&format!("Running command: '{command}'")), "{log}");
+}
+
+/// Ask the memcached listening on `port` (started by `child`, which may still be starting: kolla_start
+/// under emulation takes seconds) for its version, then store a key and read it back; the answers.
+fn memcached_session(port: u16, child: &mut std::process::Child) -> Result<Vec<String>, String> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut conn = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < deadline => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("the container exited ({status}) before memcached listened"));
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(format!("nothing listens on {port} after 300 s: {e}")),
+        }
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut answers = Vec::new();
+    for (request, end) in [("version\r\n", "\r\n"), ("set k 0 0 5\r\nhello\r\n", "\r\n"), ("get k\r\n", "END\r\n")] {
+        conn.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        let mut buf = [0; 256];
+        while !answer.ends_with(end.as_bytes()) {
+            let n = conn.read(&mut buf).map_err(|e| format!("reading the answer to {request:?}: {e}"))?;
+            if n == 0 {
+                return Err(format!("memcached closed the connection after {request:?}"));
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+        answers.push(String::from_utf8_lossy(&answer).trim_end().to_owned());
+    }
+    Ok(answers)
 }

@@ -10,7 +10,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use kolla_oci::dockerfile::{self, ArgDecl, Command, DockerfileError, Expander, FromSpec, KeyValue, Kind, RunSpec};
+use kolla_oci::dockerfile::{
+    self, ArgDecl, Command, DockerfileError, Expander, FromSpec, KeyValue, Kind, PlatformRole, RunSpec,
+};
 use support::{assert_err_at, expand_all, expand_err, expanded, strs};
 
 fn kv(k: &str, v: &str) -> KeyValue {
@@ -445,11 +447,13 @@ fn unused_build_args_counts_global_and_stage_args() {
 fn automatic_platform_args() {
     let df = dockerfile::parse(
         Path::new("Dockerfile"),
-        "FROM --platform=$TARGETPLATFORM debian:$TARGETARCH\nLABEL a=[$TARGETARCH]\nARG TARGETARCH\nLABEL b=$TARGETARCH\n",
+        "FROM --platform=$TARGETPLATFORM debian:$TARGETARCH\nLABEL a=[$TARGETARCH]\nARG TARGETARCH\nLABEL b=$TARGETARCH\n\
+         ARG BUILDPLATFORM TARGETVARIANT\nLABEL c=$BUILDPLATFORM/$TARGETVARIANT\n",
     )
     .unwrap();
     let mut ex = Expander::new(BTreeMap::new());
-    ex.set_platform("linux", "arm64", Some("v8"));
+    ex.set_platform(PlatformRole::Target, "linux", "arm64", Some("v8"));
+    ex.set_platform(PlatformRole::Build, "linux", "amd64", None);
     let out: Vec<Kind> = df.instructions.iter().map(|i| ex.expand(i).unwrap().kind).collect();
     assert_eq!(
         out[0],
@@ -457,6 +461,7 @@ fn automatic_platform_args() {
     );
     assert_eq!(out[1], Kind::Label(vec![kv("a", "[]")]));
     assert_eq!(out[3], Kind::Label(vec![kv("b", "arm64")]));
+    assert_eq!(out[5], Kind::Label(vec![kv("c", "linux/amd64/v8")]), "the build machine's, and the target's variant");
 }
 
 #[test]

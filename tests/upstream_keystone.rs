@@ -3,7 +3,8 @@
 //! mechanisms for what this network needs:
 //!
 //! * a `-D` folder whose `base/Dockerfile.j2` is upstream's with only the steps that reach hosts other
-//!   than Debian's archive removed (the extrepo repository, the third-party apt keys);
+//!   than Debian's archive removed (the extrepo repository, the third-party apt keys: see
+//!   `support/template.rs`, `air_gapped`);
 //! * `[openstack-base] type = local`: the openstack/requirements files kolla downloads from
 //!   tarballs.opendev.org (`tests/data/openstack-requirements`);
 //! * `[keystone-base] type = local`: keystone 30.0.0's sdist, fetched by `pip download`.
@@ -25,26 +26,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use keystone::{KeystoneImage, assert_keystone_answers};
-use template::{kolla_tree, kolla_venv, run_ok, target_dir};
+use template::{AirGapped, air_gapped, kolla_tree, kolla_venv, run_ok, target_dir};
 
 const KEYSTONE_VERSION: &str = "30.0.0";
 const TAG: &str = "2026.2-debian-trixie";
-
-/// Upstream's base template without the steps that reach hosts other than Debian's archive.
-fn air_gapped_base(upstream: &str) -> String {
-    // The extrepo step (Debian's OpenStack repositories from a third-party host).
-    let start =
-        upstream.find("RUN apt update \\\n && apt install -y --no-install-recommends extrepo").expect("extrepo step");
-    let end = start + upstream[start..].find("apt clean\n").expect("end of the extrepo step") + "apt clean\n".len();
-    let mut out = format!("{}{}", &upstream[..start], &upstream[end..]);
-    // The third-party apt keys (a keyserver and vendors' sites): the block that fetches them, emptied.
-    let block = "{%- block base_ubuntu_package_key_installation %}";
-    let start = out.find(block).expect("apt key block");
-    let end = start + out[start..].find("{% endblock %}").expect("end of the apt key block");
-    out.replace_range(start + block.len()..end, "\n    ");
-    assert!(!out.contains("extrepo enable") && !out.contains("gpg --keyserver") && !out.contains("curl {{ key.url }}"));
-    out
-}
 
 /// keystone's sdist from PyPI, downloaded once into `target/`.
 fn keystone_sdist(venv: &Path) -> PathBuf {
@@ -69,10 +54,7 @@ fn upstream_keystone_chain_builds_rootless_and_issues_a_token() {
     let tmp = tempfile::Builder::new().prefix("kolla-oci-upstream-").tempdir_in("/tmp").unwrap();
     let dir = tmp.path();
 
-    let overlay = dir.join("docker-dir");
-    fs::create_dir_all(overlay.join("base")).unwrap();
-    let base = fs::read_to_string(tree.join("base/Dockerfile.j2")).unwrap();
-    fs::write(overlay.join("base/Dockerfile.j2"), air_gapped_base(&base)).unwrap();
+    let AirGapped { overlay, registries } = air_gapped(&tree, dir);
 
     let requirements = dir.join("requirements");
     fs::create_dir_all(&requirements).unwrap();
@@ -92,16 +74,6 @@ fn upstream_keystone_chain_builds_rootless_and_issues_a_token() {
     )
     .unwrap();
 
-    // A mirror for Docker Hub that nothing answers: the base is bootstrapped.
-    let unreachable = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let registries = dir.join("registries.conf");
-    fs::write(
-        &registries,
-        format!(
-            "[[registry]]\nprefix = \"docker.io\"\n\n[[registry.mirror]]\nlocation = \"127.0.0.1:{unreachable}\"\n"
-        ),
-    )
-    .unwrap();
     let store = dir.join("state");
     let kolla = || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kolla-oci"));

@@ -20,7 +20,7 @@ use super::rules::{self, RuleState};
 use super::view::RootView;
 use super::workspace::ScratchDir;
 use super::{BuildError, BuildOptions, Workspace};
-use crate::dockerfile::{self, CopySpec, Expander, Instruction, Kind, RunScript};
+use crate::dockerfile::{self, CopySpec, Expander, Instruction, Kind, PlatformRole, RunScript};
 use crate::sandbox;
 use crate::store::{BlobWriter, Descriptor, History, Image, ImageConfig, Platform};
 
@@ -261,6 +261,10 @@ impl<'a> Steps<'a> {
     {
         let Steps { ws, opts, .. } = self;
         let mut ex = Expander::new(opts.build_args.clone());
+        for (role, p) in [(PlatformRole::Target, opts.platform.clone()), (PlatformRole::Build, crate::platform::host())]
+        {
+            ex.set_platform(role, &p.os, &p.architecture, p.variant.as_deref());
+        }
         let mut st: Option<ImageState> = None;
         let mut counts = Counts::default();
         let total = df.instructions.len();
@@ -422,9 +426,13 @@ fn from_image(
         };
         return Ok((state, Base::InRun(h)));
     }
-    let present = stored_for(ws, name, &opts.platform)?.is_some();
-    if !present || opts.pull {
-        bootstrap::fetch_base(ws, name, opts, present)?;
+    if stored_for(ws, name, &opts.platform)?.is_none() || opts.pull {
+        let _one_at_a_time = ws.lock_root_image(name, &opts.platform.to_string())?;
+        // Another build may have got it while this one waited.
+        let present = stored_for(ws, name, &opts.platform)?.is_some();
+        if !present || opts.pull {
+            bootstrap::fetch_base(ws, name, opts, present)?;
+        }
     }
     let image = stored_for(ws, name, &opts.platform)?.ok_or_else(|| BuildError::BaseImage {
         image: name.into(),

@@ -10,6 +10,7 @@
 //! <state>/sources/              kolla sources: downloads, git mirrors and archives
 //! <state>/tmp/                  run and staging dirs; removed when done
 //! <state>/gc.lock               held shared by every process using the state dir, exclusive by gc
+//! <state>/locks/                one lock file per root image being pulled or bootstrapped
 //! ```
 //!
 //! Each dir in `tmp/` (and each temp file of the step cache) is `flock`ed by the process using it, so
@@ -66,6 +67,40 @@ fn remove_unlocked(dir: &Path, pick: impl Fn(&fs::DirEntry) -> bool) {
     }
 }
 
+/// How [`hold`] locks its file.
+#[derive(Clone, Copy)]
+enum Hold {
+    Shared,
+    Exclusive,
+}
+
+/// Open (creating) the lock file `path` and `flock` it, saying `why` at info level when it has to wait.
+fn hold(path: &Path, how: Hold, why: impl FnOnce() -> String) -> Result<fs::File, BuildError> {
+    let file = fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| BuildError::io(path, "open", e))?;
+    let tried = match how {
+        Hold::Shared => file.try_lock_shared(),
+        Hold::Exclusive => file.try_lock(),
+    };
+    match tried {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            tracing::info!("{}", why());
+            match how {
+                Hold::Shared => file.lock_shared(),
+                Hold::Exclusive => file.lock(),
+            }
+            .map_err(|e| BuildError::io(path, "lock", e))?;
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(BuildError::io(path, "lock", e)),
+    }
+    Ok(file)
+}
+
 /// Makes `dir` (one of ours) mode 0700 unless it is already.
 fn private(dir: &Path) -> Result<(), BuildError> {
     use std::os::unix::fs::PermissionsExt;
@@ -98,26 +133,13 @@ impl Workspace {
         // Private, as containers/storage keeps its overlay dirs: extracted layers, RUN upper dirs and
         // unpacked sources hold the images' setuid-root binaries and device nodes, which no other host
         // user may reach. (`oci/` holds only compressed blobs and JSON, readable by tools like skopeo.)
-        for sub in ["layers", "cache", "tmp", "sources", "split"] {
+        for sub in ["layers", "cache", "tmp", "sources", "split", "locks"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(|e| BuildError::io(&p, "create directory", e))?;
             private(&p)?;
         }
-        let lock_path = dir.join("gc.lock");
-        let in_use = fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| BuildError::io(&lock_path, "open", e))?;
-        match in_use.try_lock_shared() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                tracing::info!("waiting for a gc of {} to finish", dir.display());
-                in_use.lock_shared().map_err(|e| BuildError::io(&lock_path, "lock", e))?;
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(BuildError::io(&lock_path, "lock", e)),
-        }
+        let in_use =
+            hold(&dir.join("gc.lock"), Hold::Shared, || format!("waiting for a gc of {} to finish", dir.display()))?;
         remove_unlocked(&dir.join("tmp"), |e| e.file_type().is_ok_and(|t| t.is_dir()));
         for sub in ["cache", "split"] {
             remove_unlocked(&dir.join(sub), |e| e.file_name().as_encoded_bytes().starts_with(b".tmp"));
@@ -171,6 +193,21 @@ impl Workspace {
             }
             Err(fs::TryLockError::Error(e)) => Err(BuildError::io(&path, "lock", e)),
         }
+    }
+
+    /// Hold the lock of root image `name` for `platform` (`<state>/locks/`), waiting while another build
+    /// on this state dir holds it: builds that start together fetch or bootstrap a root image once (an
+    /// emulated mmdebstrap takes minutes), the others then find it in the store. Released on drop.
+    pub(crate) fn lock_root_image(&self, name: &str, platform: &str) -> Result<fs::File, BuildError> {
+        hold(&self.root_image_lock(name, platform), Hold::Exclusive, || {
+            format!("waiting for another build on this state dir to get {name} ({platform})")
+        })
+    }
+
+    /// The lock file of root image `name` for `platform` (names hold `/` and `:`, so a digest of them).
+    fn root_image_lock(&self, name: &str, platform: &str) -> PathBuf {
+        let key = Digest::of_bytes(format!("{name}\n{platform}").as_bytes());
+        self.dir.join("locks").join(format!("root-{}", &key.hex()[..16]))
     }
 
     /// Where extracted layers live (`<state>/layers`).
@@ -298,5 +335,26 @@ impl Workspace {
             return Err(BuildError::DiffIdMismatch { layer: layer.digest, claimed: *diff_id, actual: stats.diff_id });
         }
         self.adopt_layer_dir(&root, diff_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One root image lock per name and platform, held until dropped, also against this process's own
+    /// other opens of it (flock locks open files, not processes).
+    #[test]
+    fn root_image_lock_is_per_name_and_platform() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(tmp.path()).unwrap();
+        let held = ws.lock_root_image("debian:trixie", "linux/arm64/v8").unwrap();
+        let other = |name, platform| fs::File::open(ws.root_image_lock(name, platform)).unwrap();
+        let same = other("debian:trixie", "linux/arm64/v8");
+        assert!(matches!(same.try_lock(), Err(fs::TryLockError::WouldBlock)));
+        let amd64 = ws.lock_root_image("debian:trixie", "linux/amd64").unwrap();
+        let bookworm = ws.lock_root_image("debian:bookworm", "linux/arm64/v8").unwrap();
+        drop((held, amd64, bookworm));
+        assert!(same.try_lock().is_ok(), "free once dropped");
     }
 }

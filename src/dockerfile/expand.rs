@@ -53,6 +53,15 @@ pub struct Expander {
     env: StageEnv,
 }
 
+/// Which of BuildKit's automatic platform ARGs [`Expander::set_platform`] defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlatformRole {
+    /// `TARGET*`: the platform the image is built for.
+    Target,
+    /// `BUILD*`: the platform of the machine building it.
+    Build,
+}
+
 /// The stage environment: one entry per name, remembering both the config (base Env and
 /// ENV) value and the ARG value, each with the sequence number of its assignment.
 #[derive(Debug, Default)]
@@ -253,20 +262,23 @@ impl Expander {
         }
     }
 
-    /// Define BuildKit's automatic platform ARGs (`TARGETPLATFORM`, `TARGETOS`,
-    /// `TARGETARCH`, `TARGETVARIANT` and the same `BUILD*`; no cross builds here) for
-    /// `os/arch[/variant]`: usable in FROM, and in the stage after `ARG TARGETARCH` etc.
-    pub fn set_platform(&mut self, os: &str, arch: &str, variant: Option<&str>) {
+    /// Define BuildKit's automatic platform ARGs of `role` for `os/arch[/variant]`: `TARGETPLATFORM`,
+    /// `TARGETOS`, `TARGETARCH`, `TARGETVARIANT` name the platform built for, the same `BUILD*` the
+    /// machine building (they differ in a cross build through qemu-user). Usable in FROM, and in the stage
+    /// after `ARG TARGETARCH` etc.
+    pub fn set_platform(&mut self, role: PlatformRole, os: &str, arch: &str, variant: Option<&str>) {
+        let prefix = match role {
+            PlatformRole::Target => "TARGET",
+            PlatformRole::Build => "BUILD",
+        };
         let platform = match variant {
             Some(v) => format!("{os}/{arch}/{v}"),
             None => format!("{os}/{arch}"),
         };
-        for prefix in ["TARGET", "BUILD"] {
-            self.automatic.insert(format!("{prefix}PLATFORM"), platform.clone());
-            self.automatic.insert(format!("{prefix}OS"), os.to_owned());
-            self.automatic.insert(format!("{prefix}ARCH"), arch.to_owned());
-            self.automatic.insert(format!("{prefix}VARIANT"), variant.unwrap_or_default().to_owned());
-        }
+        self.automatic.insert(format!("{prefix}PLATFORM"), platform);
+        self.automatic.insert(format!("{prefix}OS"), os.to_owned());
+        self.automatic.insert(format!("{prefix}ARCH"), arch.to_owned());
+        self.automatic.insert(format!("{prefix}VARIANT"), variant.unwrap_or_default().to_owned());
     }
 
     /// The base image config's `Env` (`NAME=value` strings): visible to expansion and the

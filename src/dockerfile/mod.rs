@@ -21,7 +21,7 @@ mod words;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use expand::Expander;
+pub use expand::{Expander, PlatformRole};
 
 /// Longest logical line (an instruction with its continuation lines joined) accepted.
 pub const MAX_LINE_BYTES: usize = 1 << 20;

@@ -1,5 +1,6 @@
 //! Shared helpers of the `template_*` and `graph_*` tests: fixture trees, option parsing, the
-//! kolla 23.0.0 reference installation, and output comparison.
+//! kolla 23.0.0 reference installation, and output comparison; and of the tests that build upstream's
+//! tree: what it needs on this network.
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
@@ -191,4 +192,47 @@ pub fn assert_same_output(reference: &Path, ours: &Path, what: &str) {
         .filter(|f| std::fs::read(reference.join(f)).unwrap() != std::fs::read(ours.join(f)).unwrap())
         .collect();
     assert!(changed.is_empty(), "{what}: copied context files differ: {changed:?}");
+}
+
+/// Upstream's base template without the steps that reach hosts other than Debian's archive.
+fn air_gapped_base(upstream: &str) -> String {
+    // The extrepo step (Debian's OpenStack repositories from a third-party host).
+    let start =
+        upstream.find("RUN apt update \\\n && apt install -y --no-install-recommends extrepo").expect("extrepo step");
+    let end = start + upstream[start..].find("apt clean\n").expect("end of the extrepo step") + "apt clean\n".len();
+    let mut out = format!("{}{}", &upstream[..start], &upstream[end..]);
+    // The third-party apt keys (a keyserver and vendors' sites): the block that fetches them, emptied.
+    let block = "{%- block base_ubuntu_package_key_installation %}";
+    let start = out.find(block).expect("apt key block");
+    let end = start + out[start..].find("{% endblock %}").expect("end of the apt key block");
+    out.replace_range(start + block.len()..end, "\n    ");
+    assert!(!out.contains("extrepo enable") && !out.contains("gpg --keyserver") && !out.contains("curl {{ key.url }}"));
+    out
+}
+
+/// What upstream kolla 23.0.0 needs to build `base` on this network, written under `dir`.
+pub struct AirGapped {
+    /// A `--docker-dir` whose `base/Dockerfile.j2` is upstream's through [`air_gapped_base`].
+    pub overlay: PathBuf,
+    /// A `CONTAINERS_REGISTRIES_CONF` naming a Docker Hub mirror that nothing answers, so that `FROM
+    /// debian:trixie` is bootstrapped (as Docker Hub itself is not reachable here either).
+    pub registries: PathBuf,
+}
+
+/// Write [`AirGapped`]'s files for the upstream `tree` under `dir`.
+pub fn air_gapped(tree: &Path, dir: &Path) -> AirGapped {
+    let overlay = dir.join("docker-dir");
+    std::fs::create_dir_all(overlay.join("base")).unwrap();
+    let base = std::fs::read_to_string(tree.join("base/Dockerfile.j2")).unwrap();
+    std::fs::write(overlay.join("base/Dockerfile.j2"), air_gapped_base(&base)).unwrap();
+    let unreachable = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let registries = dir.join("registries.conf");
+    std::fs::write(
+        &registries,
+        format!(
+            "[[registry]]\nprefix = \"docker.io\"\n\n[[registry.mirror]]\nlocation = \"127.0.0.1:{unreachable}\"\n"
+        ),
+    )
+    .unwrap();
+    AirGapped { overlay, registries }
 }
