@@ -134,7 +134,7 @@ impl RunReport {
     /// statuses (`error`, `push_error`, and `matched` for an image not attempted).
     pub fn fill(&self, jobs: &[Job], summary: &mut Summary) {
         for (job, outcome) in jobs.iter().zip(&self.outcomes) {
-            let failed = |status: &str| FailedEntry { name: job.name.clone(), status: status.into() };
+            let failed = |status: &str| FailedEntry { name: job.name.clone(), status: status.into(), platforms: None };
             match outcome {
                 Outcome::Built { layers_built, layers_cached } => {
                     summary.built.push(NameEntry { name: job.name.clone() });
