@@ -284,8 +284,8 @@ pub fn run(ws: &Workspace, jobs: &[Job], opts: &BuildOptions, run: &RunOptions, 
     RunReport { outcomes }
 }
 
-/// The log lines of a thread of a run for one of several platforms name the platform (a `platform`
-/// span, entered until the guard is dropped).
+/// The log lines of a thread of a run for one of several platforms name the platform (a span
+/// `build{platform=arm64}`, entered until the guard is dropped).
 fn platform_span(run: &RunOptions) -> Option<tracing::span::EnteredSpan> {
     run.platform.as_ref().map(|p| tracing::info_span!("build", platform = %p).entered())
 }
