@@ -117,6 +117,12 @@ pub fn host() -> Platform {
     of_base_arch(ARCHES.iter().find(|a| a.0 == host.architecture).map_or("", |a| a.2)).unwrap_or(host)
 }
 
+/// `p` as a file name (`linux-arm64-v8`): where a build for several platforms keeps each one's logs
+/// and work dir apart.
+pub fn dir_name(p: &Platform) -> String {
+    p.to_string().replace('/', "-")
+}
+
 /// Whether this machine runs `p`'s binaries natively.
 pub fn is_native(p: &Platform) -> bool {
     Platform::host().matches(p)

@@ -20,6 +20,7 @@ use crate::graph::{Graph, Selection, Status};
 use crate::registry::{self, PushReport, Reference, RegistryError, RegistryOptions};
 use crate::shard::{self, Item, Plan, Shard};
 use crate::sources::SourceOptions;
+use crate::store::Platform;
 use crate::template::RenderedTree;
 
 /// Build options from kolla-build's options; `registry` has the TLS set-up and credential of the run.
@@ -112,7 +113,8 @@ pub fn jobs(
     if let Some(w) = shard {
         // The images of the shards built, and the parents they need (taken from their owners' steps).
         let mut needed = vec![false; graph.nodes.len()];
-        for &i in order.iter().filter(|&&i| w.run.owner.get(&i).is_some_and(|o| w.shards.contains(o))) {
+        let owned = |i: usize| w.run.owner.get(&graph.nodes[i].name).is_some_and(|o| w.shards.contains(o));
+        for &i in order.iter().filter(|&&i| owned(i)) {
             needed[i] = true;
             for a in graph.ancestors(i) {
                 needed[a] = true;
@@ -136,7 +138,7 @@ pub fn jobs(
                 sources: Some(cfg.image_sources(&node.name)),
                 template: Some(TemplateSource { path: img.template.clone(), rendered_kept: cfg.work_dir.is_some() }),
                 cache_wait: shard.and_then(|w| {
-                    let owner = *w.run.owner.get(&i)?;
+                    let owner = *w.run.owner.get(&node.name)?;
                     (owner != w.run.shard.index).then(|| CacheWait {
                         fleet: Arc::clone(w.fleet),
                         image: node.name.clone(),
@@ -155,8 +157,9 @@ pub fn jobs(
 pub struct ShardRun {
     /// This machine's shard.
     pub shard: Shard,
-    /// Owning shard by graph node index (for the selected images).
-    pub owner: BTreeMap<usize, usize>,
+    /// Owning shard by image name, for the images selected on any platform of the run: one owner builds
+    /// (and pushes) an image for every platform, so that its index is pushed whole.
+    pub owner: BTreeMap<String, usize>,
     /// `--shard-wait`.
     pub wait: Duration,
     /// `--shard-takeover`: a shard whose heartbeat has not changed for this long is lost, and the plan's
@@ -177,39 +180,46 @@ pub struct ShardWork<'a> {
     pub built: &'a BTreeSet<String>,
 }
 
-/// The digest that names a fleet's records in the cache repository: the shard count and, per planned
-/// image, its name, owner and rendered Dockerfile — the same on every machine of one fleet, different
-/// for another tree.
-pub fn plan_digest(graph: &Graph, tree: &RenderedTree, run: &ShardRun) -> Digest {
+/// The digest that names a fleet's records in the cache repository: the platform, the shard count
+/// and, per planned image, its name, owner and rendered Dockerfile — the same on every machine of one
+/// fleet, different for another tree or platform (each platform of a run has its own records).
+pub fn plan_digest(platform: &Platform, tree: &RenderedTree, run: &ShardRun) -> Digest {
     let mut lines: Vec<String> = run
         .owner
         .iter()
-        .map(|(&node, owner)| {
-            let name = &graph.nodes[node].name;
+        .map(|(name, owner)| {
             let dockerfile = tree.image(name).map(|img| Digest::of_bytes(img.dockerfile.as_bytes()).to_string());
             format!("{name} {owner} {}", dockerfile.unwrap_or_default())
         })
         .collect();
     lines.sort();
-    Digest::of_bytes(format!("kolla-oci fleet plan v1\n{}\n{}\n", run.shard.count, lines.join("\n")).as_bytes())
+    let head = format!("kolla-oci fleet plan v2\n{platform}\n{}", run.shard.count);
+    Digest::of_bytes(format!("{head}\n{}\n", lines.join("\n")).as_bytes())
 }
 
-/// The shard plan of the selection over `count` shards: the planned items (in build order, weighted by
-/// their Dockerfiles' layer-making steps), the graph node of each, and the plan.
-pub fn shard_plan(graph: &Graph, sel: &Selection, tree: &RenderedTree, count: usize) -> (Vec<Item>, Vec<usize>, Plan) {
-    let order = sel.build_order(graph);
-    let index: BTreeMap<usize, usize> = order.iter().enumerate().map(|(j, &i)| (i, j)).collect();
-    let items: Vec<Item> = order
-        .iter()
-        .map(|&i| {
-            let name = graph.nodes[i].name.clone();
+/// The shard plan of a run over `count` shards: the planned items (the images selected on any of its
+/// platforms, in build order, each weighted by its Dockerfiles' layer-making steps summed over the
+/// platforms) and the plan. Every platform of the run follows this one plan.
+pub fn shard_plan(builds: &[PlatformBuild], count: usize) -> (Vec<Item>, Plan) {
+    let mut items: Vec<Item> = Vec::new();
+    let mut at: BTreeMap<&str, usize> = BTreeMap::new();
+    for b in builds {
+        for i in b.sel.build_order(&b.graph) {
+            let name = b.graph.nodes[i].name.as_str();
             let steps =
-                tree.image(&name).map_or(1, |img| layer_steps(&img.context_dir.join("Dockerfile"), &img.dockerfile));
-            Item { name, parent: graph.parent(i).and_then(|p| index.get(&p).copied()), steps }
-        })
-        .collect();
+                b.tree.image(name).map_or(1, |img| layer_steps(&img.context_dir.join("Dockerfile"), &img.dockerfile));
+            match at.get(name) {
+                Some(&j) => items[j].steps += steps,
+                None => {
+                    let parent = b.graph.parent(i).and_then(|p| at.get(b.graph.nodes[p].name.as_str()).copied());
+                    at.insert(name, items.len());
+                    items.push(Item { name: name.to_owned(), parent, steps });
+                }
+            }
+        }
+    }
     let plan = shard::plan(&items, count);
-    (items, order, plan)
+    (items, plan)
 }
 
 /// RUN, COPY and ADD instructions of a rendered Dockerfile (at least 1, so every image weighs something).
@@ -281,46 +291,54 @@ pub struct KollaRun {
     pub pushed: Option<(PushReport, PushReport)>,
 }
 
-/// Build the selection and return kolla's summary. Unless `--no-attestations`, each image built gets
-/// its SBOM and provenance in the store; with `--push`, each image built is pushed (with its
-/// attestations) by `--push-threads` workers while the rest build. An error here (reading the inputs
-/// the provenance names, an invalid `--cache-repo`) stops the run before anything is built.
+/// One platform of a build: the configuration for it (its tree rendered for its architecture, see
+/// [`KollaConfig::for_platform`]), the image graph, the selection and the rendered tree.
+pub struct PlatformBuild {
+    /// kolla-build's options, for this platform.
+    pub cfg: KollaConfig,
+    /// The image graph of this platform's tree.
+    pub graph: Graph,
+    /// The images selected for this platform.
+    pub sel: Selection,
+    /// The tree rendered for this platform.
+    pub tree: RenderedTree,
+}
+
+/// Build the selection of every platform and return kolla's summary of the run. The platforms build at
+/// once, `--threads` shared between them (at least 1 each), each image's tag gathering one image per
+/// platform. Unless `--no-attestations`, each image built gets its SBOM and provenance in the store; with
+/// `--push`, each image is pushed (with its attestations) by `--push-threads` workers while the rest
+/// build, once every platform has built it: its index whole, and not at all if a platform failed it. An
+/// error here (reading the inputs the provenance names, an invalid `--cache-repo`) stops the run before
+/// anything is built. The run-wide options (`--push`, `--threads`, `--cache-repo`…) are the first
+/// platform's, as they are every platform's.
 pub fn build_selection(
     ws: &Workspace,
-    cfg: &KollaConfig,
-    graph: &Graph,
-    sel: &Selection,
-    tree: &RenderedTree,
+    builds: &[PlatformBuild],
     shard: Option<&ShardRun>,
     registry: &RegistryOptions,
 ) -> Result<KollaRun, AttestError> {
-    let mut opts = build_options(cfg, registry);
-    opts.cache_repo = match &cfg.cache_repo {
-        Some(spec) => Some(Arc::new(RemoteCache::new(spec, &opts.registry).map_err(BuildError::from)?)),
+    let Some(cfg) = builds.first().map(|b| &b.cfg) else {
+        return Ok(KollaRun { summary: Summary::default(), ok: true, pushed: None });
+    };
+    let cache_repo = match &cfg.cache_repo {
+        Some(spec) => {
+            Some(Arc::new(RemoteCache::new(spec, &build_options(cfg, registry).registry).map_err(BuildError::from)?))
+        }
         None => None,
     };
-    let attest = if cfg.attestations { Some(attestation_facts(cfg, &opts)?) } else { None };
-    if shard.is_some() && opts.cache_repo.is_none() {
+    if shard.is_some() && cache_repo.is_none() {
         let reason = "--shard needs --cache-repo: each shard takes the parents it does not build from there";
         return Err(BuildError::Input(reason.into()).into());
     }
-    let sources = SourceOptions {
-        cache_dir: ws.sources_dir(),
-        timeout: std::time::Duration::from_secs(cfg.timeout),
-        debian_arch: cfg.debian_arch.clone(),
-        refetch: !cfg.cache,
-        retries: cfg.retries,
-        allowed_private_hosts: opts.registry.allowed_private_hosts.clone(),
-    };
-    let run = RunOptions {
-        threads: cfg.threads.max(1),
-        logs_dir: cfg.logs_dir.clone(),
-        sources: Some(sources),
-        attest,
-        retries: cfg.retries,
-        quiet: cfg.quiet,
-        fleet: None,
-    };
+    let bars = (builds.len() > 1).then(indicatif::MultiProgress::new);
+    let mut runs = Vec::with_capacity(builds.len());
+    for (k, b) in builds.iter().enumerate() {
+        let opts = BuildOptions { cache_repo: cache_repo.clone(), ..build_options(&b.cfg, registry) };
+        let attest = if b.cfg.attestations { Some(attestation_facts(&b.cfg, &opts)?) } else { None };
+        let run = run_options(ws, b, attest, (k, builds.len()), bars.as_ref());
+        runs.push((opts, run));
+    }
     let locations = registry::BlobLocations::default();
     let pushed = Mutex::new((PushReport::default(), PushReport::default()));
     let push = |job: &Job| -> Result<(), String> {
@@ -330,27 +348,101 @@ pub fn build_selection(
         sums.1.add(&referrers);
         Ok(())
     };
-    let pushes = Pushes { threads: cfg.push_threads.max(1), push: &push };
-    let pushes = cfg.push.then_some(&pushes);
-    let mut summary = Summary::default();
-    match (shard, &opts.cache_repo) {
-        (Some(s), Some(cache)) => {
-            let shard = Sharding { run: s, cache, pushes };
-            build_shard(ws, cfg, graph, sel, tree, &shard, &opts, run, &mut summary)
-        }
-        _ => {
-            let jobs = jobs(cfg, graph, sel, tree, None);
-            scheduler::run(ws, &jobs, &opts, &run, pushes).fill(&jobs, &mut summary);
+    // An image is pushed when the last of the platforms that selected it has built it.
+    let mut platforms_left: BTreeMap<String, usize> = BTreeMap::new();
+    for b in builds {
+        for name in b.sel.names_with(&b.graph, Status::Matched) {
+            *platforms_left.entry(name.to_owned()).or_default() += 1;
         }
     }
-    let names = |status| sel.names_with(graph, status).into_iter().map(|n| NameEntry { name: n.to_owned() }).collect();
+    let platforms_left = Mutex::new(platforms_left);
+    let ready = |job: &Job| {
+        let mut left = platforms_left.lock().unwrap_or_else(|e| e.into_inner());
+        left.get_mut(&job.name).is_none_or(|n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        })
+    };
+    let pushes = Pushes { threads: cfg.push_threads.max(1), push: &push, ready: &ready };
+    let pushes = cfg.push.then_some(&pushes);
+    let summaries: Vec<(String, Summary)> = std::thread::scope(|scope| {
+        let cache_repo = cache_repo.as_ref();
+        let threads: Vec<_> = builds
+            .iter()
+            .zip(runs)
+            .map(|(b, (opts, run))| {
+                let sharding = shard.zip(cache_repo).map(|(run, cache)| Sharding { run, cache, pushes });
+                scope.spawn(move || (b.cfg.platform.to_string(), build_platform(ws, b, sharding, pushes, &opts, run)))
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
+    let summary = Summary::of_platforms(summaries);
+    let ok = summary.failed.iter().all(|f| cfg.allowed_to_fail.contains(&f.name));
+    let pushed = cfg.push.then(|| pushed.into_inner().unwrap_or_else(|e| e.into_inner()));
+    Ok(KollaRun { summary, ok, pushed })
+}
+
+/// How the run of platform `k` of `count` goes: its share of `--threads`, its own subdirectory of
+/// `--logs-dir` and its platform on the console when there are several platforms.
+fn run_options(
+    ws: &Workspace,
+    b: &PlatformBuild,
+    attest: Option<BuildFacts>,
+    (k, count): (usize, usize),
+    bars: Option<&indicatif::MultiProgress>,
+) -> RunOptions {
+    let cfg = &b.cfg;
+    let several = count > 1;
+    let threads = cfg.threads.max(1);
+    let sources = SourceOptions {
+        cache_dir: ws.sources_dir(),
+        timeout: std::time::Duration::from_secs(cfg.timeout),
+        debian_arch: cfg.debian_arch.clone(),
+        refetch: !cfg.cache,
+        retries: cfg.retries,
+        allowed_private_hosts: cfg.allowed_private_hosts.clone(),
+    };
+    RunOptions {
+        threads: (threads / count + usize::from(k < threads % count)).max(1),
+        logs_dir: match &cfg.logs_dir {
+            Some(dir) if several => Some(dir.join(crate::platform::dir_name(&cfg.platform))),
+            dir => dir.clone(),
+        },
+        sources: Some(sources),
+        attest,
+        retries: cfg.retries,
+        quiet: cfg.quiet,
+        fleet: None,
+        platform: several.then(|| cfg.platform.architecture.clone()),
+        bars: bars.cloned(),
+    }
+}
+
+/// Build one platform's selection (its part of the fleet's work with `--shard`): kolla's summary of it.
+fn build_platform(
+    ws: &Workspace,
+    b: &PlatformBuild,
+    sharding: Option<Sharding<'_>>,
+    pushes: Option<&Pushes<'_>>,
+    opts: &BuildOptions,
+    run: RunOptions,
+) -> Summary {
+    let mut summary = Summary::default();
+    match sharding {
+        Some(sharding) => build_shard(ws, b, &sharding, opts, run, &mut summary),
+        None => {
+            let jobs = jobs(&b.cfg, &b.graph, &b.sel, &b.tree, None);
+            scheduler::run(ws, &jobs, opts, &run, pushes).fill(&jobs, &mut summary);
+        }
+    }
+    let names =
+        |status| b.sel.names_with(&b.graph, status).into_iter().map(|n| NameEntry { name: n.to_owned() }).collect();
     summary.not_matched = names(Status::Unmatched);
     summary.skipped = names(Status::Skipped);
     summary.unbuildable = names(Status::Unbuildable);
     summary.sort();
-    let ok = summary.failed.iter().all(|f| cfg.allowed_to_fail.contains(&f.name));
-    let pushed = cfg.push.then(|| pushed.into_inner().unwrap_or_else(|e| e.into_inner()));
-    Ok(KollaRun { summary, ok, pushed })
+    summary
 }
 
 /// What `build_shard` works with: this shard's part of the plan, the cache repository the fleet shares,
@@ -361,23 +453,20 @@ struct Sharding<'a> {
     pushes: Option<&'a Pushes<'a>>,
 }
 
-/// `--shard`: this shard's images, with its heartbeat kept fresh in the cache repository; then, while a
-/// shard it would take over is still building, it stays (`watching`) and builds the images of lost
-/// shards the plan gives it — up to `--shard-wait` (see [`super::fleet`]).
-#[allow(clippy::too_many_arguments)]
+/// `--shard`: this shard's images of one platform, with its heartbeat (that platform's fleet records)
+/// kept fresh in the cache repository; then, while a shard it would take over is still building, it
+/// stays (`watching`) and builds the images of lost shards the plan gives it — up to `--shard-wait`
+/// (see [`super::fleet`]).
 fn build_shard(
     ws: &Workspace,
-    cfg: &KollaConfig,
-    graph: &Graph,
-    sel: &Selection,
-    tree: &RenderedTree,
+    b: &PlatformBuild,
     sharding: &Sharding<'_>,
     opts: &BuildOptions,
     run: RunOptions,
     summary: &mut Summary,
 ) {
     let shard = sharding.run;
-    let plan = plan_digest(graph, tree, shard);
+    let plan = plan_digest(&b.cfg.platform, &b.tree, shard);
     let fleet =
         Arc::new(Fleet::start(Arc::clone(sharding.cache), ws.store().clone(), &plan, shard.shard, shard.takeover));
     let run = RunOptions { fleet: Some(Arc::clone(&fleet)), ..run };
@@ -388,7 +477,7 @@ fn build_shard(
         let mut shards = vec![shard.shard.index];
         loop {
             let work = ShardWork { run: shard, fleet: &fleet, shards: &shards, built: &built };
-            let jobs = jobs(cfg, graph, sel, tree, Some(&work));
+            let jobs = jobs(&b.cfg, &b.graph, &b.sel, &b.tree, Some(&work));
             let report = scheduler::run(ws, &jobs, opts, &run, sharding.pushes);
             let mut this_run = Summary::default();
             report.fill(&jobs, &mut this_run);

@@ -78,6 +78,12 @@ pub struct RunOptions {
     /// The fleet this run is part of (`--shard`): an image that fails here is published for the shards
     /// waiting for it.
     pub fleet: Option<Arc<Fleet>>,
+    /// A build for several platforms, one run each at once: this run's platform as the console shows it
+    /// (`arm64`), after each image's name (`memcached (arm64) | …`) and on the run's log lines.
+    pub platform: Option<String>,
+    /// The progress bars of runs going on at once (a build for several platforms): this run's bar joins
+    /// them, so that the bars and the lines printed above them do not garble each other.
+    pub bars: Option<indicatif::MultiProgress>,
 }
 
 /// The push queue of a run (`--push`): images are pushed as soon as they are built, by `threads`
@@ -87,6 +93,9 @@ pub struct Pushes<'a> {
     pub threads: usize,
     /// Pushes one built image; an error makes that image's status `push_error` (after the retries).
     pub push: &'a (dyn Fn(&Job) -> Result<(), String> + Sync),
+    /// Told of each image built (that is this run's to push); it is queued only if this says so. A build
+    /// for several platforms pushes an image once, when its last platform has built it: the index whole.
+    pub ready: &'a (dyn Fn(&Job) -> bool + Sync),
 }
 
 /// Outcome of one image.
@@ -134,7 +143,7 @@ impl RunReport {
     /// statuses (`error`, `push_error`, and `matched` for an image not attempted).
     pub fn fill(&self, jobs: &[Job], summary: &mut Summary) {
         for (job, outcome) in jobs.iter().zip(&self.outcomes) {
-            let failed = |status: &str| FailedEntry { name: job.name.clone(), status: status.into() };
+            let failed = |status: &str| FailedEntry { name: job.name.clone(), status: status.into(), platforms: None };
             match outcome {
                 Outcome::Built { layers_built, layers_cached } => {
                     summary.built.push(NameEntry { name: job.name.clone() });
@@ -229,23 +238,31 @@ pub fn run(ws: &Workspace, jobs: &[Job], opts: &BuildOptions, run: &RunOptions, 
         wake.notify_all();
     };
     let in_run = InRun::new(&handed_off);
-    let progress = Progress::new(jobs.len(), run.quiet);
+    let progress = Progress::new(jobs.len(), run);
     let workers = run.threads.max(1).min(jobs.len().max(1));
     let queue = PushQueue::default();
     let push_errors: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         if let Some(p) = pushes {
             for _ in 0..p.threads.max(1) {
-                s.spawn(|| push_worker(jobs, p, run.retries, &queue, &push_errors));
+                s.spawn(|| {
+                    let _platform = platform_span(run);
+                    push_worker(jobs, p, run.retries, &queue, &push_errors)
+                });
             }
         }
-        let (queue, in_run, shared, wake, progress) = (pushes.map(|_| &queue), &in_run, &shared, &wake, &progress);
+        let (queue, in_run, shared, wake, progress) = (pushes.map(|p| (p, &queue)), &in_run, &shared, &wake, &progress);
         let builders: Vec<_> = (0..workers)
-            .map(|_| s.spawn(move || worker(ws, jobs, opts, run, in_run, shared, wake, progress, queue)))
+            .map(|_| {
+                s.spawn(move || {
+                    let _platform = platform_span(run);
+                    worker(ws, jobs, opts, run, in_run, shared, wake, progress, queue)
+                })
+            })
             .collect();
         let panicked = builders.into_iter().filter_map(|b| b.join().err()).next();
         progress.finish();
-        if let Some(q) = queue {
+        if let Some((_, q)) = queue {
             q.close();
         }
         if let Some(p) = panicked {
@@ -265,6 +282,12 @@ pub fn run(ws: &Workspace, jobs: &[Job], opts: &BuildOptions, run: &RunOptions, 
         }
     }
     RunReport { outcomes }
+}
+
+/// The log lines of a thread of a run for one of several platforms name the platform (a span
+/// `build{platform=arm64}`, entered until the guard is dropped).
+fn platform_span(run: &RunOptions) -> Option<tracing::span::EnteredSpan> {
+    run.platform.as_ref().map(|p| tracing::info_span!("build", platform = %p).entered())
 }
 
 /// Pushes the images the builds queue until the builds are over and the queue is empty; a push is
@@ -303,7 +326,7 @@ fn worker(
     shared: &Mutex<Shared>,
     wake: &Condvar,
     progress: &Progress,
-    pushes: Option<&PushQueue>,
+    pushes: Option<(&Pushes, &PushQueue)>,
 ) {
     loop {
         let i = {
@@ -320,14 +343,16 @@ fn worker(
                 g = wake.wait(g).unwrap_or_else(|e| e.into_inner());
             }
         };
-        progress.start(&jobs[i].name);
-        let outcome = build_attempts(ws, &jobs[i], opts, run, in_run, progress);
-        progress.done(&jobs[i].name, &outcome);
+        let shown = shown_name(&jobs[i], run);
+        progress.start(&shown);
+        let outcome = build_attempts(ws, &jobs[i], &shown, opts, run, in_run, progress);
+        progress.done(&shown, &outcome);
         let ok = matches!(outcome, Outcome::Built { .. });
         // An image another shard builds is that shard's to push, unless this one acts for it (lost).
         if ok
             && jobs[i].cache_wait.as_ref().is_none_or(|w| w.acts_for_owner())
-            && let Some(q) = pushes
+            && let Some((p, q)) = pushes
+            && (p.ready)(&jobs[i])
         {
             q.add(i);
         }
@@ -365,11 +390,20 @@ fn mark_not_attempted(jobs: &[Job], c: usize, g: &mut Shared, outcome: &Outcome)
     }
 }
 
+/// How the console names `job`: its name, and its platform when the build is for several.
+fn shown_name(job: &Job, run: &RunOptions) -> String {
+    match &run.platform {
+        Some(p) => format!("{} ({p})", job.name),
+        None => job.name.clone(),
+    }
+}
+
 /// Build `job` up to `retries + 1` times, until it is built; every attempt goes to the image's one log
-/// (and, unless quiet, to the console). An image another shard failed is not tried again.
+/// (and, unless quiet, to the console, as `shown`). An image another shard failed is not tried again.
 fn build_attempts(
     ws: &Workspace,
     job: &Job,
+    shown: &str,
     opts: &BuildOptions,
     run: &RunOptions,
     in_run: &InRun,
@@ -382,7 +416,7 @@ fn build_attempts(
         },
         None => None,
     };
-    let console = (!run.quiet).then_some((job.name.as_str(), progress));
+    let console = (!run.quiet).then_some((shown, progress));
     let mut log = ImageLog { file, console, partial: Vec::new() };
     let attempts = run.retries + 1;
     let mut outcome = Outcome::NotAttempted;
@@ -631,12 +665,19 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total: usize, quiet: bool) -> Progress {
+    /// A bar for `total` images unless the run is quiet or stderr no terminal; it joins the run's
+    /// [`RunOptions::bars`], if any.
+    fn new(total: usize, run: &RunOptions) -> Progress {
+        let quiet = run.quiet;
         let bar = (!quiet && io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::new(total as u64);
             let style = indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {wide_msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
             bar.set_style(style.progress_chars("=> "));
+            let bar = match &run.bars {
+                Some(bars) => bars.add(bar),
+                None => bar,
+            };
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
             bar
         });

@@ -30,19 +30,23 @@ pub struct Summary {
 }
 
 /// An image name in the summary.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct NameEntry {
     /// The image name.
     pub name: String,
 }
 
 /// A failed image in the summary.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct FailedEntry {
     /// The image name.
     pub name: String,
     /// kolla-build's status of the image (see [`Summary::failed`]).
     pub status: String,
+    /// A build for several platforms: those the image failed on (`linux/arm64/v8`). Left out of a
+    /// single-platform run's summary, which stays kolla-build's shape.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platforms: Option<Vec<String>>,
 }
 
 impl Summary {
@@ -52,6 +56,42 @@ impl Summary {
             list.sort_by(|a, b| a.name.cmp(&b.name));
         }
         self.failed.sort_by(|a, b| (&a.name, &a.status).cmp(&(&b.name, &b.status)));
+    }
+
+    /// One summary of a build for several platforms, from each platform's (in the run's order): an image
+    /// failed if it failed on any platform (with the status of the first and the list of those it failed
+    /// on), else built if it was built on any (every platform that selected it built it); an image on no
+    /// such list is skipped, unbuildable or not matched, as the first platform that says so. Layer counts
+    /// are summed. A single platform's summary is returned as it is.
+    pub fn of_platforms(mut runs: Vec<(String, Summary)>) -> Summary {
+        if runs.len() == 1 {
+            return runs.pop().map(|(_, s)| s).unwrap_or_default();
+        }
+        let mut merged = Summary::default();
+        let mut failed: Vec<FailedEntry> = Vec::new();
+        for (platform, run) in &runs {
+            merged.layers_built += run.layers_built;
+            merged.layers_cached += run.layers_cached;
+            for f in &run.failed {
+                match failed.iter_mut().find(|g| g.name == f.name) {
+                    Some(g) => g.platforms.get_or_insert_default().push(platform.clone()),
+                    None => failed.push(FailedEntry { platforms: Some(vec![platform.clone()]), ..f.clone() }),
+                }
+            }
+        }
+        // Each image on one list: failed, else the first of built, skipped, unbuildable, not matched that
+        // any platform puts it on (built on one platform and unbuildable on another: built).
+        let mut placed: std::collections::BTreeSet<String> = failed.iter().map(|f| f.name.clone()).collect();
+        let mut take = |pick: fn(&Summary) -> &Vec<NameEntry>| -> Vec<NameEntry> {
+            runs.iter().flat_map(|(_, r)| pick(r)).filter(|e| placed.insert(e.name.clone())).cloned().collect()
+        };
+        merged.built = take(|s| &s.built);
+        merged.skipped = take(|s| &s.skipped);
+        merged.unbuildable = take(|s| &s.unbuildable);
+        merged.not_matched = take(|s| &s.not_matched);
+        merged.failed = failed;
+        merged.sort();
+        merged
     }
 
     /// The one-line form kolla-build prints on stdout (`json.dump(results, sys.stdout)`: `", "`
@@ -110,8 +150,8 @@ mod tests {
         let mut s = Summary {
             built: vec![name("nova-api"), name("base")],
             failed: vec![
-                FailedEntry { name: "glance-api".into(), status: "push_error".into() },
-                FailedEntry { name: "cron".into(), status: "error".into() },
+                FailedEntry { name: "glance-api".into(), status: "push_error".into(), platforms: None },
+                FailedEntry { name: "cron".into(), status: "error".into(), platforms: None },
             ],
             not_matched: vec![name("zun"), name("aodh")],
             layers_built: 3,
@@ -119,6 +159,33 @@ mod tests {
         };
         s.sort();
         s
+    }
+
+    /// Two platforms' summaries make one: a failure on either fails the image and names the platform;
+    /// an image built on one platform and unbuildable on the other is built; layers add up. One
+    /// platform's summary is unchanged (no `platforms` key).
+    #[test]
+    fn platforms_merge_into_one_summary() {
+        let name = |n: &str| NameEntry { name: n.into() };
+        let amd64 = Summary {
+            built: vec![name("base"), name("memcached"), name("nova")],
+            layers_built: 2,
+            layers_cached: 1,
+            ..Summary::default()
+        };
+        let arm64 = Summary {
+            built: vec![name("base")],
+            failed: vec![FailedEntry { name: "memcached".into(), status: "error".into(), platforms: None }],
+            unbuildable: vec![name("nova")],
+            layers_built: 3,
+            ..Summary::default()
+        };
+        let merged = Summary::of_platforms(vec![("linux/amd64".into(), amd64), ("linux/arm64/v8".into(), arm64)]);
+        assert_eq!(
+            merged.to_line(),
+            r#"{"built": [{"name": "base"}, {"name": "nova"}], "failed": [{"name": "memcached", "status": "error", "platforms": ["linux/arm64/v8"]}], "not_matched": [], "skipped": [], "unbuildable": [], "layers_built": 5, "layers_cached": 1}"#
+        );
+        assert_eq!(Summary::of_platforms(vec![("linux/amd64".into(), sample())]).to_line(), sample().to_line());
     }
 
     /// Byte for byte what Python's `json.dump` writes for the same dict (checked with python3).

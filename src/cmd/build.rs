@@ -6,6 +6,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use kolla_oci::builder::kolla;
 use kolla_oci::config::KollaConfig;
 use kolla_oci::graph::{self, Graph, Status};
 use kolla_oci::shard::{self, Shard};
@@ -41,8 +42,40 @@ pub struct Args {
 /// Run the subcommand.
 pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
     let cfg = KollaConfig::from_args(&args.kolla).context("reading kolla-build options")?;
-    let (mut tree, graph, selection) = prepare(ctx, &cfg)?;
+    let listing = cfg.template_only || cfg.save_dependency.is_some() || cfg.list_images;
+    if listing || (cfg.list_dependencies && args.list_shards.is_none()) {
+        return show(ctx, &cfg);
+    }
+    let builds = platform_builds(ctx, &cfg)?;
+    if let Some(n) = args.list_shards {
+        let (items, plan) = kolla::shard_plan(&builds, n as usize);
+        let mut stdout = std::io::stdout().lock();
+        if let [_, _, ..] = builds.as_slice() {
+            let platforms: Vec<String> = cfg.platforms.iter().map(ToString::to_string).collect();
+            writeln!(stdout, "each shard builds its images for {}; steps are summed over them", platforms.join(", "))?;
+        }
+        stdout.write_all(shard::describe(&items, &plan).as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let shard = args.shard.map(|s| {
+        let (items, plan) = kolla::shard_plan(&builds, s.count);
+        let owner = items.into_iter().map(|i| i.name).zip(plan.owner).collect();
+        let seconds = std::time::Duration::from_secs;
+        let takeover = (args.shard_takeover > 0).then(|| seconds(args.shard_takeover));
+        kolla::ShardRun { shard: s, owner, wait: seconds(args.shard_wait), takeover }
+    });
+    let registry = args.access.options()?;
+    // One clear error before anything is built, rather than one per image.
+    for platform in &cfg.platforms {
+        kolla_oci::platform::check_runnable(platform)?;
+    }
+    build(ctx, &builds, shard.as_ref(), &registry)
+}
 
+/// What is shown instead of a build: the rendered tree (`--template-only`), the dependency graph
+/// (`--save-dependency`, `--list-dependencies`) or the images (`--list-images`).
+fn show(ctx: &super::Context, cfg: &KollaConfig) -> anyhow::Result<ExitCode> {
+    let (mut tree, graph, selection) = prepare(ctx, cfg)?;
     if cfg.template_only {
         let unmatched: Vec<&str> = (0..graph.nodes.len())
             .filter(|&i| !selection.is_matched(i))
@@ -64,47 +97,35 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
         stdout.write_all(graph::list_images(&graph, &selection).as_bytes())?;
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(n) = args.list_shards {
-        let (items, _, plan) = kolla_oci::builder::kolla::shard_plan(&graph, &selection, &tree, n as usize);
-        stdout.write_all(shard::describe(&items, &plan).as_bytes())?;
-        return Ok(ExitCode::SUCCESS);
+    match graph::dependencies_json(&graph, &selection) {
+        Some(v) => writeln!(stdout, "{}", serde_json::to_string_pretty(&v)?)?,
+        None => writeln!(stdout, "Nothing matched!")?,
     }
-    if cfg.list_dependencies {
-        match graph::dependencies_json(&graph, &selection) {
-            Some(v) => writeln!(stdout, "{}", serde_json::to_string_pretty(&v)?)?,
-            None => writeln!(stdout, "Nothing matched!")?,
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let shard = args.shard.map(|s| {
-        let (_, nodes, plan) = kolla_oci::builder::kolla::shard_plan(&graph, &selection, &tree, s.count);
-        let owner = nodes.into_iter().zip(plan.owner).collect();
-        let seconds = std::time::Duration::from_secs;
-        let takeover = (args.shard_takeover > 0).then(|| seconds(args.shard_takeover));
-        kolla_oci::builder::kolla::ShardRun { shard: s, owner, wait: seconds(args.shard_wait), takeover }
-    });
-    let registry = args.access.options()?;
-    // One clear error before anything is built, rather than one per image.
-    for platform in &cfg.platforms {
-        kolla_oci::platform::check_runnable(platform)?;
-    }
-    if let [_] = cfg.platforms.as_slice() {
-        return build(ctx, &cfg, &graph, &selection, &tree, shard.as_ref(), &registry);
-    }
-    anyhow::ensure!(shard.is_none(), "--shard builds for one platform: give --platform one platform");
-    // Each platform in turn, rendered for its architecture; every image's tag collects one image per
-    // platform (an image index), which `--push` pushes whole.
-    let mut code = ExitCode::SUCCESS;
-    for platform in &cfg.platforms {
-        tracing::info!("building for {platform}");
-        let cfg = cfg.for_platform(platform);
-        let (tree, graph, selection) = prepare(ctx, &cfg)?;
-        let done = build(ctx, &cfg, &graph, &selection, &tree, None, &registry)?;
-        if done != ExitCode::SUCCESS {
-            code = done;
-        }
-    }
-    Ok(code)
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The run's platforms, each with its tree rendered for its architecture (see
+/// [`KollaConfig::for_platform`]). With several, each platform's `--work-dir` is a subdirectory named
+/// after it (`linux-arm64-v8/`), since they build at once from trees that differ.
+fn platform_builds(ctx: &super::Context, cfg: &KollaConfig) -> anyhow::Result<Vec<kolla::PlatformBuild>> {
+    let cfgs: Vec<KollaConfig> = match cfg.platforms.as_slice() {
+        [_, _, ..] => cfg
+            .platforms
+            .iter()
+            .map(|p| {
+                let mut c = cfg.for_platform(p);
+                c.work_dir = c.work_dir.map(|w| w.join(kolla_oci::platform::dir_name(p)));
+                c
+            })
+            .collect(),
+        _ => vec![cfg.clone()],
+    };
+    cfgs.into_iter()
+        .map(|cfg| {
+            let (tree, graph, sel) = prepare(ctx, &cfg)?;
+            Ok(kolla::PlatformBuild { cfg, graph, sel, tree })
+        })
+        .collect()
 }
 
 /// The tree rendered for `cfg` (written to kolla-build's work dir when one is asked for), its image
@@ -127,41 +148,52 @@ fn prepare(
     Ok((tree, graph, selection))
 }
 
-/// Build the selection (pushing each image built, if asked), write kolla's summary; non-zero exit if
-/// an image failed that is not allowed to.
+/// Build the selection of every platform (pushing each image built, if asked), write kolla's summary
+/// of the run; non-zero exit if an image failed on any platform that is not allowed to.
 fn build(
     ctx: &super::Context,
-    cfg: &KollaConfig,
-    graph: &Graph,
-    selection: &graph::Selection,
-    tree: &template::RenderedTree,
-    shard: Option<&kolla_oci::builder::kolla::ShardRun>,
+    builds: &[kolla::PlatformBuild],
+    shard: Option<&kolla::ShardRun>,
     registry: &kolla_oci::registry::RegistryOptions,
 ) -> anyhow::Result<ExitCode> {
-    use kolla_oci::builder::kolla;
+    let Some(first) = builds.first() else { return Ok(ExitCode::SUCCESS) };
+    let cfg = &first.cfg;
     let ws = ctx.open_workspace()?;
-    let matched = selection.names_with(graph, Status::Matched);
-    if matched.is_empty() && selection.names_with(graph, Status::Skipped).is_empty() {
+    let nothing = |b: &kolla::PlatformBuild| {
+        [Status::Matched, Status::Skipped].into_iter().all(|s| b.sel.names_with(&b.graph, s).is_empty())
+    };
+    if builds.iter().all(nothing) {
         // kolla-build builds nothing and exits 0; a typo in a CI job's regex would then pass unseen.
         let asked = match (cfg.regex.is_empty(), cfg.profile.is_empty()) {
             (false, _) => format!("the regexes {:?}", cfg.regex),
             (true, false) => format!("the profiles {:?}", cfg.profile),
             (true, true) => "the selection".to_owned(),
         };
-        let unbuildable = selection.names_with(graph, Status::Unbuildable).len();
+        let unbuildable = first.sel.names_with(&first.graph, Status::Unbuildable).len();
         let hint = if unbuildable > 0 {
             format!(" ({unbuildable} are unbuildable for this base and architecture: --enable-unbuildable)")
         } else {
             String::new()
         };
-        tracing::warn!("nothing to build: none of the {} images matches {asked}{hint}", graph.nodes.len());
+        tracing::warn!("nothing to build: none of the {} images matches {asked}{hint}", first.graph.nodes.len());
         return Ok(ExitCode::FAILURE);
     }
-    tracing::info!("building {} images with {} threads", matched.len(), cfg.threads);
-    if cfg.work_dir.is_none() {
-        tree.write_work_dir(Some(&matched)).context("writing the work dir")?;
+    for b in builds {
+        let matched = b.sel.names_with(&b.graph, Status::Matched);
+        match builds.len() {
+            1 => tracing::info!("building {} images with {} threads", matched.len(), cfg.threads),
+            n => tracing::info!(
+                "building {} images for {} ({n} platforms at once, {} threads in all)",
+                matched.len(),
+                b.cfg.platform,
+                cfg.threads
+            ),
+        }
+        if b.cfg.work_dir.is_none() {
+            b.tree.write_work_dir(Some(&matched)).context("writing the work dir")?;
+        }
     }
-    let run = kolla::build_selection(&ws, cfg, graph, selection, tree, shard, registry)
+    let run = kolla::build_selection(&ws, builds, shard, registry)
         .context("preparing the build (its inputs for the provenance, --no-attestations skips them; --cache-repo)")?;
     let summary = &run.summary;
     if let Some((r, a)) = &run.pushed {

@@ -75,9 +75,14 @@ impl Store {
     /// is replaced, or appended. Takes the store lock.
     pub fn set_tag(&self, name: &str, manifest: &Descriptor) -> Result<()> {
         check_tag(name)?;
+        let lock = self.lock()?;
+        self.set_tag_locked(&lock, name, manifest)
+    }
+
+    /// [`Store::set_tag`] for a caller that holds the store lock (`_lock` proves it).
+    fn set_tag_locked(&self, _lock: &StoreLock, name: &str, manifest: &Descriptor) -> Result<()> {
         let mut entry = manifest.clone();
         entry.annotations.insert(ANNOTATION_REF_NAME.to_owned(), name.to_owned());
-        let _lock = self.lock()?;
         let mut index = self.index()?;
         // Keep the tag's place in the index; drop any duplicate entries of the same name.
         let at = index.manifests.iter().position(|d| d.ref_name() == Some(name));
@@ -92,11 +97,16 @@ impl Store {
     /// tag held for other platforms stays, the tag then pointing to an image index of them all (sorted by
     /// platform); alone, `manifest` is tagged as itself. Root images of builds for several platforms
     /// share their `FROM` name this way. A tagged image whose platform is not known is replaced.
+    ///
+    /// The tag is read and written under one hold of the store lock: platforms finishing the same image
+    /// at once (threads of one build, or other processes) each add their entry, none lost.
     pub fn set_platform_tag(&self, name: &str, manifest: &Descriptor) -> Result<Descriptor> {
         let Some(platform) = manifest.platform.clone() else {
             self.set_tag(name, manifest)?;
             return Ok(manifest.clone());
         };
+        check_tag(name)?;
+        let lock = self.lock()?;
         let mut entries = match self.resolve(name)? {
             None => Vec::new(),
             Some(d) if self.doc_kind(&d)? == super::DocKind::Index => self.read_index(&d)?.manifests,
@@ -104,7 +114,7 @@ impl Store {
         };
         entries.retain(|d| d.platform.as_ref().is_some_and(|p| !p.matches(&platform) && !platform.matches(p)));
         if entries.is_empty() {
-            self.set_tag(name, manifest)?;
+            self.set_tag_locked(&lock, name, manifest)?;
             return Ok(manifest.clone());
         }
         entries.push(manifest.clone());
@@ -115,7 +125,7 @@ impl Store {
         let index = Index { manifests: entries, ..Index::default() };
         let (digest, size) = self.put_json(&index)?;
         let desc = Descriptor::new(super::MEDIA_OCI_INDEX, digest, size);
-        self.set_tag(name, &desc)?;
+        self.set_tag_locked(&lock, name, &desc)?;
         Ok(desc)
     }
 
@@ -147,5 +157,47 @@ impl Store {
             .collect();
         tags.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(tags)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ImageConfig;
+    use super::*;
+
+    /// Platforms finishing the same image at once (one thread each, all released together) each leave
+    /// their entry in the tag's index: the read-modify-write happens under one hold of the lock.
+    #[test]
+    fn platform_tags_set_at_once_keep_every_platform() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let arches = ["amd64", "arm64", "ppc64le", "s390x", "riscv64", "386"];
+        let images: Vec<Descriptor> = arches
+            .iter()
+            .map(|arch| {
+                let config = ImageConfig { architecture: (*arch).into(), os: "linux".into(), ..ImageConfig::default() };
+                store.write_image(&config, &[]).unwrap()
+            })
+            .collect();
+        for round in 0..10 {
+            let tag = format!("kolla/base:{round}");
+            let start = std::sync::Barrier::new(images.len());
+            std::thread::scope(|s| {
+                for image in &images {
+                    let (store, tag, start) = (&store, &tag, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        store.set_platform_tag(tag, image).unwrap();
+                    });
+                }
+            });
+            let tagged = store.resolve(&tag).unwrap().unwrap();
+            let mut listed: Vec<String> =
+                store.read_index(&tagged).unwrap().manifests.iter().map(|d| d.digest.to_string()).collect();
+            listed.sort();
+            let mut want: Vec<String> = images.iter().map(|d| d.digest.to_string()).collect();
+            want.sort();
+            assert_eq!(listed, want, "round {round}: every platform's image in the index");
+        }
     }
 }
