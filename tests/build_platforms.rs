@@ -50,10 +50,15 @@ impl Env {
     /// `kolla-oci build --all` of the tree for both platforms into `state`, with `extra`; the summary goes
     /// to `<state>.json`.
     fn build(&self, state: &str, extra: &[&str]) -> Command {
+        self.build_for(PLATFORMS, state, extra)
+    }
+
+    /// [`Env::build`] for `platforms`.
+    fn build_for(&self, platforms: &str, state: &str, extra: &[&str]) -> Command {
         let tree = self.dir.join("tree");
         let summary = self.dir.join(format!("{state}.json"));
         let mut cmd = Command::new(BIN);
-        cmd.args(["build", "--all", "--platform", PLATFORMS, "--threads", "2", "--no-attestations"])
+        cmd.args(["build", "--all", "--platform", platforms, "--threads", "2", "--no-attestations"])
             .arg("--template-tree")
             .arg(&tree)
             .arg("--summary-json-file")
@@ -241,6 +246,29 @@ fn an_image_failed_on_one_platform_is_not_pushed() {
     let store = kolla_oci::store::Store::open(&env.dir.join("f/oci")).unwrap();
     let tagged = store.resolve(&format!("{}/kolla/bad:{TAG}", proxy.addr())).unwrap().expect("bad's amd64 image");
     assert_eq!(tagged.platform.unwrap().to_string(), "linux/amd64");
+}
+
+/// `--skip-existing` skips an image only on the platforms the store has it for; and each platform's
+/// steps see BuildKit's platform args: `TARGETARCH` its own, `BUILDARCH` this machine's.
+#[test]
+fn skip_existing_looks_for_each_platform() {
+    let base = "FROM scratch\nARG TARGETARCH BUILDARCH\nLABEL target=$TARGETARCH build=$BUILDARCH\nCOPY arch /arch\n";
+    let env = Env::new(&[("base", base)]);
+    let out = env.build_for("linux/amd64", "s", &[]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = env.build("s", &["--skip-existing"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let summary = env.summary("s");
+    assert_eq!(names(&summary["built"]), ["base"], "built for arm64: {summary}");
+    assert_eq!(summary["layers_built"], 1, "only arm64's COPY: {summary}");
+
+    let store = kolla_oci::store::Store::open(&env.dir.join("s/oci")).unwrap();
+    let tagged = store.resolve(&format!("kolla/base:{TAG}")).unwrap().unwrap();
+    for (platform, arch) in [("linux/amd64", "amd64"), ("linux/arm64", "arm64")] {
+        let image = store.load_image_from(&tagged, &kolla_oci::platform::parse(platform).unwrap()).unwrap();
+        let labels = &image.config.config.labels;
+        assert_eq!((labels["target"].as_str(), labels["build"].as_str()), (arch, "amd64"), "{platform}");
+    }
 }
 
 /// `--shard 0/2` and `1/2` of a two-platform run, at once through a cache repository: one plan for both

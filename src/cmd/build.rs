@@ -143,7 +143,15 @@ fn prepare(
     // The store is let go before the build opens the state dir for itself (one hold per process, so that
     // its end can tell whether another process still uses it).
     let store = if cfg.skip_existing { Some(ctx.open_store()?) } else { None };
-    let exists = |canonical: &str| store.as_ref().is_some_and(|s| matches!(s.resolve(canonical), Ok(Some(_))));
+    // Only an image of this platform counts: a tag may hold other platforms' images (an index).
+    let exists = |canonical: &str| {
+        store.as_ref().is_some_and(|s| match s.resolve(canonical) {
+            Ok(Some(tagged)) => {
+                s.load_image_from(&tagged, &cfg.platform).is_ok_and(|i| cfg.platform.matches(&i.config.platform()))
+            }
+            _ => false,
+        })
+    };
     let selection = graph::select(&graph, cfg, &exists).context("selecting images")?;
     Ok((tree, graph, selection))
 }
