@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use layers::Digest;
 
-use super::scheduler::{self, Job, Pushes, RunOptions, TemplateSource};
+use super::scheduler::{self, Job, Pushes, RunOptions, Slots, TemplateSource};
 use super::summary::{NameEntry, Summary};
 use super::{BuildError, BuildOptions, CacheWait, Fleet, Label, Phase, RemoteCache, Workspace};
 use crate::attest::provenance::BUILD_TYPE_KOLLA;
@@ -305,7 +305,7 @@ pub struct PlatformBuild {
 }
 
 /// Build the selection of every platform and return kolla's summary of the run. The platforms build at
-/// once, `--threads` shared between them (at least 1 each), each image's tag gathering one image per
+/// once, `--threads` images at a time between them (see [`Slots`]), each image's tag gathering one image per
 /// platform. Unless `--no-attestations`, each image built gets its SBOM and provenance in the store; with
 /// `--push`, each image is pushed (with its attestations) by `--push-threads` workers while the rest
 /// build, once every platform has built it: its index whole, and not at all if a platform failed it. An
@@ -331,13 +331,12 @@ pub fn build_selection(
         let reason = "--shard needs --cache-repo: each shard takes the parents it does not build from there";
         return Err(BuildError::Input(reason.into()).into());
     }
-    let bars = (builds.len() > 1).then(indicatif::MultiProgress::new);
+    let together = (builds.len() > 1).then(|| (indicatif::MultiProgress::new(), Arc::new(Slots::new(cfg.threads))));
     let mut runs = Vec::with_capacity(builds.len());
-    for (k, b) in builds.iter().enumerate() {
+    for b in builds {
         let opts = BuildOptions { cache_repo: cache_repo.clone(), ..build_options(&b.cfg, registry) };
         let attest = if b.cfg.attestations { Some(attestation_facts(&b.cfg, &opts)?) } else { None };
-        let run = run_options(ws, b, attest, (k, builds.len()), bars.as_ref());
-        runs.push((opts, run));
+        runs.push((opts, run_options(ws, b, attest, together.as_ref())));
     }
     let locations = registry::BlobLocations::default();
     let pushed = Mutex::new((PushReport::default(), PushReport::default()));
@@ -383,18 +382,17 @@ pub fn build_selection(
     Ok(KollaRun { summary, ok, pushed })
 }
 
-/// How the run of platform `k` of `count` goes: its share of `--threads`, its own subdirectory of
-/// `--logs-dir` and its platform on the console when there are several platforms.
+/// How the run of one platform goes. With several platforms (`together`: their progress bars and
+/// `--threads` slots, shared), it takes slots from the others' pool, and has its own subdirectory of
+/// `--logs-dir` and its platform on the console.
 fn run_options(
     ws: &Workspace,
     b: &PlatformBuild,
     attest: Option<BuildFacts>,
-    (k, count): (usize, usize),
-    bars: Option<&indicatif::MultiProgress>,
+    together: Option<&(indicatif::MultiProgress, Arc<Slots>)>,
 ) -> RunOptions {
     let cfg = &b.cfg;
-    let several = count > 1;
-    let threads = cfg.threads.max(1);
+    let several = together.is_some();
     let sources = SourceOptions {
         cache_dir: ws.sources_dir(),
         timeout: std::time::Duration::from_secs(cfg.timeout),
@@ -404,7 +402,7 @@ fn run_options(
         allowed_private_hosts: cfg.allowed_private_hosts.clone(),
     };
     RunOptions {
-        threads: (threads / count + usize::from(k < threads % count)).max(1),
+        threads: cfg.threads.max(1),
         logs_dir: match &cfg.logs_dir {
             Some(dir) if several => Some(dir.join(crate::platform::dir_name(&cfg.platform))),
             dir => dir.clone(),
@@ -415,7 +413,8 @@ fn run_options(
         quiet: cfg.quiet,
         fleet: None,
         platform: several.then(|| cfg.platform.architecture.clone()),
-        bars: bars.cloned(),
+        bars: together.map(|t| t.0.clone()),
+        slots: together.map(|t| Arc::clone(&t.1)),
     }
 }
 

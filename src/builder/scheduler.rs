@@ -84,6 +84,45 @@ pub struct RunOptions {
     /// The progress bars of runs going on at once (a build for several platforms): this run's bar joins
     /// them, so that the bars and the lines printed above them do not garble each other.
     pub bars: Option<indicatif::MultiProgress>,
+    /// The build slots of runs going on at once (a build for several platforms): a worker holds one for
+    /// each image it builds, so the runs together build at most `--threads` images at a time.
+    pub slots: Option<Arc<Slots>>,
+}
+
+/// `--threads` shared by the runs of a build for several platforms. Each run has `--threads` workers,
+/// and a worker takes a slot for each image it builds: a platform that finishes early (amd64, native)
+/// leaves all the slots to the others (arm64, emulated), which a fixed split of the threads would not.
+#[derive(Debug)]
+pub struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Slots {
+    /// `n` slots (at least 1).
+    pub fn new(n: usize) -> Slots {
+        Slots { free: Mutex::new(n.max(1)), freed: Condvar::new() }
+    }
+
+    /// Wait for a free slot; it is given back when the guard drops.
+    fn take(&self) -> Slot<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+/// A slot of [`Slots`], held while one image builds.
+struct Slot<'a>(&'a Slots);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 /// The push queue of a run (`--push`): images are pushed as soon as they are built, by `threads`
@@ -344,9 +383,11 @@ fn worker(
             }
         };
         let shown = shown_name(&jobs[i], run);
+        let slot = run.slots.as_deref().map(Slots::take);
         progress.start(&shown);
         let outcome = build_attempts(ws, &jobs[i], &shown, opts, run, in_run, progress);
         progress.done(&shown, &outcome);
+        drop(slot);
         let ok = matches!(outcome, Outcome::Built { .. });
         // An image another shard builds is that shard's to push, unless this one acts for it (lost).
         if ok
@@ -715,5 +756,31 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// With every slot taken, a worker waits until one is given back, then gets it.
+    #[test]
+    fn slots_bound_the_builds_of_runs_together() {
+        let slots = Slots::new(2);
+        let (a, b) = (slots.take(), slots.take());
+        let (tx, rx) = mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _c = slots.take();
+                tx.send(()).unwrap();
+            });
+            assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "a third build while two run");
+            drop(a);
+            rx.recv_timeout(Duration::from_secs(30)).expect("the slot given back is taken");
+        });
+        drop(b);
+        assert_eq!(*slots.free.lock().unwrap(), 2, "every slot given back");
     }
 }
