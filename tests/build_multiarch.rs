@@ -224,24 +224,29 @@ fn an_index_of_two_platforms_is_pushed_with_its_images() {
         assert_eq!(copied.manifest_digest, want.digest, "skopeo copied the very manifest pushed for {arch}");
     }
 
-    // podman (private storage, vfs) pulls each platform by --arch, checking every blob's digest as it does:
-    // its image id is that platform's config digest.
-    let state = dir.path().join("podman");
+    // podman picks each platform, checking every blob's digest: its image id is that platform's config digest.
     for (arch, want) in [("arm64", &arm64), ("amd64", &amd64)] {
-        let out = store_support::run_ok(
-            Command::new("podman")
-                .arg("--root")
-                .arg(state.join("root"))
-                .arg("--runroot")
-                .arg(state.join("run"))
-                .args(["--storage-driver", "vfs", "--events-backend", "none", "--cgroup-manager", "cgroupfs"])
-                .args(["pull", "-q", "--tls-verify=false", "--arch", arch, &target])
-                .env("CONTAINERS_CONF", "/dev/null")
-                .env("XDG_RUNTIME_DIR", state.join("xdg")),
-        );
         let config = store.read_manifest(want).unwrap().config.digest;
-        assert_eq!(out.trim(), config.hex(), "podman pull --arch {arch} got that platform's image");
+        assert_eq!(podman_pull(dir.path(), arch, &target), config.hex(), "podman pull --arch {arch}");
     }
+}
+
+/// `podman pull --arch ARCH` of `target` into a private podman storage (vfs) under `dir`: the image id
+/// podman gives, that is the digest of the config it took, after checking every blob's digest.
+fn podman_pull(dir: &std::path::Path, arch: &str, target: &str) -> String {
+    let state = dir.join("podman");
+    let out = store_support::run_ok(
+        Command::new("podman")
+            .arg("--root")
+            .arg(state.join("root"))
+            .arg("--runroot")
+            .arg(state.join("run"))
+            .args(["--storage-driver", "vfs", "--events-backend", "none", "--cgroup-manager", "cgroupfs"])
+            .args(["pull", "-q", "--tls-verify=false", "--arch", arch, target])
+            .env("CONTAINERS_CONF", "/dev/null")
+            .env("XDG_RUNTIME_DIR", state.join("xdg")),
+    );
+    out.trim().to_owned()
 }
 
 /// `--platform linux/amd64,linux/arm64` builds the tree once per platform, each rendered for its
@@ -303,6 +308,11 @@ fn several_platforms_make_one_index_per_image_pushed_whole() {
             .arg(format!("oci:{}:x", layout.display())),
     );
     assert_eq!(Store::open(&layout).unwrap().load_image("x").unwrap().manifest_digest, arm64);
+    // podman picks each platform of what `build --push` pushed, checking every blob.
+    for p in ["linux/amd64", "linux/arm64"] {
+        let config = store.load_image_from(&tagged, &platform(p)).unwrap().manifest.config.digest;
+        assert_eq!(podman_pull(&env.dir, &p[6..], &target), config.hex(), "podman pull --arch of {p}");
+    }
     // The arm64 image's SBOM and provenance went with it (docker-registry 2.8: as its referrers tag).
     let referrers_tag = format!("{registry}/kolla/base:sha256-{}", arm64.hex());
     let referrers = store_support::run_ok(
