@@ -133,7 +133,7 @@ pub struct KollaConfig {
     pub template_debian_arch: String,
     /// The platform images are built for (`--platform`, else `--base-arch`'s; the first of several).
     pub platform: crate::store::Platform,
-    /// Every platform `--platform` names (one or more): a build for several builds each in turn.
+    /// Every platform `--platform` names (one or more): a build for several builds them at once.
     pub platforms: Vec<crate::store::Platform>,
     /// `deb` or `rpm`.
     pub base_package_type: String,
