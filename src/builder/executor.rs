@@ -427,7 +427,11 @@ fn from_image(
         return Ok((state, Base::InRun(h)));
     }
     if stored_for(ws, name, &opts.platform)?.is_none() || opts.pull {
-        let _one_at_a_time = ws.lock_root_image(name, &opts.platform.to_string())?;
+        // Not while waiting for another shard to share it: that shard may be building on this state dir.
+        let _one_at_a_time = match opts.cache_wait {
+            None => Some(ws.lock_root_image(name, &opts.platform.to_string())?),
+            Some(_) => None,
+        };
         // Another build may have got it while this one waited.
         let present = stored_for(ws, name, &opts.platform)?.is_some();
         if !present || opts.pull {
