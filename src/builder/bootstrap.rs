@@ -105,7 +105,7 @@ pub(crate) fn fetch_base(ws: &Workspace, name: &str, opts: &BuildOptions, presen
 /// full name too).
 fn pulled_before(ws: &Workspace, name: &str, platform: &Platform) -> Result<bool, BuildError> {
     let Ok(reference) = Reference::parse(name) else { return Ok(false) };
-    Ok(super::executor::stored_for(ws, &reference.to_string(), platform)?.is_some())
+    Ok(ws.store().image_for(&reference.to_string(), platform)?.is_some())
 }
 
 /// Pull `name` from the first of its sources (registries.conf mirrors, then its own registry) that has

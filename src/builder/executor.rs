@@ -22,7 +22,7 @@ use super::workspace::ScratchDir;
 use super::{BuildError, BuildOptions, Workspace};
 use crate::dockerfile::{self, CopySpec, Expander, Instruction, Kind, PlatformRole, RunScript};
 use crate::sandbox;
-use crate::store::{BlobWriter, Descriptor, History, Image, ImageConfig, Platform};
+use crate::store::{BlobWriter, Descriptor, History, ImageConfig, Platform};
 
 /// Docker's default shell for shell-form RUN/CMD/ENTRYPOINT.
 /// How much of a RUN's output is kept for the error message.
@@ -426,19 +426,19 @@ fn from_image(
         };
         return Ok((state, Base::InRun(h)));
     }
-    if stored_for(ws, name, &opts.platform)?.is_none() || opts.pull {
+    if ws.store().image_for(name, &opts.platform)?.is_none() || opts.pull {
         // Not while waiting for another shard to share it: that shard may be building on this state dir.
         let _one_at_a_time = match opts.cache_wait {
             None => Some(ws.lock_root_image(name, &opts.platform.to_string())?),
             Some(_) => None,
         };
         // Another build may have got it while this one waited.
-        let present = stored_for(ws, name, &opts.platform)?.is_some();
+        let present = ws.store().image_for(name, &opts.platform)?.is_some();
         if !present || opts.pull {
             bootstrap::fetch_base(ws, name, opts, present)?;
         }
     }
-    let image = stored_for(ws, name, &opts.platform)?.ok_or_else(|| BuildError::BaseImage {
+    let image = ws.store().image_for(name, &opts.platform)?.ok_or_else(|| BuildError::BaseImage {
         image: name.into(),
         reason: format!("the store has no {} image of it", opts.platform),
     })?;
@@ -462,16 +462,6 @@ fn from_image(
         rules: RuleState::default(),
     };
     Ok((state, Base::Stored(image.manifest_digest)))
-}
-
-/// Image `name` of the store for `platform` (from an index, the manifest for it), if the store has one.
-pub(crate) fn stored_for(ws: &Workspace, name: &str, platform: &Platform) -> Result<Option<Image>, BuildError> {
-    let Some(desc) = ws.store().resolve(name)? else { return Ok(None) };
-    let image = match ws.store().load_image_from(&desc, platform) {
-        Err(crate::store::StoreError::NoPlatform { .. }) => return Ok(None),
-        image => image?,
-    };
-    Ok(platform.matches(&image.config.platform()).then_some(image))
 }
 
 /// The `created` time of a base image's config, in seconds (0 when it has none).

@@ -75,7 +75,8 @@ pub fn run(ctx: &super::Context, args: Args) -> anyhow::Result<ExitCode> {
 /// What is shown instead of a build: the rendered tree (`--template-only`), the dependency graph
 /// (`--save-dependency`, `--list-dependencies`) or the images (`--list-images`).
 fn show(ctx: &super::Context, cfg: &KollaConfig) -> anyhow::Result<ExitCode> {
-    let (mut tree, graph, selection) = prepare(ctx, cfg)?;
+    let store = existing(ctx, cfg)?;
+    let (mut tree, graph, selection) = prepare(cfg, store.as_ref())?;
     if cfg.template_only {
         let unmatched: Vec<&str> = (0..graph.nodes.len())
             .filter(|&i| !selection.is_matched(i))
@@ -120,19 +121,27 @@ fn platform_builds(ctx: &super::Context, cfg: &KollaConfig) -> anyhow::Result<Ve
             .collect(),
         _ => vec![cfg.clone()],
     };
+    let store = existing(ctx, cfg)?;
     cfgs.into_iter()
         .map(|cfg| {
-            let (tree, graph, sel) = prepare(ctx, &cfg)?;
+            let (tree, graph, sel) = prepare(&cfg, store.as_ref())?;
             Ok(kolla::PlatformBuild { cfg, graph, sel, tree })
         })
         .collect()
 }
 
+/// The store `--skip-existing` looks in, opened once for every platform; `None` without it. The caller
+/// lets it go before the build opens the state dir for itself (one hold per process, so that its end can
+/// tell whether another process still uses it).
+fn existing(ctx: &super::Context, cfg: &KollaConfig) -> anyhow::Result<Option<kolla_oci::store::Store>> {
+    cfg.skip_existing.then(|| ctx.open_store()).transpose()
+}
+
 /// The tree rendered for `cfg` (written to kolla-build's work dir when one is asked for), its image
-/// graph and the selection (`--skip-existing` looks in the store).
+/// graph and the selection (`--skip-existing` skips what `store` has for `cfg`'s platform).
 fn prepare(
-    ctx: &super::Context,
     cfg: &KollaConfig,
+    store: Option<&kolla_oci::store::Store>,
 ) -> anyhow::Result<(template::RenderedTree, Graph, graph::Selection)> {
     let tree = template::render(cfg).context("rendering the template tree")?;
     // kolla-build's work dir holds the whole tree; a temporary one gets only what the build reads (below).
@@ -140,18 +149,8 @@ fn prepare(
         tree.write_work_dir(None).context("writing the work dir")?;
     }
     let graph = Graph::from_rendered(&tree, cfg).context("building the image graph")?;
-    // The store is let go before the build opens the state dir for itself (one hold per process, so that
-    // its end can tell whether another process still uses it).
-    let store = if cfg.skip_existing { Some(ctx.open_store()?) } else { None };
     // Only an image of this platform counts: a tag may hold other platforms' images (an index).
-    let exists = |canonical: &str| {
-        store.as_ref().is_some_and(|s| match s.resolve(canonical) {
-            Ok(Some(tagged)) => {
-                s.load_image_from(&tagged, &cfg.platform).is_ok_and(|i| cfg.platform.matches(&i.config.platform()))
-            }
-            _ => false,
-        })
-    };
+    let exists = |canonical: &str| store.is_some_and(|s| matches!(s.image_for(canonical, &cfg.platform), Ok(Some(_))));
     let selection = graph::select(&graph, cfg, &exists).context("selecting images")?;
     Ok((tree, graph, selection))
 }

@@ -93,6 +93,17 @@ impl Store {
         Ok(Image { manifest_digest: manifest_desc.digest, manifest, config })
     }
 
+    /// The image tag `name` holds for `platform`: `None` when there is no such tag, or it holds no image
+    /// of that platform (an index without one, or a single image of another platform).
+    pub fn image_for(&self, name: &str, platform: &Platform) -> Result<Option<Image>> {
+        let Some(desc) = self.resolve(name)? else { return Ok(None) };
+        let image = match self.load_image_from(&desc, platform) {
+            Err(StoreError::NoPlatform { .. }) => return Ok(None),
+            image => image?,
+        };
+        Ok(platform.matches(&image.config.platform()).then_some(image))
+    }
+
     /// Follow indexes down to the manifest for `platform`.
     pub(super) fn select_manifest(&self, desc: &Descriptor, platform: &Platform, depth: usize) -> Result<Descriptor> {
         if self.doc_kind(desc)? != DocKind::Index {
